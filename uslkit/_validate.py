@@ -71,7 +71,7 @@ def check_seed(seed) -> int:
 
 def check_indices(idx, n: int, *, name: str = "labeled") -> np.ndarray:
     """Return ``idx`` as unique int64 indices in ``[0, n)``, or raise ``ValueError``."""
-    arr = np.asarray(idx if idx is not None else [], dtype=np.float64 if np.asarray(idx).dtype.kind == "f" else None)
+    arr = np.asarray([] if idx is None else idx)
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
     if arr.ndim != 1:

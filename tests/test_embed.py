@@ -1,0 +1,177 @@
+"""Embeddings: encoders, PCA, caching with sidecars, atomic writes, CLI."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from uslkit import embed as E
+from uslkit.cli import main
+from uslkit.data import load_dataset
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "train")
+
+
+def test_pixels_embedding_shape_norm_and_determinism(digits):
+    a = E.embed_dataset(digits, "pixels", pca=16, seed=0, progress=False)
+    b = E.embed_dataset(digits, "pixels", pca=16, seed=0, progress=False)
+    assert a.shape == (len(digits), 16) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(a, b)  # bit for bit
+
+
+def test_pca_matches_sklearn_subspace(digits):
+    from sklearn.decomposition import PCA
+
+    x = digits.images.reshape(len(digits), -1).astype(np.float32) / 255
+    ours = E.fit_pca(x, 5)
+    ref = PCA(n_components=5, svd_solver="full").fit(x)
+    # same components up to sign, same explained variance ratio
+    np.testing.assert_allclose(np.abs(ours.components @ ref.components_.T), np.eye(5), atol=1e-4)
+    np.testing.assert_allclose(ours.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-4)
+    # sign convention: largest-magnitude loading of each component is positive
+    piv = np.argmax(np.abs(ours.components), axis=1)
+    assert (ours.components[np.arange(5), piv] > 0).all()
+
+
+def test_pca_too_large_is_an_error(digits):
+    with pytest.raises(ValueError, match="pca"):
+        E.embed_dataset(digits, "pixels", pca=65, progress=False)
+
+
+def test_unknown_encoder_and_ckpt_not_yet(digits):
+    with pytest.raises(ValueError, match="unknown encoder 'vgg'"):
+        E.embed_dataset(digits, "vgg", progress=False)
+    with pytest.raises(NotImplementedError, match="training core"):
+        E.embed_dataset(digits, "ckpt:/tmp/model.pt", progress=False)
+
+
+def test_resnet18_random_weights_on_cpu(digits):
+    small = digits.subset(np.arange(6))
+    f = E.embed_dataset(small, "resnet18", weights="none", image_size=32, batch_size=4, device="cpu",
+                        progress=False)
+    assert f.shape == (6, 512) and f.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, atol=1e-5)
+    g = E.embed_dataset(small, "resnet18", weights="none", image_size=32, batch_size=3, device="cpu",
+                        progress=False)
+    np.testing.assert_allclose(f, g, atol=1e-5)  # seeded init, batch size does not matter
+
+
+def test_resnet_offline_error_says_where_to_put_weights(digits, monkeypatch):
+    import torchvision.models._api as api
+
+    def offline(*a, **k):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(E.WeightsUnavailableError, match=r"resnet18-f37072fd\.pth"):
+        E.embed_dataset(digits.subset(np.arange(2)), "resnet18", device="cpu", progress=False)
+
+
+def test_cuda_requested_without_cuda_is_clear(digits):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        E.embed_dataset(digits.subset(np.arange(2)), "resnet18", weights="none", device="cuda", progress=False)
+
+
+def test_cache_reuse_and_invalidation(tmp_path):
+    cache = tmp_path / "cache"
+    a, meta = E.compute_embeddings("digits", pca=8, cache_dir=cache, progress=False)
+    assert not meta["reused"]
+    path = cache / "digits" / "train" / "pixels_pca8_s0.npy"
+    side = json.loads(path.with_suffix(".json").read_text())
+    for key in ("dataset", "split", "encoder", "params", "n", "dim", "uslkit_version", "git_commit", "seed",
+                "created", "data_fingerprint"):
+        assert key in side, key
+    assert side["n"] == 1797 and side["dim"] == 8 and side["params"]["pca"] == 8
+
+    b, meta = E.compute_embeddings("digits", pca=8, cache_dir=cache, progress=False)
+    assert meta["reused"] and np.array_equal(a, b)
+
+    # a sidecar that no longer matches (e.g. edited parameters) is recomputed, never reused
+    side["params"]["pca"] = 9
+    path.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.warns(UserWarning, match="recomputing .*params"):
+        c, meta = E.compute_embeddings("digits", pca=8, cache_dir=cache, progress=False)
+    assert not meta["reused"] and np.array_equal(a, c)
+    assert json.loads(path.with_suffix(".json").read_text())["params"]["pca"] == 8
+
+    # a truncated cache file is detected and recomputed
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="recomputing"):
+        d, _ = E.compute_embeddings("digits", pca=8, cache_dir=cache, progress=False)
+    assert np.array_equal(a, d)
+
+    # different parameters live in a different cache entry
+    e, meta = E.compute_embeddings("digits", pca=4, cache_dir=cache, progress=False)
+    assert e.shape == (1797, 4) and not meta["reused"]
+
+
+def test_explicit_out_is_never_silently_replaced(tmp_path):
+    out = tmp_path / "emb.npy"
+    a, _ = E.compute_embeddings("digits", pca=8, out=out, progress=False)
+    _, meta = E.compute_embeddings("digits", pca=8, out=out, progress=False)
+    assert meta["reused"]
+    with pytest.raises(E.EmbeddingMismatchError, match="overwrite"):
+        E.compute_embeddings("digits", pca=4, out=out, progress=False)
+    assert np.load(out).shape == (1797, 8)  # untouched
+    b, _ = E.compute_embeddings("digits", pca=4, out=out, overwrite=True, progress=False)
+    assert np.load(out).shape == (1797, 4)
+
+
+def test_test_split_uses_train_pca(tmp_path):
+    tr, _ = E.compute_embeddings("fashion_mnist", split="train", pca=16, cache_dir=tmp_path, progress=False)
+    te, meta = E.compute_embeddings("fashion_mnist", split="test", pca=16, cache_dir=tmp_path, progress=False)
+    assert te.shape == (10000, 16) and meta["params"]["pca_fit_split"] == "train"
+    # 1-NN on the train embedding classifies the test embedding well only if they share a space
+    ds_tr, ds_te = load_dataset("fashion_mnist", "train"), load_dataset("fashion_mnist", "test")
+    sims = te[:500] @ tr[:20000].T
+    acc = (ds_tr.labels[:20000][sims.argmax(1)] == ds_te.labels[:500]).mean()
+    assert acc > 0.75
+
+
+def test_load_embeddings_checks_shape_against_sidecar(tmp_path):
+    p = E.save_embeddings(tmp_path / "e.npy", np.ones((4, 2), np.float32), {"dataset": "x"})
+    emb, meta = E.load_embeddings(p)
+    assert emb.shape == (4, 2) and meta["n"] == 4
+    side = json.loads(p.with_suffix(".json").read_text())
+    side["n"] = 5
+    p.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.raises(ValueError, match="sidecar records n=5"):
+        E.load_embeddings(p)
+    with pytest.raises(FileExistsError):
+        E.save_embeddings(p, np.ones((4, 2), np.float32), {})
+
+
+def test_cli_embed(tmp_path, capsys):
+    out = tmp_path / "emb.npy"
+    assert main(["embed", "--dataset", "digits", "--pca", "8", "--out", str(out), "-q"]) == 0
+    assert "wrote" in capsys.readouterr().out and np.load(out).shape == (1797, 8)
+    assert main(["embed", "--dataset", "digits", "--pca", "8", "--out", str(out), "-q"]) == 0
+    assert "reused" in capsys.readouterr().out
+    assert main(["embed", "--dataset", "digits", "--pca", "4", "--out", str(out), "-q"]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert main(["embed", "--dataset", "no_such_set", "--out", str(tmp_path / "x.npy")]) == 2
+    assert "no_such_set" in capsys.readouterr().err
+
+
+def test_cli_help_for_every_subcommand(capsys):
+    for cmd in ("datasets", "embed", "select", "demo"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        assert "usage: uslkit " + cmd in capsys.readouterr().out
+
+
+def test_no_warnings_on_clean_cache_hit(tmp_path):
+    E.compute_embeddings("digits", pca=8, cache_dir=tmp_path, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        E.compute_embeddings("digits", pca=8, cache_dir=tmp_path, progress=False)

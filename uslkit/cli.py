@@ -1,0 +1,277 @@
+"""Command line: ``uslkit <command> ...`` (also ``python -m uslkit <command> ...``).
+
+Commands: ``datasets`` (list and check datasets), ``embed`` (compute cached embeddings), ``select``
+(choose samples to label and write the labels file), ``demo`` (the README's main job). Every command has
+``--help``. Bad input prints ``uslkit: error: <what is wrong>`` and exits with status 2; nothing is
+overwritten without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+class CLIError(Exception):
+    """A user error reported as one line and exit status 2."""
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--param expects KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    if not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"--param key {key!r} is not a valid name")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = {"true": True, "false": False, "none": None, "null": None}.get(value.lower(), value)
+    return key, parsed
+
+
+# ----------------------------------------------------------------------------------------------------------
+# datasets
+# ----------------------------------------------------------------------------------------------------------
+def _cmd_datasets(args) -> int:
+    from .data import available_datasets, load_dataset
+
+    # an image folder is whatever folder you point at: only check it when it is named explicitly
+    names = [args.name] if args.name else [n for n in available_datasets() if n != "imagefolder"]
+    for name in names:
+        if not args.check:
+            print(name)
+            continue
+        try:
+            ds = load_dataset(name, args.split, root=args.data_root, download=args.download)
+        except Exception as e:  # report every dataset, do not stop at the first missing one
+            lines = str(e).splitlines()
+            how = next((ln for ln in lines if ln.startswith("To get it")), "")
+            print(f"{name:14s} {args.split:10s} MISSING  {lines[0]}" + (f"\n{'':26s}{how}" if how else ""))
+        else:
+            shape = None if ds.images is None else tuple(ds.images.shape)
+            print(f"{name:14s} {args.split:10s} ok  n={len(ds)} classes={ds.num_classes} images={shape}"
+                  f" from {ds.root}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# embed
+# ----------------------------------------------------------------------------------------------------------
+def _cmd_embed(args) -> int:
+    import time
+
+    from .embed import EmbeddingMismatchError, compute_embeddings
+
+    t0 = time.perf_counter()
+    try:
+        emb, meta = compute_embeddings(
+            args.dataset, split=args.split, encoder=args.encoder, pca=args.pca, seed=args.seed,
+            root=args.data_root, cache_dir=args.cache_dir, out=args.out, overwrite=args.overwrite,
+            weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
+            device=args.device, progress=not args.quiet, download=args.download,
+        )
+    except EmbeddingMismatchError as e:
+        raise CLIError(str(e)) from e
+    dt = time.perf_counter() - t0
+    verb = "reused" if meta.get("reused") else "wrote"
+    print(f"{verb} {meta.get('path')}: {emb.shape[0]} x {emb.shape[1]} float32 "
+          f"({args.dataset}/{args.split}, {args.encoder}{f', pca {args.pca}' if args.pca else ''}) in {dt:.1f} s")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# select
+# ----------------------------------------------------------------------------------------------------------
+def _load_labeled(path: str | None, n: int, dataset) -> Any:
+    """Indices already labelled, from a labels JSON or an index .npy/.txt, validated against ``n``."""
+    if path is None:
+        return None
+    import numpy as np
+
+    from ._validate import check_indices
+    from .labels import load_selection
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"--labeled file {p} does not exist")
+    if p.suffix == ".json":
+        sel = load_selection(p, dataset=dataset)
+        prior = list(getattr(sel, "labeled_before", []) or [])
+        return check_indices(np.asarray(prior + list(sel.indices), dtype=np.int64), n, name="--labeled")
+    if p.suffix == ".npy":
+        arr = np.load(p, allow_pickle=False)
+    else:
+        arr = np.loadtxt(p, dtype=np.int64, ndmin=1)
+    return check_indices(arr.ravel(), n, name="--labeled")
+
+
+def _cmd_select(args) -> int:
+    import time
+
+    from .embed import load_embeddings
+    from .labels import make_selection, save_selection
+    from .select import select
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} already exists; pass --overwrite to replace it")
+    emb, meta = load_embeddings(args.emb)
+    dataset = None
+    name = args.dataset or meta.get("dataset")
+    split = args.split or meta.get("split") or "train"
+    if name and not args.no_dataset:
+        from .data import load_dataset
+
+        dataset = load_dataset(name, split, root=args.data_root)
+        if len(dataset) != emb.shape[0]:
+            raise CLIError(
+                f"mismatched ids: {args.emb} has {emb.shape[0]} rows but {name}/{split} has {len(dataset)} samples"
+            )
+    labeled = _load_labeled(args.labeled, emb.shape[0], dataset)
+    params = dict(args.param or [])
+    if args.method == "stratified":
+        if dataset is None:
+            raise CLIError("method 'stratified' is an oracle baseline and needs the dataset's true labels "
+                           "(give --dataset or use embeddings with a sidecar)")
+        params["labels"] = dataset.labels
+    t0 = time.perf_counter()
+    idx = select(args.method, emb, args.budget, seed=args.seed, labeled=labeled, **params)
+    dt = time.perf_counter() - t0
+    params.pop("labels", None)
+    emb_info = {k: meta[k] for k in ("dataset", "split", "encoder", "params", "seed", "n", "dim",
+                                      "data_fingerprint") if k in meta}
+    emb_info["path"] = str(args.emb)
+    sel = make_selection(
+        idx, dataset=dataset, n=emb.shape[0], dataset_name=name, split=split, method=args.method,
+        params=params, seed=args.seed, embedding=emb_info,
+        labeled_before=None if labeled is None else [int(i) for i in labeled],
+    )
+    if args.annotate:
+        if dataset is None:
+            raise CLIError("--annotate needs the dataset (its ground truth is the simulated oracle)")
+        from .labels import annotate
+
+        sel = annotate(sel, dataset)
+    save_selection(sel, out, overwrite=args.overwrite)
+    msg = f"selected {len(idx)} of {emb.shape[0]} with {args.method} (seed {args.seed}) in {dt:.2f} s -> {out}"
+    if dataset is not None and dataset.labels.min() >= 0:
+        from .evaluate import class_coverage
+
+        msg += f"; class coverage {class_coverage(dataset.labels[idx], dataset.num_classes):.0%}"
+    print(msg)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# demo
+# ----------------------------------------------------------------------------------------------------------
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(out_dir=args.out, budget=args.budget, seeds=args.seeds, methods=args.methods, pca=args.pca,
+             data_root=args.data_root, overwrite=args.overwrite, progress=not args.quiet,
+             max_samples=args.max_samples)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="uslkit", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"uslkit {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("datasets", help="list datasets, or check which are available locally")
+    d.add_argument("name", nargs="?", help="one dataset (default: all but imagefolder, which needs --data-root)")
+    d.add_argument("--check", action="store_true", help="try to load each and report what is missing")
+    d.add_argument("--split", default="train")
+    d.add_argument("--data-root", default="data", help="dataset folder (default: data)")
+    d.add_argument("--download", action="store_true", help="with --check: download what is missing (torchvision)")
+    d.set_defaults(func=_cmd_datasets)
+
+    from .embed import ENCODERS
+
+    e = sub.add_parser("embed", help="compute (or reuse cached) L2-normalised embeddings of a dataset",
+                       description="Compute embeddings with a JSON sidecar; a matching file is reused, "
+                                   "a mismatching one is an error unless --overwrite.")
+    e.add_argument("--dataset", required=True, help="e.g. fashion_mnist, digits, cifar10, imagefolder")
+    e.add_argument("--split", default="train")
+    e.add_argument("--encoder", default="pixels", help=f"one of {', '.join(ENCODERS)}")
+    e.add_argument("--pca", type=int, default=None, help="project to this many dims (fitted on train)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default=None, help="output .npy (default: the cache under --cache-dir)")
+    e.add_argument("--cache-dir", default="data/embeddings")
+    e.add_argument("--overwrite", action="store_true", help="replace --out if it does not match")
+    e.add_argument("--weights", default="imagenet", help="network weights: imagenet | none | a torchvision name")
+    e.add_argument("--image-size", type=int, default=None, help="network input size (default 224)")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if present)")
+    e.add_argument("--data-root", default="data")
+    e.add_argument("--download", action="store_true", help="download the dataset if it is not found")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=_cmd_embed)
+
+    s = sub.add_parser("select", help="choose samples to label and write the labels file (JSON)",
+                       description="Run a selection method on embeddings and write a uslkit labels file.")
+    s.add_argument("--emb", required=True, help="embeddings .npy (with its JSON sidecar from `uslkit embed`)")
+    s.add_argument("--budget", type=int, required=True)
+    s.add_argument("--method", default="usl", help="selection method (see uslkit.select.METHODS)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="labels file to write (.json)")
+    s.add_argument("--labeled", default=None, help="already-labelled samples: labels .json, index .npy or .txt")
+    s.add_argument("--param", type=_parse_param, action="append", metavar="KEY=VALUE",
+                   help="method parameter, repeatable (e.g. --param k=20 --param lam=0.5)")
+    s.add_argument("--dataset", default=None, help="dataset name (default: from the embedding sidecar)")
+    s.add_argument("--split", default=None)
+    s.add_argument("--data-root", default="data")
+    s.add_argument("--no-dataset", action="store_true", help="do not load the dataset (ids = row indices)")
+    s.add_argument("--annotate", action="store_true", help="fill labels from ground truth (simulated oracle)")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    s.set_defaults(func=_cmd_select)
+
+    m = sub.add_parser("demo", help="the main job: Fashion-MNIST embeddings, selection, evaluation, plots",
+                       description="Run the end-to-end demo on Fashion-MNIST (offline) and write a results "
+                                   "table and figures.")
+    m.add_argument("--out", default="papermill_runs/demo")
+    m.add_argument("--budget", type=int, default=40)
+    m.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    m.add_argument("--methods", nargs="+", default=None, help="default: usl kmeans typiclust probcover random")
+    m.add_argument("--pca", type=int, default=64)
+    m.add_argument("--max-samples", type=int, default=None, help="use only the first N training samples")
+    m.add_argument("--data-root", default="data")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing demo folder's results")
+    m.add_argument("-q", "--quiet", action="store_true")
+    m.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .embed import WeightsUnavailableError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ValueError, FileExistsError, FileNotFoundError, NotImplementedError, ImportError,
+            WeightsUnavailableError) as e:
+        print(f"uslkit: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

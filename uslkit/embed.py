@@ -1,0 +1,482 @@
+"""Encoders and embedding extraction, cached as ``.npy`` plus a JSON sidecar.
+
+Encoders by name (``ENCODERS``):
+
+- ``pixels``: flattened pixels scaled to [0, 1], optionally projected by PCA to ``pca`` dimensions. The PCA
+  is always fitted on the dataset's ``train`` split (so train and test embeddings share one space), by an
+  exact eigendecomposition of the float64 covariance when the input has at most 4096 dimensions
+  (deterministic; the seed is recorded but not needed), otherwise by scikit-learn's randomized PCA
+  seeded with ``seed``. Eigenvector signs are fixed (largest-magnitude loading positive) so the output
+  does not depend on the LAPACK build.
+- ``resnet18`` / ``resnet50``: torchvision ImageNet models, penultimate (pooled) features (512 / 2048-d),
+  ImageNet normalisation, images resized to ``image_size`` (224 by default). Weights come from
+  torchvision's download; offline this fails with an error that says where to put the file.
+  ``weights="none"`` gives a randomly initialised network (seeded), useful for tests.
+- ``clip_vit_b16``: OpenCLIP ViT-B/16 image features (the ``clip`` extra; USL's ImageNet CLIP setting).
+
+Every output is float32, L2-normalised row-wise (USL and the low-budget AL paper both select on
+L2-normalised features), shape ``(n, dim)``, rows in the dataset's order (row ``i`` = sample id
+``dataset.ids[i]``).
+
+Caching: :func:`compute_embeddings` stores ``<cache_dir>/<dataset>/<split>/<tag>.npy`` with a sidecar
+``<tag>.json`` recording dataset, split, encoder, parameters, n, dim, a fingerprint of the dataset, the
+seed, uslkit version, git commit and creation time. A cache is reused only when its sidecar matches the
+request field by field and the array matches the recorded shape; otherwise it is recomputed (with a
+warning saying which field differed) and replaced atomically. An explicit ``out`` file is never silently
+replaced: a mismatching existing file raises unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _io
+from ._validate import check_positive_int, check_seed
+
+__all__ = [
+    "ENCODERS",
+    "EmbeddingMismatchError",
+    "WeightsUnavailableError",
+    "embed_dataset",
+    "compute_embeddings",
+    "save_embeddings",
+    "load_embeddings",
+    "embedding_request",
+    "cache_path",
+    "l2_normalize",
+    "fit_pca",
+]
+
+log = logging.getLogger(__name__)
+
+ENCODERS = ("pixels", "resnet18", "resnet50", "clip_vit_b16")
+SIDECAR_FORMAT = "uslkit-embeddings"
+SIDECAR_VERSION = 1
+# Fields of the sidecar that must equal the request for a cached file to be reused.
+_MATCH_FIELDS = ("format", "format_version", "dataset", "split", "encoder", "params", "seed", "n",
+                 "data_fingerprint")
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class EmbeddingMismatchError(ValueError):
+    """An existing embedding file does not match the request (and may not be replaced)."""
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be downloaded or read; the message says where to put them."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# small numerical pieces
+# ----------------------------------------------------------------------------------------------------------
+def l2_normalize(x: np.ndarray, *, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation to float32; all-zero rows stay zero. Shape ``(n, d) -> (n, d)``."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, eps), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class PCAModel:
+    """A fitted PCA: ``transform(x) = (x - mean) @ components.T``."""
+
+    mean: np.ndarray  # (d_in,) float64
+    components: np.ndarray  # (d_out, d_in) float64, rows orthonormal, by decreasing variance
+    explained_variance_ratio: np.ndarray  # (d_out,)
+
+    def transform(self, x: np.ndarray, *, chunk: int = 16384) -> np.ndarray:
+        out = np.empty((x.shape[0], self.components.shape[0]), dtype=np.float32)
+        comp = self.components.T.astype(np.float32)
+        mean = self.mean.astype(np.float32)
+        for s in range(0, x.shape[0], chunk):
+            out[s : s + chunk] = (np.asarray(x[s : s + chunk], dtype=np.float32) - mean) @ comp
+        return out
+
+
+def fit_pca(x: np.ndarray, n_components: int, *, seed: int = 0) -> PCAModel:
+    """Fit PCA on ``x`` (n, d_in) to ``n_components`` dimensions.
+
+    Exact for ``d_in <= 4096`` (eigh of the float64 covariance, accumulated in chunks), randomized
+    (scikit-learn, ``random_state=seed``) above. Signs are fixed so the largest-magnitude loading of each
+    component is positive.
+    """
+    n, d_in = x.shape
+    n_components = check_positive_int(n_components, name="pca", maximum=min(n, d_in))
+    mean = np.zeros(d_in, dtype=np.float64)
+    for s in range(0, n, 16384):
+        mean += np.asarray(x[s : s + 16384], dtype=np.float64).sum(axis=0)
+    mean /= n
+    if d_in <= 4096:
+        cov = np.zeros((d_in, d_in), dtype=np.float64)
+        for s in range(0, n, 16384):
+            c = np.asarray(x[s : s + 16384], dtype=np.float64) - mean
+            cov += c.T @ c
+        cov /= max(n - 1, 1)
+        evals, evecs = np.linalg.eigh(cov)
+        order = np.argsort(evals)[::-1][:n_components]
+        components = evecs[:, order].T
+        total = max(float(np.clip(evals, 0, None).sum()), 1e-300)
+        ratio = np.clip(evals[order], 0, None) / total
+    else:
+        from sklearn.decomposition import PCA
+
+        model = PCA(n_components=n_components, svd_solver="randomized", random_state=seed)
+        model.fit(np.asarray(x, dtype=np.float32))
+        components = model.components_.astype(np.float64)
+        ratio = model.explained_variance_ratio_
+    pivot = np.argmax(np.abs(components), axis=1)
+    signs = np.sign(components[np.arange(components.shape[0]), pivot])
+    signs[signs == 0] = 1.0
+    return PCAModel(mean=mean, components=components * signs[:, None], explained_variance_ratio=ratio)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# encoders
+# ----------------------------------------------------------------------------------------------------------
+def _pixels(dataset) -> np.ndarray:
+    if dataset.images is None:
+        raise ValueError(
+            f"encoder 'pixels' needs in-memory images; dataset {dataset.name!r} is file-based "
+            "(use a network encoder such as resnet18, or load a dataset of arrays)"
+        )
+    imgs = dataset.images
+    return imgs.reshape(imgs.shape[0], -1).astype(np.float32) / 255.0
+
+
+def _torch_encoder(encoder: str, weights: str, seed: int):
+    """Build a torchvision ResNet (fc removed) or OpenCLIP model; returns (model, feature_dim)."""
+    import torch
+
+    if encoder in ("resnet18", "resnet50"):
+        import torchvision
+
+        ctor = getattr(torchvision.models, encoder)
+        if weights == "none":
+            torch.manual_seed(seed)
+            model = ctor(weights=None)
+        else:
+            enum = {"resnet18": torchvision.models.ResNet18_Weights,
+                    "resnet50": torchvision.models.ResNet50_Weights}[encoder]
+            w = enum.IMAGENET1K_V1 if weights == "imagenet" else enum[weights]
+            try:
+                model = ctor(weights=w)
+            except Exception as e:  # URLError, HTTPError, socket errors, corrupt file
+                hub = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+                raise WeightsUnavailableError(
+                    f"could not load the ImageNet weights for {encoder} ({type(e).__name__}: {e}). "
+                    f"They download from {w.url}; offline, copy that file to {hub} "
+                    "(or set TORCH_HOME), or pass weights='none' for a random network."
+                ) from e
+        dim = model.fc.in_features
+        model.fc = torch.nn.Identity()
+        return model, dim
+    if encoder == "clip_vit_b16":
+        try:
+            import open_clip
+        except ImportError as e:
+            raise ImportError(
+                "encoder 'clip_vit_b16' needs open_clip: pip install -e '.[clip]'"
+            ) from e
+        pretrained = None if weights == "none" else ("openai" if weights == "imagenet" else weights)
+        try:
+            model, _, _ = open_clip.create_model_and_transforms("ViT-B-16", pretrained=pretrained)
+        except Exception as e:
+            raise WeightsUnavailableError(
+                f"could not load OpenCLIP ViT-B-16 weights {pretrained!r} ({type(e).__name__}: {e}); "
+                "they download from the model hub on first use"
+            ) from e
+        return _ClipImage(model), model.visual.output_dim
+    raise ValueError(f"unknown encoder {encoder!r}; choose one of {ENCODERS}")
+
+
+class _ClipImage:
+    """Wraps an OpenCLIP model so calling it returns image features."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x):
+        return self.model.encode_image(x)
+
+    def to(self, device):
+        self.model = self.model.to(device)
+        return self
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+
+def _network_features(dataset, encoder: str, *, weights: str, image_size: int, batch_size: int,
+                      device, seed: int, progress: bool, num_workers: int) -> np.ndarray:
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision.transforms import v2 as T
+    from tqdm.auto import tqdm
+
+    from .device import resolve_device
+
+    dev = resolve_device(device)
+    model, dim = _torch_encoder(encoder, weights, seed)
+    model = model.to(dev).eval()
+    if encoder == "clip_vit_b16":
+        mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    else:
+        mean, std = _IMAGENET_MEAN, _IMAGENET_STD
+    transform = T.Compose([
+        T.ToImage(),
+        T.RGB(),
+        T.Resize(image_size, antialias=True),
+        T.CenterCrop(image_size),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(mean, std),
+    ])
+    loader = DataLoader(dataset.to_torch(transform=transform), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, pin_memory=dev.type == "cuda")
+    out = np.empty((len(dataset), dim), dtype=np.float32)
+    pos = 0
+    amp = torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda" else _nullcontext()
+    with torch.inference_mode(), amp:
+        for batch in tqdm(loader, desc=f"embed {dataset.name}/{dataset.split} [{encoder}]",
+                          disable=not progress, unit="batch"):
+            x = batch[0].to(dev, non_blocking=True)
+            f = model(x).float().cpu().numpy()
+            out[pos : pos + len(f)] = f
+            pos += len(f)
+    if pos != len(dataset):  # pragma: no cover - defensive
+        raise RuntimeError(f"extracted {pos} embeddings for {len(dataset)} samples")
+    return out
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _check_encoder_params(encoder: str, pca, weights: str, image_size) -> dict[str, Any]:
+    if encoder.startswith("ckpt:"):
+        raise NotImplementedError(
+            "checkpoint encoders ('ckpt:<path>') arrive with the training core (kit-trained models); "
+            f"available now: {ENCODERS}"
+        )
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {ENCODERS}")
+    params: dict[str, Any] = {}
+    if pca is not None:
+        params["pca"] = check_positive_int(pca, name="pca")
+        params["pca_fit_split"] = "train"
+    if encoder != "pixels":
+        params["weights"] = weights
+        params["image_size"] = check_positive_int(image_size if image_size is not None else 224,
+                                                  name="image_size", minimum=8)
+    return params
+
+
+def embed_dataset(dataset, encoder: str = "pixels", *, pca: int | None = None, seed: int = 0,
+                  weights: str = "imagenet", image_size: int | None = None, batch_size: int = 256,
+                  device=None, progress: bool = True, num_workers: int = 0, pca_fit=None) -> np.ndarray:
+    """Embed every sample of ``dataset`` with ``encoder``; no caching (see :func:`compute_embeddings`).
+
+    Args:
+        dataset: an :class:`uslkit.data.ImageDataset`.
+        encoder: one of :data:`ENCODERS`.
+        pca: project to this many dimensions (fitted on ``pca_fit``, default ``dataset`` itself).
+        seed: seeds randomized PCA and random-weight networks.
+        weights: ``"imagenet"`` (pretrained), ``"none"`` (random init) or a torchvision weight name.
+        image_size: network input size (default 224).
+        batch_size, device, num_workers, progress: extraction settings (device ``None`` = CUDA if present).
+        pca_fit: the dataset to fit PCA on (the train split, so test embeddings share its space).
+
+    Returns:
+        float32 array ``(len(dataset), dim)``, rows L2-normalised.
+    """
+    seed = check_seed(seed)
+    params = _check_encoder_params(encoder, pca, weights, image_size)
+    batch_size = check_positive_int(batch_size, name="batch_size")
+    if encoder == "pixels":
+        feats = _pixels(dataset)
+        fit_feats = feats if pca_fit is None else _pixels(pca_fit)
+    else:
+        kw = dict(weights=weights, image_size=params["image_size"], batch_size=batch_size, device=device,
+                  seed=seed, progress=progress, num_workers=num_workers)
+        feats = _network_features(dataset, encoder, **kw)
+        fit_feats = feats if (pca is None or pca_fit is None) else _network_features(pca_fit, encoder, **kw)
+    if pca is not None:
+        if pca > feats.shape[1]:
+            raise ValueError(f"pca={pca} is larger than the encoder's {feats.shape[1]} dimensions")
+        model = fit_pca(fit_feats, pca, seed=seed)
+        feats = model.transform(feats)
+    if not np.isfinite(feats).all():
+        raise RuntimeError(f"encoder {encoder!r} produced NaN or infinite features")
+    return l2_normalize(feats)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# files and caching
+# ----------------------------------------------------------------------------------------------------------
+def save_embeddings(path: str | os.PathLike, emb: np.ndarray, meta: dict[str, Any], *,
+                    overwrite: bool = False) -> Path:
+    """Write ``emb`` to ``path`` (.npy) and ``meta`` to its sidecar ``path.with_suffix('.json')``.
+
+    Both writes are atomic; the array is written first, so a sidecar never describes a missing array.
+    Refuses to replace an existing file unless ``overwrite``.
+    """
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise ValueError(f"embedding files end in .npy, got {path}")
+    _io.check_can_write(path, overwrite=overwrite)
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    meta = dict(meta, n=int(emb.shape[0]), dim=int(emb.shape[1]), dtype="float32")
+    _io.atomic_save_npy(path, emb)
+    _io.atomic_write_json(path.with_suffix(".json"), meta)
+    return path
+
+
+def load_embeddings(path: str | os.PathLike, *, mmap: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read an embedding file and its sidecar; checks that the array matches the sidecar's n and dim.
+
+    A plain ``.npy`` without sidecar loads with ``meta = {}``. Raises ``ValueError`` for a corrupt or
+    truncated file or a shape that disagrees with the sidecar.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"embedding file {path} does not exist (make one with `uslkit embed`)")
+    try:
+        emb = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable .npy file (corrupt or truncated?): {e}") from e
+    side = path.with_suffix(".json")
+    meta = _io.read_json(side) if side.exists() else {}
+    if meta and (emb.ndim != 2 or [int(meta.get("n", -1)), int(meta.get("dim", -1))] != list(emb.shape)):
+        raise ValueError(
+            f"{path} has shape {emb.shape} but its sidecar records n={meta.get('n')}, dim={meta.get('dim')}"
+        )
+    return emb, meta
+
+
+def _fingerprint(dataset) -> str:
+    """sha1 over the dataset's ids, labels and (for array datasets) pixels: detects changed data."""
+    h = hashlib.sha1()
+    h.update(f"{dataset.name}|{dataset.split}|{len(dataset)}".encode())
+    ids = np.asarray(dataset.ids)
+    h.update(ids.astype(np.int64).tobytes() if ids.dtype.kind in "iu" else "\n".join(map(str, ids)).encode())
+    h.update(np.asarray(dataset.labels, dtype=np.int64).tobytes())
+    if dataset.images is not None:
+        h.update(np.ascontiguousarray(dataset.images).data)
+    return h.hexdigest()
+
+
+def embedding_request(dataset, encoder: str, *, pca=None, seed: int = 0, weights: str = "imagenet",
+                      image_size=None) -> dict[str, Any]:
+    """The sidecar fields that identify an embedding (everything a cache must match)."""
+    return {
+        "format": SIDECAR_FORMAT,
+        "format_version": SIDECAR_VERSION,
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "encoder": encoder,
+        "params": _check_encoder_params(encoder, pca, weights, image_size),
+        "seed": check_seed(seed),
+        "n": len(dataset),
+        "data_fingerprint": _fingerprint(dataset),
+    }
+
+
+def cache_path(cache_dir: str | os.PathLike, request: dict[str, Any]) -> Path:
+    """``<cache_dir>/<dataset>/<split>/<encoder>[_pca<d>][_<weights>_<size>]_s<seed>.npy``."""
+    p = request["params"]
+    tag = request["encoder"]
+    if "pca" in p:
+        tag += f"_pca{p['pca']}"
+    if "weights" in p:
+        tag += f"_{p['weights']}_{p['image_size']}"
+    tag += f"_s{request['seed']}"
+    return Path(cache_dir) / request["dataset"] / request["split"] / f"{tag}.npy"
+
+
+def _mismatch(meta: dict[str, Any], request: dict[str, Any]) -> str | None:
+    for key in _MATCH_FIELDS:
+        if json.loads(json.dumps(meta.get(key))) != json.loads(json.dumps(request.get(key))):
+            return f"{key}: file has {meta.get(key)!r}, request is {request.get(key)!r}"
+    return None
+
+
+def _try_reuse(path: Path, request: dict[str, Any]) -> tuple[np.ndarray | None, str | None]:
+    """Return (emb, None) when ``path`` holds exactly the requested embedding, else (None, reason)."""
+    if not path.exists():
+        return None, None
+    try:
+        emb, meta = load_embeddings(path)
+    except ValueError as e:
+        return None, str(e)
+    if not meta:
+        return None, f"{path} has no sidecar {path.with_suffix('.json').name}"
+    why = _mismatch(meta, request)
+    return (emb, None) if why is None else (None, why)
+
+
+def compute_embeddings(dataset: str, *, split: str = "train", encoder: str = "pixels", pca: int | None = None,
+                       seed: int = 0, root: str | os.PathLike = "data",
+                       cache_dir: str | os.PathLike | None = "data/embeddings", out: str | os.PathLike | None = None,
+                       overwrite: bool = False, weights: str = "imagenet", image_size: int | None = None,
+                       batch_size: int = 256, device=None, progress: bool = True, download: bool = False,
+                       num_workers: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+    """Load ``dataset``/``split``, embed it (or reuse a matching cache), and return ``(emb, meta)``.
+
+    Args:
+        dataset: a name known to :func:`uslkit.data.load_dataset`.
+        out: an explicit output file. If it exists with a matching sidecar it is reused; if it exists and
+            does not match, :class:`EmbeddingMismatchError` is raised unless ``overwrite=True``.
+        cache_dir: where cached embeddings live when ``out`` is not given (``None`` disables caching).
+            A mismatching or corrupt cache entry is recomputed and replaced, with a warning.
+        Other arguments: as :func:`embed_dataset` and :func:`uslkit.data.load_dataset`.
+
+    Returns:
+        ``emb`` float32 ``(n, dim)`` L2-normalised, and its sidecar dict (with ``path`` and ``reused``).
+    """
+    from .data import load_dataset
+
+    ds = load_dataset(dataset, split, root=root, download=download)
+    request = embedding_request(ds, encoder, pca=pca, seed=seed, weights=weights, image_size=image_size)
+    target = Path(out) if out is not None else (cache_path(cache_dir, request) if cache_dir is not None else None)
+    if target is not None:
+        emb, why = _try_reuse(target, request)
+        if emb is not None:
+            log.info("reusing embeddings %s", target)
+            meta = _io.read_json(target.with_suffix(".json"))
+            return emb, dict(meta, path=str(target), reused=True)
+        if why is not None:
+            if out is not None and not overwrite:
+                raise EmbeddingMismatchError(
+                    f"{target} exists but does not match this request ({why}); "
+                    "pass overwrite=True (--overwrite) to replace it"
+                )
+            if out is not None:  # the caller asked for the replacement with overwrite=True
+                log.info("replacing %s: %s", target, why)
+            else:
+                warnings.warn(f"recomputing {target}: {why}", stacklevel=2)
+    fit_ds = None
+    if pca is not None and split != "train":
+        fit_ds = load_dataset(dataset, "train", root=root, download=download)
+    emb = embed_dataset(ds, encoder, pca=pca, seed=seed, weights=weights, image_size=image_size,
+                        batch_size=batch_size, device=device, progress=progress, num_workers=num_workers,
+                        pca_fit=fit_ds)
+    meta = dict(request, **_io.provenance(), normalized="l2")
+    if target is not None:
+        save_embeddings(target, emb, meta, overwrite=True)
+    meta = dict(meta, n=int(emb.shape[0]), dim=int(emb.shape[1]), dtype="float32")
+    return emb, dict(meta, path=str(target) if target is not None else None, reused=False)
