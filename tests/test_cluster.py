@@ -1,0 +1,212 @@
+"""Tests for uslkit.cluster: K-means vs scikit-learn, empty clusters, Sinkhorn-Knopp, constrained K-means."""
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+
+from uslkit.cluster import constrained_kmeans, kmeans, kmeans_inertia, sinkhorn_cluster, sinkhorn_knopp
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    x, y = make_blobs(n_samples=3000, n_features=8, centers=10, cluster_std=1.5, random_state=0)
+    return x.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def imbalanced():
+    x, y = make_blobs(n_samples=[600, 200, 100, 100], n_features=8, cluster_std=1.0, random_state=0)
+    return x.astype(np.float32), y
+
+
+def assert_all_clusters_used(labels, k):
+    assert labels.dtype == np.int64
+    assert labels.min() >= 0 and labels.max() < k
+    assert np.bincount(labels, minlength=k).min() >= 1
+
+
+# ---------------------------------------------------------------------------------------------------- K-means
+@pytest.mark.parametrize("init", ["random", "k-means++"])
+def test_kmeans_inertia_close_to_sklearn(init):
+    x, _ = make_blobs(n_samples=3000, n_features=8, centers=6, cluster_std=1.5, random_state=0)
+    x = x.astype(np.float32)
+    labels, centroids = kmeans(x, 6, seed=0, nredo=5, init=init)
+    assert labels.shape == (3000,) and centroids.shape == (6, 8) and centroids.dtype == np.float32
+    ours = kmeans_inertia(x, labels, centroids)
+    ref = KMeans(6, n_init=5, init=init, random_state=0).fit(x).inertia_
+    assert ours <= ref * 1.02
+
+
+def test_kmeans_labels_are_nearest_centroids(blobs):
+    x, _ = blobs
+    labels, c = kmeans(x, 10, seed=0)
+    d2 = ((x[:, None, :].astype(np.float64) - c[None].astype(np.float64)) ** 2).sum(-1)
+    assert np.mean(labels == d2.argmin(1)) > 0.999  # float32 rounding may flip exact near-ties
+
+
+def test_kmeans_inertia_matches_sklearn_definition(blobs):
+    x, _ = blobs
+    km = KMeans(5, n_init=1, random_state=0).fit(x)
+    assert kmeans_inertia(x, km.labels_, km.cluster_centers_) == pytest.approx(km.inertia_, rel=1e-5)
+
+
+def test_kmeans_same_seed_same_output_bit_for_bit(blobs):
+    x, _ = blobs
+    a = kmeans(x, 12, seed=5, nredo=2)
+    b = kmeans(x, 12, seed=5, nredo=2)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1].tobytes() == b[1].tobytes()
+    c = kmeans(x, 12, seed=6, nredo=2)
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_kmeans_uses_all_points_by_default(blobs):
+    x, _ = blobs
+    n = x.shape[0]
+    default = kmeans(x, 10, seed=0)
+    explicit = kmeans(x, 10, seed=0, max_points_per_centroid=n)  # no subsampling possible
+    np.testing.assert_array_equal(default[0], explicit[0])
+    np.testing.assert_array_equal(default[1], explicit[1])
+    sub = kmeans(x, 10, seed=0, max_points_per_centroid=3)  # faiss trains on 30 random points
+    assert kmeans_inertia(x, *default) < kmeans_inertia(x, *sub)
+
+
+def test_kmeans_with_as_many_clusters_as_points():
+    x = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
+    labels, centroids = kmeans(x, 40, seed=0)
+    assert_all_clusters_used(labels, 40)
+    np.testing.assert_allclose(centroids[labels], x, atol=1e-6)
+    assert kmeans_inertia(x, labels, centroids) == pytest.approx(0, abs=1e-8)
+
+
+@pytest.mark.parametrize("k", [3, 5, 10, 60])
+@pytest.mark.parametrize("spherical", [False, True])
+def test_kmeans_no_empty_cluster_with_heavy_duplicates(k, spherical):
+    # 60 points but only 3 distinct values: clusters beyond 3 must split duplicates
+    x = np.repeat(np.random.default_rng(1).standard_normal((3, 5)), 20, axis=0).astype(np.float32)
+    labels, centroids = kmeans(x, k, seed=0, spherical=spherical)
+    assert_all_clusters_used(labels, k)
+    assert np.all(np.isfinite(centroids))
+    if spherical:
+        np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1, rtol=1e-5)
+
+
+def test_kmeans_validation():
+    x = np.random.default_rng(0).standard_normal((10, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="n_clusters=11"):
+        kmeans(x, 11)
+    with pytest.raises(ValueError, match="init"):
+        kmeans(x, 2, init="kmeans||")
+    x[2, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        kmeans(x, 2)
+
+
+# ---------------------------------------------------------------------------------------------------- Sinkhorn
+def test_sinkhorn_marginals_are_uniform():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((300, 7)) * 3
+    labels, q = sinkhorn_knopp(logits, lam=10.0, tol=1e-6)
+    assert q.shape == (300, 7) and labels.shape == (300,)
+    np.testing.assert_allclose(q.sum(1), 1 / 300, rtol=1e-12)
+    np.testing.assert_allclose(q.sum(0), 1 / 7, rtol=1e-4)
+    np.testing.assert_array_equal(labels, q.argmax(1))
+    # the default tolerance (reference CIFAR setting) already gives nearly uniform columns
+    _, q_default = sinkhorn_knopp(logits)
+    np.testing.assert_allclose(q_default.sum(0), 1 / 7, rtol=0.05)
+
+
+def test_sinkhorn_two_by_two_by_hand():
+    # P = [[0.8, 0.2], [0.6, 0.4]], lam = 2: Q = [[q, 1/2 - q], [1/2 - q, q]] with uniform marginals and
+    # cross ratio q^2 / (1/2 - q)^2 = (0.8 * 0.4 / (0.2 * 0.6))^2 = (8/3)^2, so q = 4/11.
+    labels, q = sinkhorn_knopp(np.log([[0.8, 0.2], [0.6, 0.4]]), lam=2.0, tol=1e-13)
+    np.testing.assert_allclose(q, [[4 / 11, 3 / 22], [3 / 22, 4 / 11]], atol=1e-10)
+    np.testing.assert_array_equal(labels, [0, 1])  # row 1 prefers cluster 0 in P, equipartition flips it
+
+
+def test_sinkhorn_is_invariant_to_row_constants():
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((50, 4))
+    log_softmax = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    a = sinkhorn_knopp(logits, tol=1e-9)
+    b = sinkhorn_knopp(log_softmax, tol=1e-9)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-7)
+
+
+def test_sinkhorn_survives_underflow_and_warns_when_not_converged():
+    log_p = np.array([[0.0, -1e4], [0.0, -1e4], [0.0, -1e4]])  # exp(10 * -1e4) underflows to 0
+    labels, q = sinkhorn_knopp(log_p, tol=1e-6)
+    assert np.all(np.isfinite(q)) and labels.shape == (3,)
+    np.testing.assert_allclose(q.sum(0), [0.5, 0.5], rtol=1e-5)
+    with pytest.warns(RuntimeWarning, match="max_iter"):
+        sinkhorn_knopp(np.random.default_rng(0).standard_normal((100, 5)) * 5, tol=1e-12, max_iter=3)
+
+
+def test_sinkhorn_validation():
+    with pytest.raises(ValueError, match="lam"):
+        sinkhorn_knopp(np.zeros((3, 2)), lam=0)
+    with pytest.raises(ValueError, match="NaN"):
+        sinkhorn_knopp(np.array([[0.0, np.nan]]))
+
+
+def test_sinkhorn_cluster_balances_imbalanced_blobs(imbalanced):
+    x, _ = imbalanced
+    labels, centroids = sinkhorn_cluster(x, 4, seed=0)
+    assert_all_clusters_used(labels, 4)
+    sizes = np.bincount(labels, minlength=4)
+    assert sizes.max() <= 1.2 * 1000 / 4 and sizes.min() >= 0.8 * 1000 / 4
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1, rtol=1e-5)
+    # K-means on the same data follows the imbalance
+    km_sizes = np.bincount(kmeans(x, 4, seed=0)[0], minlength=4)
+    assert km_sizes.max() >= 500
+    again = sinkhorn_cluster(x, 4, seed=0)
+    np.testing.assert_array_equal(labels, again[0])
+
+
+# ---------------------------------------------------------------------------------------------------- constrained
+def test_constrained_kmeans_keeps_labelled_points_fixed(imbalanced):
+    x, _ = imbalanced
+    labeled = np.array([0, 5, 17, 250, 600, 901])
+    labels, centroids = constrained_kmeans(x, 8, labeled, seed=0)  # each labelled point its own cluster
+    np.testing.assert_array_equal(labels[labeled], np.arange(6))
+    assert_all_clusters_used(labels, 8)
+    # centroids are the means of all members, labelled ones included
+    for j in range(8):
+        np.testing.assert_allclose(centroids[j], x[labels == j].mean(0), rtol=1e-4, atol=1e-4)
+
+
+def test_constrained_kmeans_must_link_and_cannot_link_from_classes(imbalanced):
+    x, y = imbalanced
+    # two points of blob 0 forced into DIFFERENT clusters, and one point of blob 1 and one of blob 2 forced
+    # into the SAME cluster: plain K-means would never do either
+    a = np.flatnonzero(y == 0)[:2]
+    b, c = np.flatnonzero(y == 1)[0], np.flatnonzero(y == 2)[0]
+    labeled = np.array([a[0], a[1], b, c])
+    fixed = np.array([0, 1, 2, 2])
+    labels, _ = constrained_kmeans(x, 5, labeled, labeled_clusters=fixed, seed=0)
+    np.testing.assert_array_equal(labels[labeled], fixed)
+    assert_all_clusters_used(labels, 5)
+    same = constrained_kmeans(x, 5, labeled, labeled_clusters=fixed, seed=0)[0]
+    np.testing.assert_array_equal(labels, same)
+
+
+def test_constrained_kmeans_without_labels_is_plain_kmeans(blobs):
+    x, _ = blobs
+    labels, centroids = constrained_kmeans(x, 10, [], seed=0)
+    assert_all_clusters_used(labels, 10)
+    ref = KMeans(10, n_init=1, random_state=0).fit(x).inertia_
+    assert kmeans_inertia(x, labels, centroids) <= ref * 1.1
+
+
+def test_constrained_kmeans_validation():
+    x = np.random.default_rng(0).standard_normal((10, 2)).astype(np.float32)
+    with pytest.raises(ValueError, match="n_clusters >= 4"):
+        constrained_kmeans(x, 3, [0, 1, 2, 3])
+    with pytest.raises(ValueError, match="labeled_clusters"):
+        constrained_kmeans(x, 3, [0, 1], labeled_clusters=[0, 3])
+    with pytest.raises(ValueError, match="duplicate"):
+        constrained_kmeans(x, 3, [1, 1])
+    with pytest.raises(ValueError, match="unlabelled"):
+        constrained_kmeans(x, 10, [0, 1, 2], labeled_clusters=[0, 0, 0])

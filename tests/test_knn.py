@@ -1,0 +1,238 @@
+"""Tests for uslkit.knn: exact search against numpy brute force, approximate recall, density."""
+
+import numpy as np
+import pytest
+
+from uslkit.knn import DENSITY_EPS, density_from_dists, estimate_recall, knn, knn_density
+
+
+def brute_force(x, q, k, exclude_self):
+    """Independent reference: float64 distances, sorted by (distance, index)."""
+    d2 = ((q[:, None, :].astype(np.float64) - x[None, :, :].astype(np.float64)) ** 2).sum(-1)
+    if exclude_self:
+        np.fill_diagonal(d2, np.inf)
+    ids = np.broadcast_to(np.arange(x.shape[0]), d2.shape)
+    order = np.lexsort((ids, d2), axis=-1)[:, :k]
+    return np.sqrt(np.take_along_axis(d2, order, axis=1)), order
+
+
+def random_with_duplicates(n=400, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    x[50] = x[10]  # a duplicate pair
+    x[300:306] = x[200]  # a group of 7 identical points
+    return x
+
+
+def clustered(n=3000, d=32, n_centers=15, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n_centers, d)) * 4
+    return (centers[rng.integers(0, n_centers, n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+def test_exact_matches_brute_force_on_x_itself():
+    x = random_with_duplicates()
+    dists, idx = knn(x, 12)
+    ref_d, ref_i = brute_force(x, x, 12, exclude_self=True)
+    assert dists.dtype == np.float32 and idx.dtype == np.int64 and idx.shape == (400, 12)
+    np.testing.assert_array_equal(idx, ref_i)
+    np.testing.assert_allclose(dists, ref_d, atol=1e-5)
+    assert np.all(np.diff(dists, axis=1) >= 0)
+
+
+def test_exact_matches_brute_force_with_separate_queries():
+    x = random_with_duplicates()
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((60, 16)).astype(np.float32)
+    q[0] = x[200]  # a query equal to a group of 7 duplicates: all at distance 0, lowest indices first
+    dists, idx = knn(x, 9, queries=q)  # exclude_self has no meaning for separate queries
+    ref_d, ref_i = brute_force(x, q, 9, exclude_self=False)
+    np.testing.assert_array_equal(idx, ref_i)
+    np.testing.assert_allclose(dists, ref_d, atol=1e-5)
+    np.testing.assert_array_equal(idx[0, :7], [200, 300, 301, 302, 303, 304, 305])
+    assert np.all(dists[0, :7] == 0)
+
+
+def test_self_exclusion_removes_own_index_but_keeps_duplicates():
+    x = random_with_duplicates()
+    dists, idx = knn(x, 5)
+    assert not np.any(idx == np.arange(400)[:, None])
+    assert idx[10, 0] == 50 and dists[10, 0] == 0
+    assert idx[50, 0] == 10 and dists[50, 0] == 0
+    # without exclusion the point is its own first neighbour (lowest index among the zero distances)
+    _, idx_incl = knn(x, 5, exclude_self=False)
+    assert idx_incl[10, 0] == 10 and idx_incl[50, :2].tolist() == [10, 50]
+
+
+def test_many_duplicates_ties_broken_by_index():
+    # 60 identical points: more than the candidate list faiss is first asked for (k + 1 + margin)
+    rng = np.random.default_rng(2)
+    x = np.vstack([rng.standard_normal((40, 8)), np.repeat(rng.standard_normal((1, 8)), 60, axis=0)])
+    x = x.astype(np.float32)
+    dists, idx = knn(x, 5)
+    _, ref_i = brute_force(x, x, 5, exclude_self=True)
+    np.testing.assert_array_equal(idx, ref_i)
+    np.testing.assert_array_equal(idx[99], [40, 41, 42, 43, 44])
+    np.testing.assert_array_equal(idx[40], [41, 42, 43, 44, 45])
+    assert np.all(dists[40:] == 0)
+
+
+class _HighIndexFirstIndex:
+    """A stand-in for a faiss index that returns tied points highest index first (as a GPU k-select may)."""
+
+    def __init__(self, x):
+        self.x = x.astype(np.float64)
+
+    def search(self, q, k):
+        d2 = ((q[:, None, :].astype(np.float64) - self.x[None]) ** 2).sum(-1)
+        ids = np.broadcast_to(np.arange(self.x.shape[0]), d2.shape)
+        order = np.lexsort((-ids, d2), axis=-1)[:, :k]
+        return np.take_along_axis(d2, order, axis=1).astype(np.float32), order
+
+
+def test_ties_beyond_the_candidate_list_are_resolved_by_index():
+    from uslkit.knn import _knn_search
+
+    rng = np.random.default_rng(3)
+    x = np.vstack([rng.standard_normal((10, 4)), np.repeat(rng.standard_normal((1, 4)), 50, axis=0)])
+    x = x.astype(np.float32)
+    _, idx = _knn_search(
+        _HighIndexFirstIndex(x),
+        x,
+        x,
+        3,
+        self_ids=np.arange(60),
+        squared=False,
+        chunk_size=None,
+        use_gpu=False,
+        approximate=False,
+        progress=False,
+    )
+    _, ref_i = brute_force(x, x, 3, exclude_self=True)
+    np.testing.assert_array_equal(idx, ref_i)
+    np.testing.assert_array_equal(idx[59], [10, 11, 12])
+
+
+def test_squared_flag():
+    x = random_with_duplicates()
+    d, i = knn(x, 7)
+    d2, i2 = knn(x, 7, squared=True)
+    np.testing.assert_array_equal(i, i2)
+    np.testing.assert_allclose(d2, d.astype(np.float64) ** 2, rtol=1e-5, atol=1e-6)
+
+
+def test_chunking_and_progress_do_not_change_the_result():
+    x = random_with_duplicates()
+    a = knn(x, 6)
+    b = knn(x, 6, chunk_size=37, progress=True)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_auto_is_exact_for_small_n():
+    x = random_with_duplicates()
+    np.testing.assert_array_equal(knn(x, 4, mode="auto")[1], knn(x, 4)[1])
+
+
+@pytest.mark.parametrize("mode,nprobe", [("ivf", 8), ("ivf", None), ("hnsw", None)])
+def test_approximate_modes_reach_recall(mode, nprobe):
+    x = clustered()
+    dists, idx = knn(x, 10, mode=mode, nprobe=nprobe, seed=0)
+    _, exact = knn(x, 10)
+    true_recall = np.mean([np.intersect1d(a, b).size / 10 for a, b in zip(idx, exact)])
+    est = estimate_recall(x, idx, 10, n_sample=500, seed=0)
+    assert true_recall >= 0.9
+    assert est >= 0.9
+    assert abs(est - true_recall) < 0.05
+    # distances of whatever was found are exact and sorted
+    np.testing.assert_allclose(dists, np.linalg.norm(x[idx] - x[:, None, :], axis=-1), rtol=1e-5, atol=1e-5)
+    assert np.all(np.diff(dists, axis=1) >= 0)
+
+
+def test_estimate_recall_matches_a_poor_index():
+    x = clustered()
+    _, idx = knn(x, 10, mode="ivf", nprobe=1, seed=0)
+    _, exact = knn(x, 10)
+    true_recall = np.mean([np.intersect1d(a, b).size / 10 for a, b in zip(idx, exact)])
+    assert true_recall < 0.9  # nprobe=1 really is approximate here
+    assert abs(estimate_recall(x, idx, 10, n_sample=1000, seed=1) - true_recall) < 0.03
+
+
+def test_ivf_is_deterministic_for_a_seed():
+    x = clustered()
+    a = knn(x, 5, mode="ivf", nprobe=1, seed=3)
+    b = knn(x, 5, mode="ivf", nprobe=1, seed=3)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_estimate_recall_detects_bad_neighbours():
+    x = clustered(n=1000)
+    _, exact = knn(x, 10)
+    assert estimate_recall(x, exact, 10) == 1.0
+    wrong = np.random.default_rng(0).integers(0, 1000, size=(1000, 10))
+    assert estimate_recall(x, wrong, 10) < 0.2
+    half = exact.copy()
+    half[:, 5:] = -1  # missing entries count as misses
+    assert estimate_recall(x, half, 10) == pytest.approx(0.5)
+
+
+def test_estimate_recall_with_queries():
+    x = clustered(n=1000)
+    q = clustered(n=50, seed=1)
+    _, idx = knn(x, 8, queries=q)
+    assert estimate_recall(x, idx, 8, queries=q) == 1.0
+
+
+def test_knn_validation_errors():
+    x = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="k=20"):
+        knn(x, 20)
+    knn(x, 20, exclude_self=False)  # allowed: the point itself is a neighbour
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        knn(x, 0)
+    with pytest.raises(ValueError, match="mode"):
+        knn(x, 3, mode="lsh")
+    with pytest.raises(ValueError, match="features"):
+        knn(x, 3, queries=np.zeros((2, 5), np.float32))
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        knn(bad, 3)
+    with pytest.raises(ValueError, match="device"):
+        knn(x, 3, device="tpu")
+
+
+def test_density_four_points_by_hand():
+    # points on a line at 0, 1, 3, 6; k = 2 nearest neighbours (self excluded)
+    x = np.array([[0.0], [1.0], [3.0], [6.0]], dtype=np.float32)
+    # neighbour distances: 0 -> (1, 3); 1 -> (1, 2); 3 -> (2, 3); 6 -> (3, 5); point 3 is at distance 3
+    # from both 0 and 6: the tie goes to the lower index, 0
+    paper = knn_density(x, 2)
+    np.testing.assert_allclose(paper, [1 / 2, 1 / 1.5, 1 / 2.5, 1 / 4])
+    # reference code: squared distances, the point itself counted among its 2 neighbours
+    ref = knn_density(x, 2, variant="reference")
+    np.testing.assert_allclose(
+        ref, [1 / ((0 + 1) / 2), 1 / ((0 + 1) / 2), 1 / ((0 + 4) / 2), 1 / ((0 + 9) / 2)]
+    )
+    dens, dists, idx = knn_density(x, 2, return_knn=True)
+    np.testing.assert_allclose(dists, [[1, 3], [1, 2], [2, 3], [3, 5]])
+    np.testing.assert_array_equal(idx, [[1, 2], [0, 2], [1, 0], [2, 1]])
+    np.testing.assert_allclose(density_from_dists(dists), dens)
+
+
+def test_density_of_exact_duplicates_is_large_and_finite():
+    x = np.array([[0.0, 0.0]] * 3 + [[5.0, 5.0]], dtype=np.float32)
+    dens = knn_density(x, 2)
+    assert np.all(np.isfinite(dens))
+    np.testing.assert_allclose(dens[:3], 1 / DENSITY_EPS)
+    assert dens[3] < 1
+
+
+def test_density_validation():
+    with pytest.raises(ValueError, match="variant"):
+        density_from_dists(np.ones((3, 2)), variant="typical")
+    with pytest.raises(ValueError, match="non-negative"):
+        density_from_dists(-np.ones((3, 2)))
+    with pytest.raises(ValueError, match="k >= 2"):
+        knn_density(np.eye(4, dtype=np.float32), 1, variant="reference")

@@ -1,0 +1,509 @@
+"""Clustering on fixed embeddings: K-means, Sinkhorn-Knopp equipartition, constrained K-means.
+
+Data flow: embeddings -> ``(labels, centroids)``; every public function returns that order, labels int64
+``(n,)`` in ``[0, K)`` with EVERY cluster non-empty, centroids float32 ``(K, d)``.
+
+- :func:`kmeans`: seeded ``faiss.Kmeans`` on all points (USL paper 000 sec. 3.1; low-budget AL paper 001),
+  plus a repair step that guarantees no empty cluster (the USL reference code crashes on one, the low-budget
+  AL code drops it and returns fewer picks than the budget).
+- :func:`sinkhorn_knopp`: SeLa (paper 002) eqs. 6-8 solved like the reference self-label code.
+- :func:`sinkhorn_cluster`: SeLa's equipartitioned assignment used as a clustering tool on fixed features.
+- :func:`constrained_kmeans`: K-means with labelled points fixed to their clusters (NTKCPL paper 003,
+  Alg. 2, after Wagstaff et al. 2001; also the multi-batch K-means of paper 001).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ._validate import check_embeddings, check_indices, check_positive_int, check_seed
+from .device import faiss_use_gpu
+
+__all__ = ["constrained_kmeans", "kmeans", "kmeans_inertia", "sinkhorn_cluster", "sinkhorn_knopp"]
+
+_INITS = {
+    "random": "ClusteringInitMethod_RANDOM",
+    "k-means++": "ClusteringInitMethod_KMEANS_PLUS_PLUS",
+    "afk-mc2": "ClusteringInitMethod_AFK_MC2",
+}
+
+#: Rounds of "re-seed empty clusters, then re-assign" before empty clusters are filled by force.
+_REPAIR_ROUNDS = 10
+
+#: Entries of P^lambda are floored here so that a cluster whose column underflows to 0 cannot make the
+#: Sinkhorn scaling divide by zero (exp(-690) ~ 1e-300; float64 goes down to ~1e-308).
+_SK_FLOOR = 1e-300
+
+
+# --------------------------------------------------------------------------------------------------------
+# K-means
+# --------------------------------------------------------------------------------------------------------
+def kmeans(
+    x,
+    n_clusters,
+    *,
+    seed=0,
+    niter=20,
+    nredo=1,
+    spherical=False,
+    max_points_per_centroid=None,
+    init="random",
+    device=None,
+    verbose=False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's K-means with faiss, seeded, on ALL points, with no empty cluster in the result.
+
+    USL (paper 000) clusters the embeddings into as many clusters as the budget; the low-budget AL code
+    (paper 001) uses ``faiss.Kmeans(niter=20, nredo=5)``. Defaults here: ``niter=20`` as paper 001 (the USL
+    reference code runs 100-200 plain Lloyd iterations; pass ``niter`` to match), ``nredo=1``.
+
+    Differences from a bare ``faiss.Kmeans``:
+
+    - ``max_points_per_centroid=None`` uses every point (faiss otherwise trains on a random subsample of
+      256 points per centroid, e.g. 2,560 points for a budget of 10); ``min_points_per_centroid`` is set to
+      1 so small problems (``n_clusters`` up to ``n``) train without warnings.
+    - Empty clusters are repaired after training: each empty cluster is re-seeded with the point of the
+      largest cluster that is farthest from that cluster's centroid (ties: lowest index), centroids are
+      recomputed as member means and all points re-assigned; this repeats up to 10 rounds. If a cluster
+      is still empty (only possible with exact duplicate points, which always go to the lowest-index of
+      identical centroids) the re-seeded points are kept in their new clusters by force, so duplicates
+      may be split across clusters; centroids are then the member means. Without repair the output is
+      faiss' centroids and the nearest-centroid assignment.
+
+    Args:
+        x: embeddings ``(n, d)`` (converted to float32 C-contiguous).
+        n_clusters: ``K``, ``1 <= K <= n``.
+        seed: faiss' clustering seed (each redo uses ``seed + redo``).
+        niter: Lloyd iterations per run.
+        nredo: independent runs; the one with the lowest inertia (highest inner product when spherical)
+            is kept.
+        spherical: L2-normalise centroids after every update and assign by inner product (as faiss).
+        max_points_per_centroid: faiss' subsampling cap; ``None`` -> ``ceil(n / K)``, i.e. no subsampling.
+        init: ``"random"`` (faiss default: K distinct random points, as the USL code), ``"k-means++"`` or
+            ``"afk-mc2"``.
+        device: ``None``/``"auto"`` (GPU when faiss has one), ``"cpu"`` or ``"cuda"``.
+        verbose: faiss' per-iteration log.
+
+    Returns:
+        ``(labels, centroids)``: int64 ``(n,)`` cluster of every point, every cluster non-empty; float32
+        ``(K, d)`` centroids. Bit-for-bit identical for the same seed on CPU.
+
+    Raises:
+        ValueError: ``n_clusters > n``, NaN in ``x``, unknown ``init`` or ``device`` and other bad values.
+    """
+    import faiss
+
+    x = check_embeddings(x, name="x")
+    n, d = x.shape
+    k = check_positive_int(n_clusters, name="n_clusters")
+    if k > n:
+        raise ValueError(f"n_clusters={k} is larger than the number of points n={n}")
+    seed = check_seed(seed)
+    niter = check_positive_int(niter, name="niter")
+    nredo = check_positive_int(nredo, name="nredo")
+    if max_points_per_centroid is None:
+        max_points_per_centroid = -(-n // k)
+    max_points_per_centroid = check_positive_int(max_points_per_centroid, name="max_points_per_centroid")
+    if init not in _INITS:
+        raise ValueError(f"init must be one of {tuple(_INITS)}, got {init!r}")
+    use_gpu = faiss_use_gpu(device)
+
+    km = faiss.Kmeans(
+        d,
+        k,
+        niter=niter,
+        nredo=nredo,
+        seed=seed,
+        spherical=bool(spherical),
+        verbose=bool(verbose),
+        max_points_per_centroid=max_points_per_centroid,
+        min_points_per_centroid=1,
+        init_method=getattr(faiss, _INITS[init]),
+        gpu=bool(use_gpu),
+    )
+    km.train(x)
+    centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
+    labels, _ = _assign(x, centroids, spherical=bool(spherical), use_gpu=use_gpu)
+    return _repair_empty(x, labels, centroids, spherical=bool(spherical), use_gpu=use_gpu)
+
+
+def kmeans_inertia(x, labels, centroids) -> float:
+    """K-means objective ``sum_i ||x_i - c_{labels_i}||^2`` (float64 sum of squared L2 distances).
+
+    Args:
+        x: ``(n, d)`` points.
+        labels: ``(n,)`` integer cluster of each point, in ``[0, K)``.
+        centroids: ``(K, d)``.
+    """
+    x = check_embeddings(x, name="x", dtype=np.float64)
+    c = check_embeddings(centroids, name="centroids", dtype=np.float64)
+    if c.shape[1] != x.shape[1]:
+        raise ValueError(f"centroids have {c.shape[1]} features but x has {x.shape[1]}")
+    labels = _check_labels(labels, x.shape[0], c.shape[0])
+    diff = x - c[labels]
+    return float(np.einsum("nd,nd->", diff, diff))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Sinkhorn-Knopp (SeLa)
+# --------------------------------------------------------------------------------------------------------
+def sinkhorn_knopp(
+    log_p, *, lam=10.0, tol=1e-2, max_iter=1000, check_every=10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Equipartitioned soft assignment by Sinkhorn-Knopp (SeLa, paper 002, eqs. 6-8).
+
+    Solves ``min_Q <Q, -log P> + 1/lam KL(Q || r c^T)`` over ``Q`` with uniform marginals (eq. 7), whose
+    minimiser is ``Q = diag(c) P^lam diag(r)`` (eq. 8, here with samples as rows). As in the reference
+    self-label code (``cpu_sk``): ``P^lam = exp(lam * log_p)`` in float64 (each row shifted by its max
+    first: a per-row factor is absorbed by ``c``, so ``log_p`` may equally be raw logits), then alternate
+    ``r = (1/K) / (P^T c)`` and ``c = (1/N) / (P r)`` from ``r = 1/K, c = 1/N`` until
+    ``sum_i |c_i / c_new_i - 1| < tol``, tested every ``check_every`` iterations (the reference uses
+    ``tol`` 0.1 on ImageNet, 0.01 on CIFAR; ``lam`` 25 and 10). Entries of ``P^lam`` are floored at
+    1e-300 so an underflowing cluster cannot divide by zero.
+
+    Args:
+        log_p: ``(N, K)`` log-probabilities (or logits) of N samples over K clusters.
+        lam: lambda, the power applied to P (larger = closer to the hard transport problem eq. 6).
+        tol: stopping tolerance on the sample scaling.
+        max_iter: iteration cap; reaching it emits a ``RuntimeWarning`` and returns the current scaling.
+        check_every: convergence test period.
+
+    Returns:
+        ``(labels, Q)``: int64 ``(N,)`` hard labels ``argmax_k Q[i, k]`` (ties: lowest k), and float64
+        ``(N, K)`` transport plan normalised as the reference code's: the whole matrix sums to 1, every
+        row to exactly ``1/N`` (the last update is ``c``), every column to ``1/K`` up to ``tol``. Multiply
+        by ``N`` for per-sample assignment probabilities.
+    """
+    lp = check_embeddings(log_p, name="log_p", dtype=np.float64)
+    lam = _check_positive_float(lam, "lam")
+    tol = _check_positive_float(tol, "tol")
+    max_iter = check_positive_int(max_iter, name="max_iter")
+    check_every = check_positive_int(check_every, name="check_every")
+    n, k = lp.shape
+    p = np.exp(lam * (lp - lp.max(axis=1, keepdims=True)))
+    np.maximum(p, _SK_FLOOR, out=p)
+    r = np.full(k, 1.0 / k)
+    c = np.full(n, 1.0 / n)
+    err = np.inf
+    for it in range(max_iter):
+        r = (1.0 / k) / (p.T @ c)
+        c_new = (1.0 / n) / (p @ r)
+        if it % check_every == 0:
+            err = float(np.abs(c / c_new - 1.0).sum())
+        c = c_new
+        if err < tol:
+            break
+    else:
+        warnings.warn(
+            f"sinkhorn_knopp did not reach tol={tol} in max_iter={max_iter} iterations (error {err:.3g})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    q = p * c[:, None] * r[None, :]
+    return np.argmax(q, axis=1).astype(np.int64), q
+
+
+def sinkhorn_cluster(
+    x,
+    n_clusters,
+    *,
+    seed=0,
+    lam=10.0,
+    temperature=0.1,
+    n_iter=20,
+    tol=1e-2,
+    max_sk_iter=1000,
+    device=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-sized clusters on fixed embeddings by alternating SeLa assignment and centroid update.
+
+    SeLa (paper 002) learns the features; here the features are fixed and only the prototypes move:
+    rows of ``x`` and centroids are L2-normalised, ``log_p = log_softmax(x c^T / temperature)`` (cosine
+    similarities, as prototype heads in SeLa/SwAV), labels = :func:`sinkhorn_knopp` ``(log_p, lam)``, then
+    each centroid becomes the normalised mean of its members. Starts from spherical :func:`kmeans` with the
+    same seed; stops after ``n_iter`` rounds or when labels stop changing. The equipartition constraint
+    makes cluster sizes roughly ``n / K`` even when the data are imbalanced (unlike K-means).
+
+    Memory is O(n K) float64 (the transport plan).
+
+    Args:
+        x: embeddings ``(n, d)``; normalised internally.
+        n_clusters: ``K``, ``1 <= K <= n``.
+        seed: seeds the K-means initialisation (the only randomness).
+        lam: Sinkhorn power lambda (SeLa: 10 on CIFAR, 25 on ImageNet).
+        temperature: softmax temperature on cosine similarities.
+        n_iter: assignment / update rounds.
+        tol, max_sk_iter: passed to :func:`sinkhorn_knopp` as ``tol``/``max_iter``.
+        device: for the K-means initialisation.
+
+    Returns:
+        ``(labels, centroids)``: int64 ``(n,)`` with every cluster non-empty (an empty cluster takes the
+        point of the largest cluster with the highest transport mass on it), float32 ``(K, d)`` unit-norm
+        centroids in the normalised space.
+    """
+    x = check_embeddings(x, name="x")
+    n = x.shape[0]
+    k = check_positive_int(n_clusters, name="n_clusters")
+    if k > n:
+        raise ValueError(f"n_clusters={k} is larger than the number of points n={n}")
+    temperature = _check_positive_float(temperature, "temperature")
+    n_iter = check_positive_int(n_iter, name="n_iter")
+    xn = _normalize(x.astype(np.float64))
+    labels, cent = kmeans(xn.astype(np.float32), k, seed=seed, spherical=True, device=device)
+    cent = _normalize(cent.astype(np.float64))
+    for _ in range(n_iter):
+        logits = xn @ cent.T / temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        new, q = sinkhorn_knopp(log_p, lam=lam, tol=tol, max_iter=max_sk_iter)
+        new = _fill_empty_by_score(new, q)
+        cent = _normalize(_member_means(xn, new, k, fallback=cent))
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return labels, cent.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Constrained K-means (NTKCPL Alg. 2)
+# --------------------------------------------------------------------------------------------------------
+def constrained_kmeans(
+    x, n_clusters, labeled_idx, *, labeled_clusters=None, seed=0, niter=20, device=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """K-means in which labelled points stay in given clusters (NTKCPL, paper 003, Alg. 2).
+
+    NTKCPL generates its cluster pseudo-labels with "constrained K-means" citing Wagstaff et al. (2001),
+    whose constraints from labelled data are must-link (same label) and cannot-link (different labels)
+    pairs, while unlabelled points move freely. Fixing each labelled point to a cluster id expresses exactly
+    those constraints: pass ``labeled_clusters`` = class labels (0..C-1, C <= K) and labelled points of one
+    class share a cluster, of different classes never do; clusters ``C..K-1`` start without labelled points.
+    This is also the "seeded, constrained K-means" of Basu et al. (2002) and, with the default of one
+    cluster per labelled point, the multi-batch K-means of paper 001 (earlier picks pinned to their own
+    clusters). The paper does not say which labelled-point constraints it used beyond [37]; the
+    fixed-assignment form above is our reading.
+
+    Algorithm: centroids of clusters with labelled members start at the mean of those members; the others
+    are drawn by k-means++ (D^2 sampling, seeded) from the unlabelled points, away from the existing
+    centroids. Then ``niter`` rounds of: assign every unlabelled point to its nearest centroid (labelled
+    points keep their cluster), recompute each centroid as the mean of ALL its members, labelled included;
+    stop early when the assignment no longer changes. An empty cluster is re-seeded with the unlabelled
+    point farthest from its centroid in the largest cluster, as in :func:`kmeans`.
+
+    Args:
+        x: embeddings ``(n, d)``.
+        n_clusters: ``K``.
+        labeled_idx: ``(L,)`` distinct indices of the labelled points.
+        labeled_clusters: ``(L,)`` cluster id in ``[0, K)`` of each ``labeled_idx[i]``; default
+            ``0..L-1`` (each labelled point its own cluster, needs ``K >= L``).
+        seed: seeds the k-means++ initialisation of clusters without labelled points.
+        niter: maximum assignment / update rounds.
+        device: ``None``/``"auto"``, ``"cpu"`` or ``"cuda"`` for the faiss nearest-centroid search.
+
+    Returns:
+        ``(labels, centroids)``: int64 ``(n,)`` with ``labels[labeled_idx] == labeled_clusters`` and every
+        cluster non-empty, float32 ``(K, d)`` member means.
+
+    Raises:
+        ValueError: bad indices or cluster ids, ``K > n``, or too few unlabelled points to give every
+            cluster without labelled points a member.
+    """
+    x = check_embeddings(x, name="x")
+    n = x.shape[0]
+    k = check_positive_int(n_clusters, name="n_clusters")
+    if k > n:
+        raise ValueError(f"n_clusters={k} is larger than the number of points n={n}")
+    lab = check_indices(labeled_idx, n, name="labeled_idx")
+    if labeled_clusters is None:
+        if lab.size > k:
+            raise ValueError(
+                f"{lab.size} labelled points need n_clusters >= {lab.size} when each is its own cluster "
+                f"(labeled_clusters=None), got n_clusters={k}"
+            )
+        fixed = np.arange(lab.size, dtype=np.int64)
+    else:
+        fixed = _check_labels(labeled_clusters, lab.size, k, name="labeled_clusters")
+    seed = check_seed(seed)
+    niter = check_positive_int(niter, name="niter")
+    use_gpu = faiss_use_gpu(device)
+    n_seeded = np.unique(fixed).size
+    free = np.setdiff1d(np.arange(n), lab)
+    if k - n_seeded > free.size:
+        raise ValueError(
+            f"{k - n_seeded} clusters have no labelled point but only {free.size} points are unlabelled: "
+            f"reduce n_clusters={k}"
+        )
+    cent = _constrained_init(x, k, lab, fixed, free, np.random.default_rng(seed))
+    labels = np.empty(n, dtype=np.int64)
+    labels[lab] = fixed
+    prev = None
+    for _ in range(niter):
+        if free.size:
+            labels[free], _ = _assign(x[free], cent.astype(np.float32), spherical=False, use_gpu=use_gpu)
+        labels = _fill_empty_constrained(x, labels, cent, free)
+        cent = _member_means(x.astype(np.float64), labels, k, fallback=cent)
+        if prev is not None and np.array_equal(prev, labels):
+            break
+        prev = labels.copy()
+    return labels, cent.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Private helpers
+# --------------------------------------------------------------------------------------------------------
+def _check_positive_float(value, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def _check_labels(labels, n: int, k: int, *, name: str = "labels") -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+    if arr.size and arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"{name} must hold integer cluster ids, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    bad = (arr < 0) | (arr >= k)
+    if bad.any():
+        raise ValueError(f"{name} must lie in [0, {k}), got e.g. {int(arr[bad][0])}")
+    return arr
+
+
+def _normalize(a: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(a, axis=1, keepdims=True)
+    return a / np.maximum(norm, 1e-12)
+
+
+def _assign(x: np.ndarray, centroids: np.ndarray, *, spherical: bool, use_gpu: bool):
+    """Nearest centroid (L2, or max inner product when spherical): ``(labels int64, dissimilarity f64)``."""
+    import faiss
+
+    index = faiss.IndexFlatIP(x.shape[1]) if spherical else faiss.IndexFlatL2(x.shape[1])
+    if use_gpu:
+        index = faiss.index_cpu_to_all_gpus(index)
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    dist, lab = index.search(x, 1)
+    dist = dist[:, 0].astype(np.float64)
+    return lab[:, 0].astype(np.int64), (-dist if spherical else dist)
+
+
+def _dissim(x: np.ndarray, c: np.ndarray, *, spherical: bool) -> np.ndarray:
+    x = x.astype(np.float64)
+    c = c.astype(np.float64)
+    if spherical:
+        return -(x @ c)
+    diff = x - c
+    return np.einsum("nd,nd->n", diff, diff)
+
+
+def _member_means(x: np.ndarray, labels: np.ndarray, k: int, *, fallback: np.ndarray) -> np.ndarray:
+    """float64 ``(k, d)`` mean of each cluster's members; ``fallback`` rows for empty clusters."""
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, x)
+    counts = np.bincount(labels, minlength=k)
+    out = np.array(fallback, dtype=np.float64, copy=True)
+    nz = counts > 0
+    out[nz] = sums[nz] / counts[nz, None]
+    return out
+
+
+def _reseed(x, labels, centroids, counts, movable, *, spherical):
+    """Move, for every empty cluster, the farthest movable point of the largest cluster into it."""
+    for j in np.flatnonzero(counts == 0):
+        donors = np.bincount(labels[movable], minlength=len(counts))
+        donors = np.where(counts >= 2, donors, 0)
+        big = int(np.argmax(np.where(donors > 0, counts, -1)))
+        members = movable[labels[movable] == big]
+        far = members[int(np.argmax(_dissim(x[members], centroids[big], spherical=spherical)))]
+        labels[far] = j
+        counts[big] -= 1
+        counts[j] = 1
+        centroids[j] = x[far]
+    return labels, centroids
+
+
+def _repair_empty(x, labels, centroids, *, spherical, use_gpu):
+    """K-means empty-cluster repair (see :func:`kmeans`). Returns ``(labels, float32 centroids)``."""
+    k = centroids.shape[0]
+    counts = np.bincount(labels, minlength=k)
+    if counts.min() > 0:
+        return labels, centroids
+    everyone = np.arange(x.shape[0])
+    cent = centroids.astype(np.float64)
+    for _ in range(_REPAIR_ROUNDS):
+        labels, cent = _reseed(x, labels.copy(), cent, counts, everyone, spherical=spherical)
+        cent = _member_means(x.astype(np.float64), labels, k, fallback=cent)
+        if spherical:
+            cent = _normalize(cent)
+        new, _ = _assign(x, cent.astype(np.float32), spherical=spherical, use_gpu=use_gpu)
+        counts = np.bincount(new, minlength=k)
+        if counts.min() > 0:
+            return new, cent.astype(np.float32)
+        labels = new
+    # exact duplicates keep falling to the lowest-index identical centroid: keep the forced moves
+    labels, cent = _reseed(x, labels.copy(), cent, counts, everyone, spherical=spherical)
+    cent = _member_means(x.astype(np.float64), labels, k, fallback=cent)
+    if spherical:
+        cent = _normalize(cent)
+    return labels, cent.astype(np.float32)
+
+
+def _fill_empty_by_score(labels: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Give each empty cluster j the point of the largest cluster with the highest ``score[:, j]``."""
+    k = score.shape[1]
+    labels = labels.copy()
+    counts = np.bincount(labels, minlength=k)
+    for j in np.flatnonzero(counts == 0):
+        big = int(np.argmax(counts))
+        members = np.flatnonzero(labels == big)
+        take = members[int(np.argmax(score[members, j]))]
+        labels[take] = j
+        counts[big] -= 1
+        counts[j] = 1
+    return labels
+
+
+def _fill_empty_constrained(x, labels, cent, free):
+    k = cent.shape[0]
+    counts = np.bincount(labels, minlength=k)
+    if counts.min() > 0:
+        return labels
+    return _reseed(x, labels.copy(), cent.copy(), counts, free, spherical=False)[0]
+
+
+def _constrained_init(x, k, lab, fixed, free, rng):
+    """Means of the fixed members; k-means++ draws from the free points for the other clusters."""
+    d = x.shape[1]
+    cent = np.zeros((k, d), dtype=np.float64)
+    seeded = np.zeros(k, dtype=bool)
+    if lab.size:
+        cent = _member_means(x[lab].astype(np.float64), fixed, k, fallback=cent)
+        seeded[np.unique(fixed)] = True
+    todo = np.flatnonzero(~seeded)
+    if todo.size == 0:
+        return cent
+    xf = x[free].astype(np.float64)
+    d2 = np.full(free.size, np.inf)  # squared distance to the nearest chosen centroid
+    for c in cent[seeded]:  # one centroid at a time keeps memory at O(n)
+        d2 = np.minimum(d2, ((xf - c) ** 2).sum(axis=1))
+    taken = np.zeros(free.size, dtype=bool)
+    for j in todo:
+        w = np.where(taken, 0.0, d2)
+        tot = w.sum()
+        if not np.isfinite(tot) or tot <= 0:  # first centroid, or only duplicates of centroids left
+            w = (~taken).astype(np.float64)
+            tot = w.sum()
+        pick = int(rng.choice(free.size, p=w / tot))
+        taken[pick] = True
+        cent[j] = xf[pick]
+        d2 = np.minimum(d2, ((xf - xf[pick]) ** 2).sum(axis=1))
+    return cent
