@@ -211,7 +211,7 @@ def sinkhorn_cluster(
     *,
     seed=0,
     lam=10.0,
-    temperature=0.1,
+    temperature=0.5,
     n_iter=20,
     tol=1e-2,
     max_sk_iter=1000,
@@ -233,7 +233,10 @@ def sinkhorn_cluster(
         n_clusters: ``K``, ``1 <= K <= n``.
         seed: seeds the K-means initialisation (the only randomness).
         lam: Sinkhorn power lambda (SeLa: 10 on CIFAR, 25 on ImageNet).
-        temperature: softmax temperature on cosine similarities.
+        temperature: softmax temperature on cosine similarities. With ``lam`` the plan is proportional to
+            ``exp(lam / temperature * cos)``; the default 0.5 makes that 20 (SwAV's epsilon 0.05). 0.1
+            (effective 100) made Sinkhorn miss its tolerance after 1000 iterations on Fashion-MNIST with
+            K = 10 and took 7x longer.
         n_iter: assignment / update rounds.
         tol, max_sk_iter: passed to :func:`sinkhorn_knopp` as ``tol``/``max_iter``.
         device: for the K-means initialisation.
