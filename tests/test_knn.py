@@ -91,13 +91,14 @@ class _HighIndexFirstIndex:
 
 
 def test_ties_beyond_the_candidate_list_are_resolved_by_index():
-    from uslkit.knn import _knn_search
+    from uslkit.knn import _Index, _knn_search
 
     rng = np.random.default_rng(3)
     x = np.vstack([rng.standard_normal((10, 4)), np.repeat(rng.standard_normal((1, 4)), 50, axis=0)])
     x = x.astype(np.float32)
+    max_norm = float(np.linalg.norm(x, axis=1).max())
     _, idx = _knn_search(
-        _HighIndexFirstIndex(x),
+        _Index(_HighIndexFirstIndex(x), None, max_norm, True),
         x,
         x,
         3,
@@ -105,7 +106,6 @@ def test_ties_beyond_the_candidate_list_are_resolved_by_index():
         squared=False,
         chunk_size=None,
         use_gpu=False,
-        approximate=False,
         progress=False,
     )
     _, ref_i = brute_force(x, x, 3, exclude_self=True)
@@ -236,3 +236,128 @@ def test_density_validation():
         density_from_dists(-np.ones((3, 2)))
     with pytest.raises(ValueError, match="k >= 2"):
         knn_density(np.eye(4, dtype=np.float32), 1, variant="reference")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Re-ranking of faiss' candidates, the exactness proof and the approximate-mode defaults
+# --------------------------------------------------------------------------------------------------------
+def far_apart_tight_clusters(n_clusters=6, size=30, d=16, seed=4):
+    """Clusters of spread 1e-2 whose centres are ~1000 apart: faiss' float32 |q|^2 + |x|^2 - 2 q.x is off by
+    far more than the distances inside a cluster, so its candidate lists inside a cluster are noise."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n_clusters, d)) * 1000
+    x = np.repeat(centers, size, axis=0) + rng.standard_normal((n_clusters * size, d)) * 1e-2
+    x = x.astype(np.float32)
+    x[7] = x[3]  # an exact duplicate inside a cluster
+    return x
+
+
+def test_exact_where_faiss_float32_order_is_wrong(monkeypatch):
+    import faiss
+
+    # from this many queries per call faiss-cpu computes |q|^2 + |x|^2 - 2 q.x in float32 with BLAS (as
+    # GPUs always do); below it (128000 in faiss-cpu 1.15) it subtracts coordinates, which is accurate
+    monkeypatch.setattr(faiss.cvar, "distance_compute_blas_threshold", 1)
+    x = far_apart_tight_clusters()
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    _, raw = index.search(x, 6)
+    ref_d, ref_i = brute_force(x, x, 5, exclude_self=True)
+    assert (raw[:, 1:] != ref_i).any(axis=1).mean() > 0.5  # the data really defeats faiss' own ranking
+    dists, idx = knn(x, 5)
+    np.testing.assert_array_equal(idx, ref_i)
+    np.testing.assert_allclose(dists, ref_d, rtol=1e-5, atol=1e-7)
+    assert idx[3, 0] == 7 and idx[7, 0] == 3 and dists[3, 0] == 0
+
+
+def test_exact_ties_and_near_ties_broken_by_index():
+    # around a query: points at exactly equal distances (q +- 0.5 e_i), points farther by a relative 4e-8
+    # (below float32 resolution, so their float32 squared distances equal those of q +- 0.5 e_i) placed at
+    # LOWER indices, points farther by 2e-4, duplicates and distant points
+    rng = np.random.default_rng(5)
+    d = 8
+    base = (rng.integers(-8, 8, d) / 4).astype(np.float32)  # base +- 0.5 e_i is exact in float32
+    eye = np.eye(d, dtype=np.float32)
+    half = np.vstack([eye * 0.5, -eye * 0.5])
+    sub_ulp = half + np.roll(np.vstack([eye, eye]), 1, axis=1) * 1e-4  # squared distance 0.25 + 1e-8
+    x = np.vstack([base + sub_ulp, base + half, base + half * (1 + 1e-4), base + half[:3]])
+    x = np.vstack([x, rng.standard_normal((20, d)) * 5]).astype(np.float32)
+    dists, idx = knn(x, 40, queries=base[None])
+    ref_d, ref_i = brute_force(x, base[None], 40, exclude_self=False)
+    np.testing.assert_array_equal(idx, ref_i)
+    np.testing.assert_allclose(dists, ref_d, atol=1e-6)
+    assert np.all(np.diff(dists[0]) >= 0)
+    # 16 + 3 duplicates exactly tied, by index; then the sub-ulp farther points
+    np.testing.assert_array_equal(idx[0, :19], list(range(16, 32)) + [48, 49, 50])
+    assert set(idx[0, 19:35]) == set(range(16))
+
+
+def test_faiss_rounding_stays_within_the_bound():
+    # the proof of exactness rests on |faiss' float32 D - our distance| <= slack; check it where D is worst
+    from uslkit.knn import _build_index, _rounding_slack, _sq_dists
+
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((2000, 64)) + 30).astype(np.float32)  # far from the origin: large norms
+    x[:1000] /= 7
+    index = _build_index(x, "exact", use_gpu=False, seed=0, nprobe=None, k=50)
+    qs = x - index.shift
+    dist_f, cand = index.faiss.search(qs, 50)
+    err = np.abs(dist_f.astype(np.float64) - _sq_dists(x, x, cand))
+    slack = _rounding_slack(np.linalg.norm(qs.astype(np.float64), axis=1), index.max_norm, x.shape[1])
+    assert np.all(err <= slack[:, None])
+    assert err.max() > slack.max() / 1e4  # the bound is not vacuous: faiss' error is of that order
+
+
+def test_exact_results_do_not_depend_on_the_candidate_margin(monkeypatch):
+    import uslkit.knn as knn_module
+
+    x = clustered(n=1500, d=8)
+    a = knn(x, 40)
+    monkeypatch.setattr(knn_module, "_CANDIDATE_MARGIN", 0)  # every row then needs a second, longer search
+    b = knn(x, 40)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+    _, ref_i = brute_force(x, x, 40, exclude_self=True)
+    np.testing.assert_array_equal(a[1], ref_i)
+
+
+def test_return_recall(caplog):
+    import logging
+
+    x = clustered()
+    out = knn(x, 10, return_recall=True)
+    assert len(out) == 3 and out[2] == 1.0
+    np.testing.assert_array_equal(out[1], knn(x, 10)[1])
+    assert len(knn(x, 10, mode="ivf", nprobe=1)) == 2  # the default return is unchanged
+    with caplog.at_level(logging.INFO, logger="uslkit.knn"):
+        _, idx, recall = knn(x, 10, mode="ivf", nprobe=1, seed=2, return_recall=True)
+    assert 0.3 < recall < 0.95  # nprobe=1 is approximate here
+    assert recall == estimate_recall(x, idx, 10, n_sample=1000, seed=2)
+    assert any("recall@k" in r.getMessage() and f"{recall:.4f}" in r.getMessage() for r in caplog.records)
+
+
+def test_ivf_trains_on_a_seeded_subsample(monkeypatch):
+    import uslkit.knn as knn_module
+    from uslkit.knn import IVF_NPROBE, _build_index, _ivf_nlist, _ivf_training_rows
+
+    rows = _ivf_training_rows(1_000_000, 4000, seed=3)
+    assert rows.size == knn_module.IVF_TRAIN_POINTS_PER_LIST * 4000 and np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(rows, _ivf_training_rows(1_000_000, 4000, seed=3))
+    assert not np.array_equal(rows, _ivf_training_rows(1_000_000, 4000, seed=4))
+    np.testing.assert_array_equal(_ivf_training_rows(500, 20, seed=3), np.arange(500))  # small n: all rows
+
+    monkeypatch.setattr(knn_module, "IVF_TRAIN_POINTS_PER_LIST", 40)  # subsample at a testable size
+    x = clustered(n=30000, d=8)
+    nlist = _ivf_nlist(30000)
+    assert 40 * nlist < 30000
+    trained = []
+    for seed in (3, 3, 4):
+        index = _build_index(x, "ivf", use_gpu=False, seed=seed, nprobe=None, k=5).faiss
+        assert index.nprobe == min(nlist, IVF_NPROBE)
+        trained.append(index.quantizer.reconstruct_n(0, nlist))
+    np.testing.assert_array_equal(trained[0], trained[1])
+    assert not np.array_equal(trained[0], trained[2])
+    a = knn(x, 5, mode="ivf", seed=3)
+    b = knn(x, 5, mode="ivf", seed=3)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
