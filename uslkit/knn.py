@@ -42,11 +42,13 @@ seeded points per list. Measured recall@k (:func:`estimate_recall`, 1000 seeded 
 Recall depends on the data (an isotropic Gaussian blob has no local structure for IVF's cells to follow):
 check it with ``return_recall=True`` and raise ``nprobe`` where it matters.
 
-Time on a 2-core CPU: exact 60,000 x 64 (Fashion-MNIST), best of 5 runs interleaved with faiss' own
-``IndexFlatL2.search``: k = 20 in 4.5 s (faiss alone 4.2 s), k = 400 in 8.8 s (faiss alone 7.1 s). IVF on
-the 1,000,000 x 128 mixture, with another job sharing the CPU: k = 20 with the defaults 317 s end to end
-(training on 256,000 points and adding 98 s, search about 200 s, recall estimate); the search alone
-120 s with nprobe 8 and 340 s with nprobe 32; k = 400, nprobe 16: 404 s.
+Time on a 2-core CPU, against faiss' own ``IndexFlatL2.search`` in the same run (best of 3-5 interleaved
+runs): exact 60,000 x 64 (Fashion-MNIST), k = 20 in 1.06x its time (4.5 s against 4.2 s), k = 400 in
+1.24x (8.8 s against 7.1 s; the previous float64 gather-and-lexsort re-ranking took 2.4x); with one
+thread each (another job on the other core) 1.12x and 1.16x. IVF on the 1,000,000 x 128 mixture, with
+another job sharing the CPU: k = 20 with the defaults 317 s end to end (training on 256,000 points and
+adding 98 s, search and re-ranking about 200 s, recall estimate); search and re-ranking 120 s with
+nprobe 8 and 340 s with nprobe 32; k = 400, nprobe 16: 404 s.
 
 Memory: faiss computes distances in fixed internal tiles (4096 queries x 1024 database rows on CPU) and
 holds a centred copy of ``x``; uslkit holds about ``48 x chunk_size x k_search`` bytes per query chunk

@@ -392,11 +392,12 @@ def select_usl(
     Memory: Reg is computed in row chunks of at most 4M float64 entries, never an ``n x budget`` matrix;
     kNN uses ``knn_mode`` (``"auto"``: exact up to 200k points, IVF above).
 
-    Time, measured on a shared 2-core CPU: 60,000 x 64, budget 40, defaults: about 17 s, of which the exact
-    k = 400 kNN takes 15 s, K-means 1-2 s and the regularisation under 1 s (k = 20: about 10 s).
-    1,000,000 x 128, budget 1000, ``knn_nprobe=16``: 4 min with ``preset="imagenet_moco"`` (kNN 3.2 min,
-    1.8 GB) and 9 min with the small-scale defaults (k = 400 kNN 7.7 min, 10 Reg iterations 1 min, 12 GB);
-    the kNN default ``nprobe`` (``nlist // 8``) is several times slower at that size.
+    Time, measured on a shared 2-core CPU before the faster kNN re-ranking (see benchmarks/ for current
+    figures): 60,000 x 64, budget 40, defaults: about 17 s, of which the exact k = 400 kNN took 15 s,
+    K-means 1-2 s and the regularisation under 1 s; raw faiss search alone at k = 400 takes about 7 s on a
+    quiet machine. 1,000,000 x 128, budget 1000, ``knn_nprobe=16`` (now the kNN default): 4 min with
+    ``preset="imagenet_moco"`` and 9 min with the small-scale defaults (12 GB). On a synthetic Gaussian
+    mixture nprobe 16 gave recall@20 of only 0.78 (0.99 with 32): check ``knn(..., return_recall=True)``.
 
     Args:
         emb: embeddings ``(n, d)``, preferably L2-normalised.
