@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,21 +21,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine
 
 HERE = Path(__file__).resolve().parent
 
 
-def machine() -> dict:
-    import torch
-
-    info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "numpy": np.__version__, "torch": torch.__version__, "cuda": torch.cuda.is_available()}
-    try:
-        model = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
-        info["cpu"] = model[0] if model else None
-    except OSError:
-        info["cpu"] = None
-    return info
 
 
 def median_time(fn, repeats: int) -> tuple[float, list[float]]:

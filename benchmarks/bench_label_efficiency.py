@@ -27,13 +27,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine, update_section
 
 from uslkit import _io
 from uslkit.embed import compute_embeddings
@@ -67,25 +67,6 @@ METRIC_TITLES = {"nn1_acc": "1-NN test accuracy (%)", "logreg_acc": "logistic-re
 # ==========================================================================================================
 # Machine and floor
 # ==========================================================================================================
-def machine() -> dict:
-    """CPU model, cores, library versions and load, as recorded with every result."""
-    import faiss
-    import sklearn
-    import torch
-
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
-    except OSError:
-        pass
-    return {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-        "faiss": faiss.__version__, "sklearn": sklearn.__version__, "cuda": torch.cuda.is_available(),
-        "loadavg_at_start": list(os.getloadavg()),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def gemm_floor_seconds(x: np.ndarray, *, repeats: int = 3, max_rows: int = 4096) -> dict:
@@ -312,18 +293,6 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def update_section(md_path: Path, heading: str, body: str) -> None:
-    """Replace (or append) the ``## heading`` section of ``md_path``, leaving every other section alone."""
-    text = md_path.read_text(encoding="utf-8") if md_path.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    start = next((i for i, ln in enumerate(lines) if ln.strip() == f"## {heading}"), None)
-    new = [f"## {heading}", "", *body.rstrip("\n").splitlines(), ""]
-    if start is None:
-        lines = [*lines, "", *new] if lines and lines[-1].strip() else [*lines, *new]
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines = lines[:start] + new + lines[end:]
-    _io.atomic_write_text(md_path, "\n".join(lines).rstrip("\n") + "\n")
 
 
 # ==========================================================================================================
@@ -339,7 +308,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true",
                     help=f"smoke run: {QUICK['n_train']} train / {QUICK['n_test']} test points, budgets "
                          f"{QUICK['budgets']}, seeds {QUICK['seeds']}; writes *_quick files, not RESULTS.md")
-    ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/label_efficiency[_quick].json)")
+    ap.add_argument("--out", default=None,
+                    help="results JSON (default benchmarks/results/label_efficiency[_quick].json)")
     ap.add_argument("--figure", default=None, help="PNG (default next to --out)")
     ap.add_argument("--results-md", default=str(HERE / "RESULTS.md"),
                     help="Markdown file whose section is rewritten ('' = none; --quick never writes it)")

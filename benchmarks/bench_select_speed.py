@@ -30,6 +30,7 @@ kept, so 200k/1M can be added later) and to the section "Selection: speed" of ``
     python benchmarks/bench_select_speed.py --sizes 10k 60k     # what the first recorded run did
     python benchmarks/bench_select_speed.py --sizes 200k 1m     # the large sizes (hours of CPU on 2 cores)
     python benchmarks/bench_select_speed.py --quick             # seconds: tiny sizes, every code path
+    python benchmarks/bench_select_speed.py --report-only       # re-render RESULTS.md from the JSON
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine, update_section
 
 HERE = Path(__file__).resolve().parent
 
@@ -97,30 +98,6 @@ SECTION = "Selection: speed"
 # ==========================================================================================================
 # Machine
 # ==========================================================================================================
-def machine() -> dict:
-    import faiss
-    import sklearn
-    import torch
-
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
-    except OSError:
-        pass
-    try:
-        import skactiveml
-        skaml = skactiveml.__version__
-    except ImportError:
-        skaml = None
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "mem_gb": round(mem_gb, 1), "platform": platform.platform(),
-        "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-        "faiss": faiss.__version__, "sklearn": sklearn.__version__, "scikit_activeml": skaml,
-        "cuda": torch.cuda.is_available(), "loadavg_at_start": list(os.getloadavg()),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 # ==========================================================================================================
@@ -392,7 +369,7 @@ def run_size(name: str, spec: dict, args, tmp: Path) -> dict:
     floor = gemm_floor(x, repeats=repeats, max_gb=args.floor_max_gb, slice_rows=args.floor_slice_rows,
                        chunk_rows=args.floor_chunk_rows)
     del x
-    log(f"[{name}] n={n:,} d={desc['d']} budget {budget}; floor x@x.T {floor['seconds']:.2f} s "
+    log(f"[{name}] n={n:,} d={desc['d']} budget {budget}; floor x@x.T {floor['seconds']:.3g} s "
         f"({'extrapolated' if floor['extrapolated'] else 'materialised'})")
     rows: dict[str, dict] = {}
     for task, skip in tasks_for(n, args):
@@ -528,9 +505,9 @@ def markdown(result: dict) -> str:
             f"### {name}: {cfg['n']:,} x {cfg['d']}, budget {cfg['budget']} ({cfg['data']})",
             "",
             f"Floor: {fl['seconds']:.3g} s ({fl['how']}). Repeats: {cfg['repeats']}. "
-            f"Run {sz['finished'][:16].replace('T', ' ')} UTC, {sz['wall_s'] / 60:.1f} min; 1-minute load average "
-            f"before a task: median {statistics.median(loads):.2f}, max {max(loads):.2f} "
-            f"(other jobs shared the machine).",
+            f"Run {sz['finished'][:16].replace('T', ' ')} UTC on {sz['machine']['cpu']} ({sz['machine']['cpu_count']} "
+            f"cores, {sz['machine']['mem_gb']} GB), {sz['wall_s'] / 60:.1f} min; 1-minute load average before a task "
+            f"(the benchmark's own threads included): median {statistics.median(loads):.2f}, max {max(loads):.2f}.",
             "",
             "| task | time s | x floor | peak MB | coverage | 1-NN acc |",
             "|---|---|---|---|---|---|",
@@ -557,20 +534,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def update_section(md_path: Path, heading: str, body: str) -> None:
-    """Replace (or append) the ``## heading`` section of ``md_path``; ``###`` subsections belong to it."""
-    from uslkit import _io
-
-    text = md_path.read_text(encoding="utf-8") if md_path.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    start = next((i for i, ln in enumerate(lines) if ln.strip() == f"## {heading}"), None)
-    new = [f"## {heading}", "", *body.rstrip("\n").splitlines(), ""]
-    if start is None:
-        lines = [*lines, "", *new] if lines and lines[-1].strip() else [*lines, *new]
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines = lines[:start] + new + lines[end:]
-    _io.atomic_write_text(md_path, "\n".join(lines).rstrip("\n") + "\n")
 
 
 # ==========================================================================================================
@@ -594,6 +557,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="smoke run on tiny sizes; writes select_speed_quick.json")
     ap.add_argument("--out", default=None, help="default benchmarks/results/select_speed[_quick].json")
     ap.add_argument("--results-md", default=str(HERE / "RESULTS.md"), help="'' = none (--quick never writes it)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="measure nothing: re-render the Markdown section from the results JSON")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.size_specs = QUICK_SIZES if args.quick else SIZES
@@ -619,6 +584,12 @@ def main(argv=None) -> None:
         return
     from uslkit import _io
 
+    if args.report_only:
+        md = markdown(_io.read_json(args.out))
+        if args.results_md:
+            update_section(Path(args.results_md), SECTION, md)
+        log(md)
+        return
     t0 = time.perf_counter()
     mach = machine()
     old = _io.read_json(args.out) if args.out.exists() else {}

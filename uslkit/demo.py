@@ -140,7 +140,8 @@ def run_demo(*, out_dir: str | Path = "papermill_runs/demo", budget: int = 40, s
         "embedding": {k: emb_meta.get(k) for k in ("encoder", "params", "path", "data_fingerprint")},
         **_io.provenance(), "wall_s": None,
     }
-    md = _markdown(table, dataset=dataset, pca=pca, budget=budget, seeds=seeds, n=emb.shape[0], n_test=test_emb.shape[0])
+    md = _markdown(table, dataset=dataset, pca=pca, budget=budget, seeds=seeds, n=emb.shape[0],
+                   n_test=test_emb.shape[0])
 
     # figures: a 2-D map (t-SNE of a seeded subsample plus every selected point), histograms, accuracy
     seed0 = seeds[0]

@@ -414,14 +414,8 @@ def import_usl_npy(
     Raises:
         ValueError: not a 1-D integer array, indices out of range or repeated, name/length/seed mismatch.
     """
-    path = Path(path)
-    arr = _load_index_npy(path)
-    m = _USL_NPY.match(path.name)
-    if m:
-        _check_name_budget(path, int(m.group(1)), arr.size)
-        seed = _seed_from_name(path, int(m.group(2)), seed)
-    return _imported(arr, path, "usl-npy", dataset=dataset, n=n, dataset_name=dataset_name, split=split,
-                     method=method, seed=seed, params=params)
+    return _import_index_npy(path, _USL_NPY, "usl-npy", dataset=dataset, n=n, dataset_name=dataset_name,
+                             split=split, method=method, seed=seed, params=params)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -594,14 +588,20 @@ def import_usb_npy(
     Raises:
         ValueError: not a 1-D integer array, indices out of range or repeated, name/length/seed mismatch.
     """
+    return _import_index_npy(path, _USB_NPY, "usb-npy", dataset=dataset, n=n, dataset_name=dataset_name,
+                             split=split, method=method, seed=seed, params=params)
+
+
+def _import_index_npy(path, name_pattern, fmt: str, *, seed, **kwargs) -> Selection:
+    """Shared by the USL and USB importers: a 1-D index ``.npy`` whose name may carry ``(budget, seed)``
+    as the pattern's groups 1 and 2 (checked against the array length and any ``seed`` given)."""
     path = Path(path)
     arr = _load_index_npy(path)
-    m = _USB_NPY.match(path.name)
+    m = name_pattern.match(path.name)
     if m:
         _check_name_budget(path, int(m.group(1)), arr.size)
         seed = _seed_from_name(path, int(m.group(2)), seed)
-    return _imported(arr, path, "usb-npy", dataset=dataset, n=n, dataset_name=dataset_name, split=split,
-                     method=method, seed=seed, params=params)
+    return _imported(arr, path, fmt, seed=seed, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -262,14 +262,8 @@ def select_kmeans(emb, budget, *, seed=0, niter=20, nredo=5, return_scores=False
     Returns:
         int64 ``(budget,)`` in cluster order (cluster 0, 1, ..., K-1).
     """
-    x, budget, seed, lab = _prepare(emb, budget, seed, None)
-    niter = check_positive_int(niter, name="niter")
-    nredo = check_positive_int(nredo, name="nredo")
-    from .cluster import kmeans
-
-    clusters, centroids = kmeans(x, budget, seed=seed, niter=niter, nredo=nredo)
-    idx, scores = _nearest_member_per_cluster(x, clusters, centroids, lab)
-    return _finish(idx, scores, budget, lab, return_scores)
+    return select_kmeans_multi(emb, budget, labeled=None, seed=seed, niter=niter, nredo=nredo,
+                               return_scores=return_scores)
 
 
 def select_kmeans_multi(emb, budget, *, labeled=None, seed=0, niter=20, nredo=5, return_scores=False):
