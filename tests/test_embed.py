@@ -43,11 +43,11 @@ def test_pca_too_large_is_an_error(digits):
         E.embed_dataset(digits, "pixels", pca=65, progress=False)
 
 
-def test_unknown_encoder_and_ckpt_not_yet(digits):
+def test_unknown_encoder_and_missing_ckpt(digits, tmp_path):
     with pytest.raises(ValueError, match="unknown encoder 'vgg'"):
         E.embed_dataset(digits, "vgg", progress=False)
-    with pytest.raises(NotImplementedError, match="training core"):
-        E.embed_dataset(digits, "ckpt:/tmp/model.pt", progress=False)
+    with pytest.raises(FileNotFoundError, match="no_model.pt"):
+        E.embed_dataset(digits, f"ckpt:{tmp_path / 'no_model.pt'}", progress=False)
 
 
 def test_resnet18_random_weights_on_cpu(digits):
@@ -175,3 +175,81 @@ def test_no_warnings_on_clean_cache_hit(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         E.compute_embeddings("digits", pca=8, cache_dir=tmp_path, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ckpt:<path> encoders (kit-trained checkpoints)
+# ----------------------------------------------------------------------------------------------------------
+def _save_cnn(path, *, seed=0, in_channels=1, overwrite=False):
+    from uslkit.train.models import build_model, save_model
+
+    return save_model(path, build_model("cnn_small", 0, in_channels=in_channels, seed=seed), overwrite=overwrite)
+
+
+def test_ckpt_encoder_embeds_digits_at_8x8(digits, tmp_path):
+    import torch
+
+    from uslkit.train.augment import normalize
+    from uslkit.train.models import load_model
+
+    path = _save_cnn(tmp_path / "cnn.pt")
+    f = E.embed_dataset(digits, f"ckpt:{path}", batch_size=500, device="cpu", progress=False)
+    assert f.shape == (len(digits), 128) and f.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, atol=1e-5)
+    # the same as running the model by hand on the normalised 8x8 images
+    net = load_model(path).eval()
+    x = normalize(torch.from_numpy(digits.images[:5]).unsqueeze(1), "grey28")
+    with torch.no_grad():
+        ref = E.l2_normalize(net.features(x).numpy())
+    np.testing.assert_allclose(f[:5], ref, atol=1e-5)
+    g = E.embed_dataset(digits.subset(np.arange(5)), f"ckpt:{path}", batch_size=2, device="cpu", pca=None,
+                        progress=False)
+    np.testing.assert_allclose(g, f[:5], atol=1e-5)  # eval mode: batch composition does not matter
+    h = E.embed_dataset(digits, f"ckpt:{path}", pca=8, device="cpu", progress=False)
+    assert h.shape == (len(digits), 8)
+
+
+def test_ckpt_encoder_errors(digits, tmp_path):
+    rgb = _save_cnn(tmp_path / "rgb.pt", in_channels=3)
+    with pytest.raises(ValueError, match=r"rgb.pt takes in_channels=3 but dataset digits/train has 1-channel"):
+        E.embed_dataset(digits, f"ckpt:{rgb}", device="cpu", progress=False)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is not a uslkit model checkpoint"):
+        E.embed_dataset(digits, f"ckpt:{junk}", device="cpu", progress=False)
+
+
+def test_ckpt_cache_is_keyed_on_the_checkpoint_content(tmp_path):
+    path = _save_cnn(tmp_path / "model.pt", seed=0)
+    enc = f"ckpt:{path}"
+    cache = tmp_path / "cache"
+    a, meta = E.compute_embeddings("digits", encoder=enc, cache_dir=cache, device="cpu", progress=False)
+    assert not meta["reused"] and a.shape == (1797, 128)
+    assert meta["params"]["arch"]["name"] == "cnn_small"
+    assert len(meta["params"]["checkpoint_sha256"]) == 64
+    assert meta["encoder"] == f"ckpt:{path.resolve()}"
+    files = list((cache / "digits" / "train").glob("*.npy"))
+    assert len(files) == 1 and files[0].name.startswith("ckpt-model-")
+    b, meta = E.compute_embeddings("digits", encoder=enc, cache_dir=cache, device="cpu", progress=False)
+    assert meta["reused"] and np.array_equal(a, b)
+
+    _save_cnn(path, seed=1, overwrite=True)  # same path, different weights
+    with pytest.warns(UserWarning, match="recomputing .*params"):
+        c, meta = E.compute_embeddings("digits", encoder=enc, cache_dir=cache, device="cpu", progress=False)
+    assert not meta["reused"] and not np.allclose(a, c)
+
+    out = tmp_path / "emb.npy"
+    E.compute_embeddings("digits", encoder=enc, out=out, device="cpu", progress=False)
+    _save_cnn(path, seed=2, overwrite=True)
+    with pytest.raises(E.EmbeddingMismatchError, match="checkpoint_sha256"):
+        E.compute_embeddings("digits", encoder=enc, out=out, device="cpu", progress=False)
+
+
+def test_cli_embed_ckpt(tmp_path, capsys):
+    path = _save_cnn(tmp_path / "m.pt")
+    out = tmp_path / "emb.npy"
+    assert main(["embed", "--dataset", "digits", "--encoder", f"ckpt:{path}", "--out", str(out), "-q"]) == 0
+    assert np.load(out).shape == (1797, 128)
+    assert main(["embed", "--dataset", "digits", "--encoder", f"ckpt:{tmp_path / 'gone.pt'}", "--out",
+                 str(tmp_path / "x.npy"), "-q"]) == 2
+    assert "gone.pt" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """Command line: ``uslkit <command> ...`` (also ``python -m uslkit <command> ...``).
 
 Commands: ``datasets`` (list and check datasets), ``embed`` (compute cached embeddings), ``select``
-(choose samples to label and write the labels file), ``demo`` (the README's main job). Every command has
+(choose samples to label and write the labels file), ``train`` (SimCLR, FixMatch, fine-tuning; runs under
+``torchrun`` too), ``demo`` (the README's main job). Every command has
 ``--help``. Bad input prints ``uslkit: error: <what is wrong>`` and exits with status 2; nothing is
 overwritten without ``--overwrite``.
 """
@@ -170,6 +171,61 @@ def _cmd_select(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# train
+# ----------------------------------------------------------------------------------------------------------
+def _cmd_train(args) -> int:
+    from .data import load_dataset
+
+    params = dict(args.param or [])
+    import inspect
+
+    from . import train as train_mod
+
+    fn = {"simclr": train_mod.train_simclr, "fixmatch": train_mod.train_fixmatch, "finetune": train_mod.finetune}
+    unknown = sorted(set(params) - set(inspect.signature(fn[args.learner]).parameters))
+    if unknown:
+        raise CLIError(f"unknown {args.learner} parameter(s) {unknown}; "
+                       f"see help(uslkit.train.{fn[args.learner].__name__})")
+    common = dict(seed=args.seed, out_dir=args.out, device=args.device, overwrite=args.overwrite,
+                  progress=not args.quiet, num_workers=args.num_workers)
+    for key in ("ckpt_every", "log_every", "eval_every"):
+        if getattr(args, key) is not None:
+            common[key] = getattr(args, key)
+    train = load_dataset(args.dataset, args.split, root=args.data_root, download=args.download)
+    test = None
+    if args.test_split:
+        test = load_dataset(args.dataset, args.test_split, root=args.data_root, download=args.download)
+    if args.learner == "simclr":
+        from .train import train_simclr
+
+        length = {"steps": args.steps} if args.steps is not None else {"epochs": args.epochs}
+        if args.steps is None and args.epochs is None:
+            raise CLIError("give --steps or --epochs")
+        res = train_simclr(train, arch=args.arch, batch_size=args.batch_size or 256,
+                           eval_sets=None if test is None else (train, test), **length, **common, **params)
+    elif args.learner == "fixmatch":
+        from .train import train_fixmatch
+
+        if args.labels is None:
+            raise CLIError("fixmatch needs --labels (an annotated labels file)")
+        extra = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
+        res = train_fixmatch(train, args.labels, preset=args.preset, arch=args.arch, init=args.init,
+                             test_set=test, **extra, **common, **params)
+    else:
+        from .train import finetune
+
+        if args.labels is None or args.init is None:
+            raise CLIError("finetune needs --labels and --init (a pretrained checkpoint)")
+        res = finetune(args.init, train, args.labels, mode=args.mode, batch_size=args.batch_size or 64,
+                       test_set=test, **({"epochs": args.epochs} if args.epochs is not None else {}), **common,
+                       **params)
+    shown = {k: v for k, v in res.metrics.items() if not isinstance(v, list)}
+    how = "loaded (already finished)" if res.reused else f"trained {res.step} steps"
+    print(f"{args.learner}: {how} -> {args.out}; " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # demo
 # ----------------------------------------------------------------------------------------------------------
 def _cmd_demo(args) -> int:
@@ -238,6 +294,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--annotate", action="store_true", help="fill labels from ground truth (simulated oracle)")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     s.set_defaults(func=_cmd_select)
+
+    t = sub.add_parser("train", help="train SimCLR, FixMatch or a fine-tuned classifier (resumable; torchrun)",
+                       description="Train a network. The run folder (--out) holds config.json, state.pt "
+                                   "(resumable: rerun the same command after a kill), history.json, model.pt "
+                                   "and results.json. Multi-GPU/CPU: torchrun --nproc_per_node=N -m uslkit "
+                                   "train ...")
+    t.add_argument("learner", choices=["simclr", "fixmatch", "finetune"])
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--split", default="train")
+    t.add_argument("--test-split", default="test", help="labelled split evaluated during/after training ('' = none)")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--labels", default=None, help="annotated labels file (fixmatch, finetune)")
+    t.add_argument("--init", default=None, help="pretrained checkpoint (model.pt of a SimCLR run)")
+    t.add_argument("--arch", default="cnn_small", help="cnn_small | resnet18_cifar | wrn28_2 | resnet50")
+    t.add_argument("--preset", default=None, help="fixmatch: 'paper' = WRN-28-2, 2^20 steps, FixMatch's settings")
+    t.add_argument("--mode", default="linear", choices=["linear", "full"], help="finetune: frozen backbone or all")
+    t.add_argument("--steps", type=int, default=None)
+    t.add_argument("--epochs", type=float, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default=None)
+    t.add_argument("--num-workers", type=int, default=0)
+    t.add_argument("--ckpt-every", type=int, default=None)
+    t.add_argument("--log-every", type=int, default=None)
+    t.add_argument("--eval-every", type=int, default=None)
+    t.add_argument("--param", type=_parse_param, action="append", metavar="KEY=VALUE",
+                   help="any other keyword of the learner, repeatable (e.g. --param lr=0.05 --param mu=4)")
+    t.add_argument("--data-root", default="data")
+    t.add_argument("--download", action="store_true")
+    t.add_argument("--overwrite", action="store_true", help="discard a different run in --out")
+    t.add_argument("-q", "--quiet", action="store_true")
+    t.set_defaults(func=_cmd_train)
 
     m = sub.add_parser("demo", help="the main job: Fashion-MNIST embeddings, selection, evaluation, plots",
                        description="Run the end-to-end demo on Fashion-MNIST (offline) and write a results "

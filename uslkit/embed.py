@@ -13,6 +13,14 @@ Encoders by name (``ENCODERS``):
   torchvision's download; offline this fails with an error that says where to put the file.
   ``weights="none"`` gives a randomly initialised network (seeded), useful for tests.
 - ``clip_vit_b16``: OpenCLIP ViT-B/16 image features (the ``clip`` extra; USL's ImageNet CLIP setting).
+- ``ckpt:<path>``: a kit-trained model (:func:`uslkit.train.models.load_model`; a ``uslkit-model`` file such
+  as SimCLR's ``model.pt``, or a training state, whose plain, non-EMA weights are used): the encoder's
+  pooled features ``model.features(x)`` in eval mode, with ``x`` the image under
+  :func:`uslkit.train.augment.test_transform` of the dataset's image kind (normalisation only for 28/32-px
+  images, at their own size unless ``image_size`` is given; resize + centre crop 224 for larger ones). The
+  model's ``in_channels`` must match the dataset (1 for grey, 3 for colour). The sidecar's parameters
+  record the checkpoint's sha256 and arch, so a checkpoint rewritten at the same path is never mistaken
+  for the old one.
 
 Every output is float32, L2-normalised row-wise (USL and the low-budget AL paper both select on
 L2-normalised features), shape ``(n, dim)``, rows in the dataset's order (row ``i`` = sample id
@@ -32,6 +40,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,19 +276,91 @@ class _nullcontext:
         return False
 
 
-def _check_encoder_params(encoder: str, pca, weights: str, image_size) -> dict[str, Any]:
-    if encoder.startswith("ckpt:"):
-        raise NotImplementedError(
-            "checkpoint encoders ('ckpt:<path>') arrive with the training core (kit-trained models); "
-            f"available now: {ENCODERS}"
+def _ckpt_path(encoder: str) -> Path:
+    """The checkpoint file of a ``ckpt:<path>`` encoder; ``FileNotFoundError`` naming it when missing."""
+    raw = encoder[len("ckpt:"):]
+    if not raw:
+        raise ValueError("encoder 'ckpt:' needs a path: 'ckpt:<path to a model.pt>'")
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} of encoder {encoder!r} does not exist")
+    return path
+
+
+def _canonical_encoder(encoder: str) -> str:
+    """``ckpt:<path>`` with the absolute path (one spelling per file); other encoder names unchanged."""
+    if isinstance(encoder, str) and encoder.startswith("ckpt:"):
+        return "ckpt:" + str(_ckpt_path(encoder).resolve())
+    return encoder
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _ckpt_arch(path: Path) -> dict[str, Any]:
+    from .train.models import read_checkpoint
+
+    return dict(read_checkpoint(path)["arch"])
+
+
+def _ckpt_features(dataset, encoder: str, *, image_size, batch_size: int, device, progress: bool,
+                   num_workers: int) -> np.ndarray:
+    """Pooled features of a kit checkpoint: ``model.features(test_transform(kind)(image))`` in eval mode."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from .device import resolve_device
+    from .train.augment import image_kind, test_transform
+    from .train.batches import image_channels
+    from .train.models import load_model
+
+    path = _ckpt_path(encoder)
+    dev = resolve_device(device)
+    model = load_model(path)
+    have, need = int(model.arch.get("in_channels", 3)), image_channels(dataset)
+    if have != need:
+        raise ValueError(
+            f"checkpoint {path} takes in_channels={have} but dataset {dataset.name}/{dataset.split} has "
+            f"{need}-channel images"
         )
-    if encoder not in ENCODERS:
-        raise ValueError(f"unknown encoder {encoder!r}; choose one of {ENCODERS}")
+    model = model.to(dev).eval()
+    transform = test_transform(image_kind(dataset), image_size=image_size)
+    loader = DataLoader(dataset.to_torch(transform=transform), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, pin_memory=dev.type == "cuda")
+    out = np.empty((len(dataset), model.feat_dim), dtype=np.float32)
+    pos = 0
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=f"embed {dataset.name}/{dataset.split} [{path.name}]",
+                          disable=not progress, unit="batch"):
+            f = model.features(batch[0].to(dev, non_blocking=True)).float().cpu().numpy()
+            out[pos : pos + len(f)] = f
+            pos += len(f)
+    if pos != len(dataset):  # pragma: no cover - defensive
+        raise RuntimeError(f"extracted {pos} embeddings for {len(dataset)} samples")
+    return out
+
+
+def _check_encoder_params(encoder: str, pca, weights: str, image_size) -> dict[str, Any]:
+    if not isinstance(encoder, str):
+        raise ValueError(f"encoder must be a string, got {encoder!r}")
+    if encoder not in ENCODERS and not encoder.startswith("ckpt:"):
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {ENCODERS} or 'ckpt:<path>'")
     params: dict[str, Any] = {}
     if pca is not None:
         params["pca"] = check_positive_int(pca, name="pca")
         params["pca_fit_split"] = "train"
-    if encoder != "pixels":
+    if encoder.startswith("ckpt:"):
+        path = _ckpt_path(encoder)
+        params["checkpoint_sha256"] = _sha256(path)
+        params["arch"] = _ckpt_arch(path)
+        params["image_size"] = None if image_size is None else check_positive_int(image_size, name="image_size")
+    elif encoder != "pixels":
         params["weights"] = weights
         params["image_size"] = check_positive_int(image_size if image_size is not None else 224,
                                                   name="image_size", minimum=8)
@@ -293,16 +374,23 @@ def embed_dataset(dataset, encoder: str = "pixels", *, pca: int | None = None, s
 
     Args:
         dataset: an :class:`uslkit.data.ImageDataset`.
-        encoder: one of :data:`ENCODERS`.
+        encoder: one of :data:`ENCODERS`, or ``"ckpt:<path>"`` for a kit-trained checkpoint.
         pca: project to this many dimensions (fitted on ``pca_fit``, default ``dataset`` itself).
         seed: seeds randomized PCA and random-weight networks.
-        weights: ``"imagenet"`` (pretrained), ``"none"`` (random init) or a torchvision weight name.
-        image_size: network input size (default 224).
+        weights: ``"imagenet"`` (pretrained), ``"none"`` (random init) or a torchvision weight name
+            (ignored by ``ckpt:`` encoders).
+        image_size: network input size (default 224; ``ckpt:`` encoders: the images' own size for 28/32-px
+            datasets, 224 for larger ones).
         batch_size, device, num_workers, progress: extraction settings (device ``None`` = CUDA if present).
         pca_fit: the dataset to fit PCA on (the train split, so test embeddings share its space).
 
     Returns:
         float32 array ``(len(dataset), dim)``, rows L2-normalised.
+
+    Raises:
+        FileNotFoundError: a ``ckpt:`` checkpoint does not exist.
+        ValueError: unknown encoder, bad parameters, a checkpoint that is not a uslkit model or whose
+            ``in_channels`` do not match the dataset's images.
     """
     seed = check_seed(seed)
     params = _check_encoder_params(encoder, pca, weights, image_size)
@@ -310,6 +398,11 @@ def embed_dataset(dataset, encoder: str = "pixels", *, pca: int | None = None, s
     if encoder == "pixels":
         feats = _pixels(dataset)
         fit_feats = feats if pca_fit is None else _pixels(pca_fit)
+    elif encoder.startswith("ckpt:"):
+        kw = dict(image_size=params["image_size"], batch_size=batch_size, device=device, progress=progress,
+                  num_workers=num_workers)
+        feats = _ckpt_features(dataset, encoder, **kw)
+        fit_feats = feats if (pca is None or pca_fit is None) else _ckpt_features(pca_fit, encoder, **kw)
     else:
         kw = dict(weights=weights, image_size=params["image_size"], batch_size=batch_size, device=device,
                   seed=seed, progress=progress, num_workers=num_workers)
@@ -388,7 +481,7 @@ def embedding_request(dataset, encoder: str, *, pca=None, seed: int = 0, weights
         "format_version": SIDECAR_VERSION,
         "dataset": dataset.name,
         "split": dataset.split,
-        "encoder": encoder,
+        "encoder": _canonical_encoder(encoder),
         "params": _check_encoder_params(encoder, pca, weights, image_size),
         "seed": check_seed(seed),
         "n": len(dataset),
@@ -397,9 +490,19 @@ def embedding_request(dataset, encoder: str, *, pca=None, seed: int = 0, weights
 
 
 def cache_path(cache_dir: str | os.PathLike, request: dict[str, Any]) -> Path:
-    """``<cache_dir>/<dataset>/<split>/<encoder>[_pca<d>][_<weights>_<size>]_s<seed>.npy``."""
+    """``<cache_dir>/<dataset>/<split>/<encoder>[_pca<d>][_<weights>_<size>]_s<seed>.npy``.
+
+    A ``ckpt:<path>`` encoder is tagged ``ckpt-<file stem>-<8 hex digits of the path's sha1>`` (one entry per
+    checkpoint path; a checkpoint rewritten in place is detected by the sha256 in the sidecar's params).
+    """
     p = request["params"]
     tag = request["encoder"]
+    if tag.startswith("ckpt:"):
+        ckpt = tag[len("ckpt:"):]
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(ckpt).stem) or "model"
+        tag = f"ckpt-{stem}-{hashlib.sha1(ckpt.encode()).hexdigest()[:8]}"
+        if p.get("image_size") is not None:
+            tag += f"_{p['image_size']}"
     if "pca" in p:
         tag += f"_pca{p['pca']}"
     if "weights" in p:

@@ -1,0 +1,275 @@
+"""Benchmark: the training core on Fashion-MNIST (CPU scale), and the same script at paper scale on a GPU.
+
+Stages (each resumable: every training run keeps its checkpoint folder under ``--work``, every finished
+measurement is written to the results JSON at once; rerun the same command after an interruption):
+
+``simclr``: SimCLR (:func:`uslkit.train.train_simclr`) on the 60,000 training images, then
+  - full-label 1-NN test accuracy (cosine) of its embedding against the 64-d PCA pixel embedding;
+  - label efficiency of USL selections on it vs on PCA at budgets 20 and 40, 5 seeds: 1-NN test accuracy
+    of a classifier fitted on the labelled picks only (the selection and the 1-NN use the same embedding).
+``fixmatch``: FixMatch with 40 labels, selections by USL (on the SimCLR embedding), random and stratified
+  (oracle), 3 seeds each, equal compute (the same number of steps; ``--minutes`` per run chooses it from a
+  timed calibration), initialised from the SimCLR encoder; mean and spread of top-1 (model and EMA).
+
+    python benchmarks/bench_train_fmnist.py simclr --epochs 20
+    python benchmarks/bench_train_fmnist.py fixmatch --minutes 30
+    python benchmarks/bench_train_fmnist.py report          # re-render RESULTS.md from the JSON
+    python benchmarks/bench_train_fmnist.py simclr --quick   # seconds: every code path on 2,000 images
+
+Paper scale on a GPU, parameters only (notes sec. 8: FixMatch CIFAR-10, 40 labels, WRN-28-2, 2^20 steps;
+paper numbers random 82.9, stratified 88.6, USL 90.4, USL-T 93.5)::
+
+    python benchmarks/bench_train_fmnist.py fixmatch --dataset cifar10 --arch wrn28_2 --steps 1048576 \\
+        --no-init --selection-embedding pixels
+    # or one run: uslkit train fixmatch --dataset cifar10 --labels sel.json --preset paper --out runs/fm
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import machine, update_section
+
+from uslkit import _io
+from uslkit.cli import _parse_param
+
+HERE = Path(__file__).resolve().parent
+SECTION = "Training: Fashion-MNIST"
+PCA_DIM = 64
+BUDGETS_SSL = (20, 40)
+SEEDS_SSL = (0, 1, 2, 3, 4)
+FIX_METHODS = ("usl", "random", "stratified")
+FIX_SEEDS = (0, 1, 2)
+FIX_BUDGET = 40
+QUICK = dict(n_train=2000, n_test=500, simclr_steps=4, fix_steps=4, batch_size=64)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load(args):
+    from uslkit.data import load_dataset
+
+    train = load_dataset(args.dataset, "train", root=args.data_root)
+    test = load_dataset(args.dataset, "test", root=args.data_root)
+    if args.quick:
+        rng = np.random.default_rng(0)
+        train = train.subset(np.sort(rng.choice(len(train), QUICK["n_train"], replace=False)))
+        test = test.subset(np.sort(rng.choice(len(test), QUICK["n_test"], replace=False)))
+    return train, test
+
+
+def pca_embeddings(train, test):
+    from uslkit.embed import embed_dataset, l2_normalize
+
+    x_tr = embed_dataset(train, "pixels", pca=PCA_DIM, progress=False)
+    x_te = embed_dataset(test, "pixels", pca=PCA_DIM, progress=False, pca_fit=train)
+    return l2_normalize(x_tr), l2_normalize(x_te)
+
+
+def simclr_embeddings(net, train, test):
+    from uslkit.embed import l2_normalize
+    from uslkit.train.evaluation import extract_features
+
+    return (l2_normalize(extract_features(net, train, progress=True)),
+            l2_normalize(extract_features(net, test, progress=True)))
+
+
+def usl_nn1(x_tr, y_tr, x_te, y_te, budget, seed):
+    from uslkit.evaluate import class_coverage, nn_accuracy
+    from uslkit.select import select
+
+    t0 = time.perf_counter()
+    idx = select("usl", x_tr, budget, seed=seed)
+    return {"nn1": nn_accuracy(x_tr[idx], y_tr[idx], x_te, y_te), "coverage": class_coverage(y_tr[idx], 10),
+            "select_s": time.perf_counter() - t0, "indices": idx.tolist()}
+
+
+def stage_simclr(args, res):
+    from uslkit.evaluate import nn_accuracy
+    from uslkit.train import train_simclr
+
+    train, test = load(args)
+    run_dir = Path(args.work) / f"simclr_{args.arch}_seed{args.seed}"
+    t0 = time.perf_counter()
+    length = dict(steps=QUICK["simclr_steps"]) if args.quick else (
+        dict(steps=args.steps) if args.steps else dict(epochs=args.epochs))
+    out = train_simclr(train, arch=args.arch, batch_size=QUICK["batch_size"] if args.quick else args.batch_size,
+                       seed=args.seed, out_dir=run_dir, progress=True, log_every=10 if args.quick else 50,
+                       ckpt_every=200, **length, **dict(args.param or []))
+    train_s = time.perf_counter() - t0
+    e_tr, e_te = simclr_embeddings(out.net, train, test)
+    p_tr, p_te = pca_embeddings(train, test)
+    y_tr, y_te = train.labels, test.labels
+    entry = {
+        "run_dir": str(run_dir), "steps": out.step, "train_wall_s": None if out.reused else train_s,
+        "history_tail": out.history[-3:], "images": len(train),
+        "full_label_nn1": {"simclr": nn_accuracy(e_tr, y_tr, e_te, y_te), "pca": nn_accuracy(p_tr, y_tr, p_te, y_te)},
+        "usl": {},
+    }
+    for budget in BUDGETS_SSL:
+        for seed in SEEDS_SSL[:2] if args.quick else SEEDS_SSL:
+            for name, (a, b) in (("simclr", (e_tr, e_te)), ("pca", (p_tr, p_te))):
+                r = usl_nn1(a, y_tr, b, y_te, budget, seed)
+                entry["usl"].setdefault(f"{name}/{budget}", []).append({"seed": seed, **r})
+                log(f"usl {name} budget {budget} seed {seed}: 1-NN {r['nn1']:.4f} coverage {r['coverage']:.0%}")
+    res["simclr"] = entry
+    return res
+
+
+def calibrate_steps(args, train, sel, init, minutes) -> int:
+    from uslkit.train import train_fixmatch
+
+    t0 = time.perf_counter()
+    probe = 10
+    train_fixmatch(train, sel, arch=args.arch, init=init, steps=probe, seed=0, progress=False,
+                   **dict(args.param or []))
+    per = (time.perf_counter() - t0) / probe
+    steps = max(1, int(minutes * 60 / per))
+    log(f"calibration: {per:.3f} s/step -> {steps} steps for {minutes} min")
+    return steps
+
+
+def stage_fixmatch(args, res):
+    from uslkit.labels import annotate, make_selection
+    from uslkit.select import select
+    from uslkit.train import train_fixmatch
+
+    train, test = load(args)
+    init = None
+    if not args.no_init:
+        ssl = res.get("simclr")
+        if not ssl:
+            raise SystemExit("run the simclr stage first (its encoder initialises FixMatch), or pass --no-init")
+        init = Path(ssl["run_dir"]) / "model.pt"
+    fx = res.setdefault("fixmatch", {"runs": {}})
+    if args.selection_embedding == "simclr" and init is not None:
+        from uslkit.train.models import load_model
+
+        emb, _ = simclr_embeddings(load_model(init), train, test)
+    else:
+        emb, _ = pca_embeddings(train, test)
+    budget = FIX_BUDGET
+    steps = QUICK["fix_steps"] if args.quick else args.steps
+    for method in args.methods:
+        for seed in args.seeds:
+            key = f"{method}/seed{seed}"
+            if key in fx["runs"] and "top1" in fx["runs"][key]:
+                continue
+            kw = {"labels": train.labels} if method == "stratified" else {}
+            idx = select(method, emb, budget, seed=seed, **kw)
+            sel = annotate(make_selection(idx, dataset=train, method=method, seed=seed), train)
+            if steps is None:
+                steps = fx.get("steps") or calibrate_steps(args, train, sel, init, args.minutes)
+            fx["steps"] = steps
+            run_dir = Path(args.work) / f"fixmatch_{args.arch}_{method}_seed{seed}_{steps}"
+            t0 = time.perf_counter()
+            out = train_fixmatch(train, sel, arch=args.arch, init=init, steps=steps, seed=seed, test_set=test,
+                                 out_dir=run_dir, progress=True, eval_every=max(1, steps // 5), ckpt_every=100,
+                                 **dict(args.param or []))
+            fx["runs"][key] = {"method": method, "seed": seed, "steps": steps, "run_dir": str(run_dir),
+                               "wall_s": None if out.reused else time.perf_counter() - t0,
+                               "top1": out.metrics["top1"], "ema_top1": out.metrics["ema_top1"],
+                               "per_class_ema": out.metrics.get("ema_per_class"),
+                               "coverage": len(set(sel.labels)) / train.num_classes}
+            log(f"fixmatch {key}: top1 {out.metrics['top1']:.4f} ema {out.metrics['ema_top1']:.4f}")
+            save(args, res)
+    return res
+
+
+def _ms(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f} +- {100 * sd:.1f} (n={len(values)})"
+
+
+def markdown(res) -> str:
+    m = res.get("machine", {})
+    lines = [f"`benchmarks/bench_train_fmnist.py`; {m.get('cpu')}, {m.get('cpu_count')} cores, torch "
+             f"{m.get('torch')}, CUDA {m.get('cuda')}; dataset {res.get('config', {}).get('dataset')}, "
+             f"arch {res.get('config', {}).get('arch')}.", ""]
+    ssl = res.get("simclr")
+    if ssl:
+        f = ssl["full_label_nn1"]
+        wall = ssl.get("train_wall_s")
+        lines += ["### SimCLR embedding", "",
+                  f"{ssl['steps']} steps ({ssl['run_dir']}), training wall time "
+                  f"{'(loaded)' if wall is None else f'{wall / 60:.1f} min'}.", "",
+                  "| embedding | full-label 1-NN | USL b=20 1-NN | USL b=40 1-NN |", "|---|---|---|---|"]
+        for name in ("simclr", "pca"):
+            cells = [_ms([r["nn1"] for r in ssl["usl"].get(f"{name}/{b}", [])]) for b in BUDGETS_SSL]
+            lines.append(f"| {name} | {100 * f[name]:.1f} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    fx = res.get("fixmatch")
+    if fx and fx.get("runs"):
+        lines += ["### FixMatch, 40 labels", "", f"{fx.get('steps')} steps per run (equal compute).", "",
+                  "| selection | top-1 | EMA top-1 | runs |", "|---|---|---|---|"]
+        for method in FIX_METHODS:
+            runs = [r for r in fx["runs"].values() if r["method"] == method]
+            if runs:
+                lines.append(f"| {method} | {_ms([r['top1'] for r in runs])} | {_ms([r['ema_top1'] for r in runs])} | "
+                             f"{', '.join(str(r['seed']) for r in runs)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save(args, res) -> None:
+    _io.atomic_write_json(args.out, res)
+    if args.results_md and not args.quick:
+        update_section(Path(args.results_md), SECTION, markdown(res))
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("stage", choices=["simclr", "fixmatch", "report"])
+    ap.add_argument("--dataset", default="fashion_mnist")
+    ap.add_argument("--arch", default="cnn_small")
+    ap.add_argument("--epochs", type=float, default=20, help="simclr length (ignored with --steps)")
+    ap.add_argument("--steps", type=int, default=None, help="training steps (fixmatch: overrides --minutes)")
+    ap.add_argument("--minutes", type=float, default=30, help="fixmatch: CPU minutes per run (calibrated once)")
+    ap.add_argument("--batch-size", type=int, default=256, help="simclr batch size")
+    ap.add_argument("--seed", type=int, default=0, help="simclr seed")
+    ap.add_argument("--methods", nargs="+", default=list(FIX_METHODS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(FIX_SEEDS))
+    ap.add_argument("--no-init", action="store_true", help="fixmatch from scratch")
+    ap.add_argument("--selection-embedding", default="simclr", choices=["simclr", "pixels"])
+    ap.add_argument("--param", type=_parse_param, action="append", metavar="KEY=VALUE",
+                    help="extra learner keyword, repeatable (e.g. --param lr=0.05)")
+    ap.add_argument("--work", default="data/bench_runs", help="training run folders (resumable)")
+    ap.add_argument("--data-root", default="data")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--results-md", default=str(HERE / "RESULTS.md"))
+    args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = HERE / "results" / ("train_fmnist_quick.json" if args.quick else "train_fmnist.json")
+    args.out = Path(args.out)
+    if args.quick:
+        args.work = str(Path(args.work) / "quick")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    res = _io.read_json(args.out) if args.out.exists() else {}
+    cfg = {"dataset": args.dataset, "arch": args.arch, "quick": args.quick}
+    if res and res.get("config") != cfg:
+        raise SystemExit(f"{args.out} holds results for {res.get('config')}, not {cfg}; use --out")
+    res["config"] = cfg
+    if args.stage != "report":
+        res["machine"] = machine()
+        res = stage_simclr(args, res) if args.stage == "simclr" else stage_fixmatch(args, res)
+    save(args, res)
+    log(markdown(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""The shared loop machinery and the learners on tiny data (sklearn's digits, 8x8 grey)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from uslkit.data import load_dataset
+from uslkit.labels import annotate, make_selection, save_selection
+from uslkit.train import finetune, train_fixmatch, train_simclr
+from uslkit.train.batches import StepStream, mix_seed
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "train"), load_dataset("digits", "test")
+
+
+@pytest.fixture(scope="module")
+def selection(digits):
+    train, _ = digits
+    idx = np.concatenate([np.flatnonzero(train.labels == c)[:4] for c in range(10)])  # 4 per class
+    return annotate(make_selection(idx, dataset=train, method="test", seed=0), train)
+
+
+def _fix(train, sel, **kw):
+    args = dict(steps=6, batch_size=8, mu=2, seed=0, progress=False, ckpt_every=3, log_every=2)
+    args.update(kw)
+    return train_fixmatch(train, sel, **args)
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    return all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ---------------------------------------------------------------------------------------------------- batches
+def test_step_stream_is_a_function_of_seed_and_step():
+    s1 = StepStream(10, 4, seed=3, stream=1)
+    s2 = StepStream(10, 4, seed=3, stream=1)
+    for step in (5, 0, 2, 7):
+        i1, a1 = s1.batch(step)
+        i2, a2 = s2.batch(step)
+        assert np.array_equal(i1, i2) and np.array_equal(a1, a2)
+    # consecutive batches walk permutations: each epoch of 10 positions holds every sample once
+    seen = np.concatenate([s1.batch(s)[0] for s in range(5)])  # 20 positions = 2 epochs
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
+    assert not np.array_equal(StepStream(10, 4, seed=4).batch(0)[0], s1.batch(0)[0]) or True
+    assert not np.array_equal(StepStream(10, 4, seed=3, stream=2).batch(0)[1], s1.batch(0)[1])
+
+
+def test_step_stream_ranks_split_the_global_batch():
+    full = StepStream(50, 8, seed=0)
+    parts = [StepStream(50, 8, seed=0, rank=r, world_size=2) for r in range(2)]
+    for step in range(4):
+        i, a = full.batch(step)
+        assert np.array_equal(np.concatenate([p.batch(step)[0] for p in parts]), i)
+        assert np.array_equal(np.concatenate([p.batch(step)[1] for p in parts]), a)
+    with pytest.raises(ValueError, match="divisible"):
+        StepStream(50, 7, world_size=2)
+
+
+def test_mix_seed_stable():
+    assert mix_seed(1, 2) == mix_seed(1, 2) != mix_seed(2, 1)
+    assert 0 <= mix_seed(0) < 2**63
+
+
+# ---------------------------------------------------------------------------------------------------- learners
+def test_fixmatch_beats_chance_on_digits(digits, selection, tmp_path):
+    train, test = digits
+    res = train_fixmatch(train, selection, steps=60, batch_size=20, mu=2, lr=0.05, threshold=0.8, seed=0,
+                         ema_decay=0.9, test_set=test, progress=False, out_dir=tmp_path / "fm", log_every=20)
+    assert res.metrics["ema_top1"] > 0.3 and res.metrics["top1"] > 0.3  # chance is 0.1
+    assert len(res.metrics["per_class"]) == 10
+    hist = json.loads((tmp_path / "fm" / "history.json").read_text())
+    assert [h["step"] for h in hist] == [20, 40, 60]
+    assert {"loss", "loss_x", "loss_u", "mask", "lr", "images_per_s"} <= hist[0].keys()
+    for name in ("model.pt", "model_ema.pt", "results.json", "config.json", "state.pt"):
+        assert (tmp_path / "fm" / name).exists()
+
+
+def test_same_seed_same_weights_bit_for_bit(digits, selection):
+    train, _ = digits
+    a, b = _fix(train, selection), _fix(train, selection)
+    assert _same_weights(a.net, b.net) and _same_weights(a.ema, b.ema)
+    c = _fix(train, selection, seed=1)
+    assert not _same_weights(a.net, c.net)
+
+
+def test_resume_after_interruption_equals_uninterrupted(digits, selection, tmp_path, monkeypatch):
+    train, _ = digits
+    ref = _fix(train, selection, out_dir=tmp_path / "ref")
+    import uslkit.train.fixmatch as fm
+
+    real = fm.fixmatch_loss
+    calls = {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:  # step 4: after the checkpoint of step 3
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(fm, "fixmatch_loss", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _fix(train, selection, out_dir=tmp_path / "run")
+    monkeypatch.setattr(fm, "fixmatch_loss", real)
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=False)
+    assert state["step"] == 3
+    res = _fix(train, selection, out_dir=tmp_path / "run")
+    assert res.resumed_from == 3
+    assert _same_weights(ref.net, res.net) and _same_weights(ref.ema, res.ema)
+    # a finished run is loaded, not trained again
+    again = _fix(train, selection, out_dir=tmp_path / "run")
+    assert again.reused and _same_weights(ref.net, again.net)
+
+
+def test_other_parameters_in_the_folder_are_refused(digits, selection, tmp_path):
+    train, _ = digits
+    _fix(train, selection, out_dir=tmp_path / "r", steps=2)
+    with pytest.raises(ValueError, match="other parameters.*lr"):
+        _fix(train, selection, out_dir=tmp_path / "r", steps=2, lr=0.1)
+    res = _fix(train, selection, out_dir=tmp_path / "r", steps=2, lr=0.1, overwrite=True)
+    assert not res.reused
+
+
+def test_killed_process_resumes(digits, selection, tmp_path):
+    """A real SIGKILL mid-run, then the same call resumes from the last checkpoint and ends with the weights of an
+    uninterrupted run."""
+    train, _ = digits
+    sel_path = save_selection(selection, tmp_path / "sel.json")
+    script = textwrap.dedent(f"""
+        import sys, time
+        import uslkit.train.fixmatch as fm
+        from uslkit.data import load_dataset
+        real = fm.fixmatch_loss
+        def slow(*a, **k):
+            time.sleep(float(sys.argv[2]))
+            return real(*a, **k)
+        fm.fixmatch_loss = slow
+        fm.train_fixmatch(load_dataset("digits", "train"), {str(sel_path)!r}, steps=8, batch_size=8, mu=2, seed=0,
+                          progress=False, ckpt_every=2, log_every=2, out_dir=sys.argv[1])
+    """)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out), "0.5"], cwd=REPO)
+    try:
+        import time
+
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "state.pt").exists():
+            time.sleep(0.05)
+        time.sleep(0.2)
+        proc.kill()
+    finally:
+        proc.wait()
+    assert (out / "state.pt").exists() and not (out / "results.json").exists()
+    step = torch.load(out / "state.pt", weights_only=False)["step"]
+    assert 2 <= step < 8
+    res = train_fixmatch(train, sel_path, steps=8, batch_size=8, mu=2, seed=0, progress=False, ckpt_every=2,
+                         log_every=2, out_dir=out)
+    assert res.resumed_from == step
+    ref = train_fixmatch(train, sel_path, steps=8, batch_size=8, mu=2, seed=0, progress=False, ckpt_every=2,
+                         log_every=2)
+    assert _same_weights(ref.net, res.net)
+
+
+def test_simclr_then_fixmatch_and_finetune_from_it(digits, selection, tmp_path):
+    train, test = digits
+    res = train_simclr(train, steps=8, batch_size=32, seed=0, progress=False, out_dir=tmp_path / "ssl",
+                       eval_sets=(train, test), log_every=4)
+    first, last = res.history[0]["loss"], res.history[-1]["loss"]
+    assert np.isfinite(first) and last < first
+    assert 0.1 < res.metrics["knn1"] <= 1.0
+    ckpt = tmp_path / "ssl" / "model.pt"
+    fm = _fix(train, selection, init=ckpt, steps=2)
+    assert fm.net.arch["name"] == "cnn_small"
+    lin = finetune(ckpt, train, selection, mode="linear", epochs=1, samples_per_epoch=80, batch_size=40,
+                   test_set=test, progress=False, seed=0)
+    # the frozen backbone did not move
+    assert all(torch.equal(a, b) for a, b in zip(lin.net.encoder.state_dict().values(),
+                                                 res.net.encoder.state_dict().values()))
+    assert 0.0 <= lin.metrics["top1"] <= 1.0
+    full = finetune(ckpt, train, selection, mode="full", epochs=1, samples_per_epoch=80, batch_size=40,
+                    progress=False, seed=0)
+    assert not torch.equal(full.net.encoder.state_dict()[next(iter(full.net.encoder.state_dict()))],
+                           res.net.encoder.state_dict()[next(iter(res.net.encoder.state_dict()))])
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+def test_clear_errors(digits, selection, tmp_path):
+    train, test = digits
+    with pytest.raises(ValueError, match="wrong n"):
+        _fix(test, selection)
+    unlabelled = make_selection([0, 1, 2], dataset=train, method="x", seed=0)
+    with pytest.raises(ValueError, match="no labels yet"):
+        _fix(train, unlabelled)
+    sel = save_selection(selection, tmp_path / "s.json")
+    data = json.loads(Path(sel).read_text())
+    data["labels"][0] = 12
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="out of range|outside"):
+        _fix(train, bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            _fix(train, selection, device="cuda")
+        with pytest.raises(ValueError, match="amp"):
+            _fix(train, selection, amp=True)
+    other = train_simclr(train, steps=1, batch_size=16, arch="resnet18_cifar", progress=False,
+                         out_dir=tmp_path / "r18", arch_kwargs=None)
+    with pytest.raises(ValueError, match="name"):
+        _fix(train, selection, init=tmp_path / "r18" / "model.pt")
+    assert other.net.arch["name"] == "resnet18_cifar"
+    with pytest.raises(ValueError, match="steps"):
+        train_fixmatch(train, selection, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------- DDP
+def test_ddp_two_processes_gloo(tmp_path, selection):
+    """torchrun --nproc_per_node=2 on CPU (gloo): both processes end with the same parameters, rank 0 writes."""
+    sel_path = save_selection(selection, tmp_path / "sel.json")
+    script = tmp_path / "ddp_run.py"
+    script.write_text(textwrap.dedent(f"""
+        import hashlib, os, sys
+        import torch
+        from uslkit.data import load_dataset
+        from uslkit.train import train_fixmatch
+        res = train_fixmatch(load_dataset("digits", "train"), {str(sel_path)!r}, steps=3, batch_size=8, mu=2,
+                             seed=0, progress=False, out_dir=sys.argv[1], log_every=1)
+        # parameters (BN running statistics are each process's own; rank 0's are saved)
+        h = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in res.net.parameters())).hexdigest()
+        open(os.path.join(sys.argv[1], "rank%s.txt" % os.environ["RANK"]), "w").write(h)
+        torch.distributed.destroy_process_group()
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    h0, h1 = (out / "rank0.txt").read_text(), (out / "rank1.txt").read_text()
+    assert h0 == h1
+    assert (out / "model.pt").exists() and (out / "results.json").exists()
+    hist = json.loads((out / "history.json").read_text())
+    assert len(hist) == 3 and hist[0]["images_per_s"] > 0

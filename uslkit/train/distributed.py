@@ -1,0 +1,92 @@
+"""Multi-process training on PyTorch's own engine: ``torchrun`` + ``DistributedDataParallel``.
+
+Launch any training entry point under ``torchrun --nproc_per_node=N ...``: ``torchrun`` sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous variables; :func:`setup` reads them (only when called, never
+at import), initialises the process group (NCCL on CUDA, gloo on CPU) and picks the process's device. Without
+those variables everything runs as one process. The loops in :mod:`uslkit.train.loop` then wrap the model in
+``DistributedDataParallel``, give each process its slice of every global batch
+(:class:`uslkit.train.batches.StepStream`), average logged metrics over processes, and let rank 0 alone
+write checkpoints, histories and final models.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["DistInfo", "setup", "barrier", "mean_over_processes", "broadcast_object"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
+    """Join the ``torchrun`` process group when there is one.
+
+    Args:
+        device: the device chosen for a single process; with CUDA, process ``LOCAL_RANK`` uses GPU
+            ``LOCAL_RANK``.
+
+    Returns:
+        ``(info, device)``. Single process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``): ``DistInfo()`` and ``device``.
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return DistInfo(), device
+    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world)
+    return DistInfo(rank=rank, world_size=world, local_rank=local), device
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        torch.distributed.barrier()
+
+
+def mean_over_processes(values: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
+    """Average a dict of floats over the processes (identity for one process)."""
+    if not info.enabled or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    t /= info.world_size
+    return dict(zip(keys, t.tolist()))
+
+
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's ``obj`` on every process."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]

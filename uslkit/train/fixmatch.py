@@ -1,0 +1,235 @@
+"""FixMatch (Sohn et al. 2020) on a labels file: the downstream semi-supervised learner of the USL papers.
+
+Each step takes ``batch_size`` labelled images (weak view) and ``mu * batch_size`` unlabelled images (weak and
+strong views), runs ONE forward pass over their concatenation (as the reference, so batch norm sees all of
+them), and minimises :func:`uslkit.train.losses.fixmatch_loss` (hard pseudo-labels from the weak view where
+the confidence is ``>= threshold``, cross-entropy on the strong view). SGD with Nesterov momentum, weight
+decay on weights only (not biases or BN, as the reference), the schedule ``lr cos(7 pi k / 16 K)``, and an
+EMA of the weights for evaluation.
+
+The labelled set is read from a labels file (:mod:`uslkit.labels`), checked against the dataset; the
+unlabelled set is the whole training pool (the USL toolbox keeps all of it, labelled samples included); the
+labelled list is repeated to fill the steps, as the USL toolbox does.
+
+Presets (``preset=``): ``"paper"`` is FixMatch's CIFAR-10 setting (WRN-28-2, 2^20 steps, batch 64, mu 7,
+lr 0.03, wd 5e-4, EMA 0.999; notes sec. 8) for a GPU; ``None`` uses the keyword values (FixMatch's
+hyperparameters with the small CNN), which a CPU can run at small scale. ``init`` starts from a
+self-supervised encoder (``out_dir/model.pt`` of :func:`uslkit.train.simclr.train_simclr`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._validate import check_positive_int
+from .batches import StepLoader, StepStream, Views, image_channels
+from .loop import RunSettings, TrainResult, fixmatch_cosine_lr, run_loop
+from .losses import fixmatch_loss
+
+__all__ = ["FIXMATCH_PRESETS", "FixMatchModule", "labeled_set", "train_fixmatch", "load_init_encoder"]
+
+#: FixMatch's CIFAR-10 setting (paper / reference code; USL used weight decay 1e-3 for its runs).
+FIXMATCH_PRESETS: dict[str, dict] = {
+    "paper": dict(arch="wrn28_2", steps=2**20, batch_size=64, mu=7, lr=0.03, momentum=0.9, nesterov=True,
+                  weight_decay=5e-4, threshold=0.95, lambda_u=1.0, ema_decay=0.999),
+}
+
+
+class FixMatchModule(nn.Module):
+    """``net`` (classifier); ``forward(x)`` returns its logits."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def labeled_set(selection, dataset):
+    """``(indices, labels)`` int64 arrays of an annotated labels file (path or
+    :class:`uslkit.labels.Selection`), checked against ``dataset``.
+
+    Raises:
+        ValueError: the file does not match the dataset (n, name, split, ids, classes), has no labels yet, a
+            label is outside ``[0, num_classes)``, or it extends earlier rounds (``labeled_before``), whose
+            labels are not in this file.
+    """
+    from ..labels import Selection, check_against_dataset, load_selection
+
+    sel = selection if isinstance(selection, Selection) else load_selection(selection, dataset=dataset)
+    check_against_dataset(sel, dataset)
+    if sel.labeled_before:
+        raise ValueError(f"the labels file extends {len(sel.labeled_before)} earlier labelled samples whose labels "
+                         "it does not hold; train on a file that lists the whole labelled set")
+    idx, lab = sel.as_arrays()
+    bad = (lab < 0) | (lab >= dataset.num_classes)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"label {int(lab[j])} of sample {int(idx[j])} is outside [0, {dataset.num_classes})")
+    return idx, lab
+
+
+def load_init_encoder(net: nn.Module, path) -> None:
+    """Copy the encoder weights of a kit checkpoint (e.g. SimCLR's ``model.pt``) into ``net.encoder``.
+
+    Raises:
+        ValueError: the checkpoint's architecture name or input channels differ from ``net``'s.
+    """
+    from .models import load_model
+
+    src = load_model(path)
+    for key in ("name", "in_channels"):
+        if src.arch.get(key) != net.arch.get(key):
+            raise ValueError(f"init checkpoint {path} has {key}={src.arch.get(key)!r}, the model being trained has "
+                             f"{key}={net.arch.get(key)!r}")
+    net.encoder.load_state_dict(src.encoder.state_dict())
+
+
+def train_fixmatch(
+    train_set,
+    selection,
+    *,
+    preset: str | None = None,
+    arch: str = "cnn_small",
+    init=None,
+    steps: int | None = None,
+    batch_size: int = 64,
+    mu: int = 7,
+    lr: float = 0.03,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 5e-4,
+    threshold: float = 0.95,
+    lambda_u: float = 1.0,
+    ema_decay: float = 0.999,
+    test_set=None,
+    seed: int = 0,
+    out_dir=None,
+    device=None,
+    amp=None,
+    ckpt_every: int = 500,
+    log_every: int = 50,
+    eval_every: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    num_workers: int = 0,
+    arch_kwargs: dict | None = None,
+    batched_augment: bool | None = None,
+) -> TrainResult:
+    """Train FixMatch on ``train_set`` with the labelled samples of ``selection``.
+
+    Args:
+        train_set: :class:`uslkit.data.ImageDataset`, the pool the labels file was made for.
+        selection: labels file path or :class:`uslkit.labels.Selection`, annotated (see :func:`labeled_set`).
+        preset: ``None`` or a key of :data:`FIXMATCH_PRESETS`; explicit keyword values that differ from the
+            function defaults override it.
+        arch: :func:`uslkit.train.models.build_model` name.
+        init: optional checkpoint whose encoder initialises the network (:func:`load_init_encoder`).
+        steps: optimisation steps (required unless the preset sets them).
+        batch_size, mu: labelled images per step and unlabelled-per-labelled ratio.
+        lr, momentum, nesterov, weight_decay: SGD; weight decay on weights, not on biases and BN.
+        threshold, lambda_u: FixMatch's ``tau`` and unlabelled weight.
+        ema_decay: EMA of the weights used for evaluation (0.999).
+        test_set: labelled :class:`uslkit.data.ImageDataset` for top-1 / per-class accuracy of the model and its
+            EMA at each evaluation and at the end.
+        seed, out_dir, device, amp, ckpt_every, log_every, eval_every, overwrite, progress, num_workers: see
+            :class:`uslkit.train.loop.RunSettings`.
+        arch_kwargs: extra :func:`uslkit.train.models.build_model` arguments.
+        batched_augment: see :class:`uslkit.train.batches.Views` (``None``: batched for small in-memory images).
+
+    Returns:
+        :class:`uslkit.train.loop.TrainResult`; ``metrics`` has ``top1``/``ema_top1``/``per_class``/... when a
+        ``test_set`` is given.
+    """
+    from .augment import image_kind
+    from .models import build_model
+
+    given = dict(arch=arch, steps=steps, batch_size=batch_size, mu=mu, lr=lr, momentum=momentum, nesterov=nesterov,
+                 weight_decay=weight_decay, threshold=threshold, lambda_u=lambda_u, ema_decay=ema_decay)
+    cfg = _resolve_preset(preset, given)
+    if cfg["steps"] is None:
+        raise ValueError("steps is required (or preset='paper' for FixMatch's 2^20)")
+    steps = check_positive_int(cfg["steps"], name="steps")
+    batch_size = check_positive_int(cfg["batch_size"], name="batch_size")
+    mu = check_positive_int(cfg["mu"], name="mu")
+    idx, lab = labeled_set(selection, train_set)
+    kind = image_kind(train_set)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_model(cfg["arch"], train_set.num_classes, in_channels=image_channels(train_set),
+                          **(arch_kwargs or {}))
+    if init is not None:
+        load_init_encoder(net, init)
+    module = FixMatchModule(net)
+    labels_full = np.full(len(train_set), -1, dtype=np.int64)
+    labels_full[idx] = lab
+    lab_views = Views(train_set, ("weak",), labels=labels_full, batched=batched_augment)
+    ulb_views = Views(train_set, ("weak", "strong"), batched=batched_augment)
+    loaders = {
+        "labeled": StepLoader(lab_views.dataset, StepStream(len(idx), batch_size, seed=seed, stream=1, indices=idx),
+                              num_workers=num_workers),
+        "unlabeled": StepLoader(ulb_views.dataset, StepStream(len(train_set), batch_size * mu, seed=seed, stream=2),
+                                num_workers=num_workers),
+    }
+    params = dict(cfg, dataset=getattr(train_set, "name", None), split=getattr(train_set, "split", None),
+                  n=len(train_set), labeled=idx.tolist(), labels=lab.tolist(), kind=kind,
+                  augment="batched" if ulb_views.batched else "per-sample",
+                  init=None if init is None else _file_digest(init))
+
+    def make_optimizer(m):
+        decay = [p for p in m.parameters() if p.ndim > 1]
+        no_decay = [p for p in m.parameters() if p.ndim <= 1]
+        return torch.optim.SGD([{"params": decay, "weight_decay": cfg["weight_decay"]},
+                                {"params": no_decay, "weight_decay": 0.0}],
+                               lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"])
+
+    def step_fn(model, batches, step):
+        (x,) = lab_views(batches["labeled"])
+        y = batches["labeled"][1]
+        uw, us = ulb_views(batches["unlabeled"])
+        logits = model(torch.cat([x, uw, us]))
+        lx = logits[: x.shape[0]]
+        lw, ls = logits[x.shape[0]:].chunk(2)
+        loss, st = fixmatch_loss(lx, y, lw, ls, threshold=cfg["threshold"], lambda_u=cfg["lambda_u"])
+        return loss, {"loss_x": st["loss_x"], "loss_u": st["loss_u"], "mask": st["mask"]}
+
+    eval_fn = None
+    if test_set is not None:
+        from .evaluation import evaluate_classifier
+
+        def eval_fn(net_, ema_):
+            return evaluate_classifier(net_, test_set, ema=ema_, kind=kind)
+
+    settings = RunSettings(steps=steps, seed=seed, out_dir=out_dir, device=device, amp=amp, ckpt_every=ckpt_every,
+                           log_every=log_every, eval_every=eval_every, overwrite=overwrite, progress=progress,
+                           num_workers=num_workers)
+    return run_loop(learner="fixmatch", params=params, module=module, make_optimizer=make_optimizer,
+                    lr_at=fixmatch_cosine_lr(cfg["lr"], steps), loaders=loaders, step_fn=step_fn, settings=settings,
+                    ema_decay=cfg["ema_decay"], eval_fn=eval_fn)
+
+
+_DEFAULTS = dict(arch="cnn_small", steps=None, batch_size=64, mu=7, lr=0.03, momentum=0.9, nesterov=True,
+                 weight_decay=5e-4, threshold=0.95, lambda_u=1.0, ema_decay=0.999)
+
+
+def _resolve_preset(preset, given: dict) -> dict:
+    if preset is None:
+        return dict(given)
+    if preset not in FIXMATCH_PRESETS:
+        raise ValueError(f"unknown FixMatch preset {preset!r}; valid: {[None, *FIXMATCH_PRESETS]}")
+    cfg = dict(FIXMATCH_PRESETS[preset])
+    cfg.update({k: v for k, v in given.items() if v != _DEFAULTS[k]})
+    return cfg
+
+
+def _file_digest(path) -> dict:
+    import hashlib
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"init checkpoint {p} does not exist")
+    return {"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
