@@ -73,6 +73,10 @@ SKIP_REASONS = {
                  "clusters plus kNN inside each cluster, so it should scale",
     "stratified": "oracle baseline (needs true labels), nothing to scale",
 }
+#: USL with other settings: the paper's large-scale (ImageNet, Table 14) preset at every size, and the
+#: small-scale defaults with approximate (IVF) kNN where plain ``usl`` searches exactly; the picks are compared
+#: with those of plain ``usl``.
+USL_VARIANTS = ("method:usl@preset=imagenet_moco", "method:usl@knn_mode=ivf")
 EXACT_KNN_MAX_N = 200_000  # exact kNN stages above this only with --exact-knn-max-n
 FLOOR_MAX_GB = 2.0  # materialise x @ x.T only up to this size; above, time a slice and extrapolate
 FLOOR_SLICE_ROWS = 8192
@@ -82,6 +86,9 @@ TASK_TIMEOUT_S = 4 * 3600
 TARGETS = [  # (size, task, limit seconds, text)
     ("60k", "method:usl", 10.0, "USL, budget 40, Fashion-MNIST 64-d (60,000 points) under 10 s"),
     ("1m", "method:usl", 600.0, "USL, budget 1000, 1,000,000 x 128 under 10 minutes"),
+    ("1m", "method:usl@preset=imagenet_moco", 600.0,
+     "USL with the paper's large-scale settings (preset imagenet_moco), budget 1000, 1,000,000 x 128 under 10 "
+     "minutes"),
 ]
 # ---- --quick ------------------------------------------------------------------------------------------
 QUICK_SIZES = {
@@ -245,13 +252,31 @@ def _task_fn(task: str, x, y, budget: int, seed: int, spec: dict):
     if kind == "method":
         from uslkit.select import select
 
-        params = dict(spec.get("params", {}))
+        name, variant = _split_variant(name)
+        params = {**variant, **spec.get("params", {})}
+        shown = dict(params)
         if name == "stratified":
             params["labels"] = y
-        return (lambda: select(name, x, budget, seed=seed, **params)), {"params": spec.get("params", {})}
+        return (lambda: select(name, x, budget, seed=seed, **params)), {"params": shown}
     if kind == "skactiveml":
         return _skactiveml_fn(name, x, budget, seed, spec)
     raise ValueError(f"unknown task {task!r}")
+
+
+def _split_variant(name: str) -> tuple[str, dict]:
+    """``"usl@preset=imagenet_moco"`` -> ``("usl", {"preset": "imagenet_moco"})`` (values parsed as JSON when
+    they parse, else kept as text)."""
+    if "@" not in name:
+        return name, {}
+    method, rest = name.split("@", 1)
+    params = {}
+    for part in rest.split(","):
+        key, value = part.split("=", 1)
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return method, params
 
 
 def _skactiveml_fn(name: str, x, budget: int, seed: int, spec: dict):
@@ -356,22 +381,38 @@ def tasks_for(n: int, args) -> list[tuple[str, str | None]]:
             out.append((f"method:{m}", SKIP_REASONS.get(m, "not in --large-methods")))
         else:
             out.append((f"method:{m}", None))
+    for v in USL_VARIANTS:  # above AUTO_EXACT_MAX_N plain usl already runs IVF kNN
+        out.append((v, None if "knn_mode=ivf" not in v or n <= AUTO_EXACT_MAX_N else
+                    "plain usl already uses IVF kNN at this size (knn_mode='auto')"))
+    if args.tasks:
+        unknown = sorted(set(args.tasks) - {t for t, _ in out})
+        if unknown:
+            raise SystemExit(f"--tasks {unknown} are not tasks of this size; valid: {[t for t, _ in out]}")
+        out = [(t, skip) for t, skip in out if t in args.tasks]
     return out
 
 
-def run_size(name: str, spec: dict, args, tmp: Path) -> dict:
+def run_size(name: str, spec: dict, args, tmp: Path, old: dict | None = None) -> dict:
+    """Run the tasks of one size. With ``--tasks``, ``old`` (this size's earlier entry, same data) keeps its
+    floor and other rows, and only the named tasks are (re)measured."""
     folder = tmp / name
     t0 = time.perf_counter()
     desc = make_data(spec, folder)
     n, budget = desc["n"], desc["budget"]
     repeats = args.repeats_1m if n >= 1_000_000 else args.repeats
-    x = np.load(folder / "x.npy")
-    floor = gemm_floor(x, repeats=repeats, max_gb=args.floor_max_gb, slice_rows=args.floor_slice_rows,
-                       chunk_rows=args.floor_chunk_rows)
-    del x
+    if old is not None:
+        same = {k: v for k, v in old["config"].items() if k != "repeats"} == {**spec, **desc}
+        if not same:
+            raise SystemExit(f"--tasks: the recorded {name} entry was made on other data; rerun the whole size")
+        floor = old["floor"]
+    else:
+        x = np.load(folder / "x.npy")
+        floor = gemm_floor(x, repeats=repeats, max_gb=args.floor_max_gb, slice_rows=args.floor_slice_rows,
+                           chunk_rows=args.floor_chunk_rows)
+        del x
     log(f"[{name}] n={n:,} d={desc['d']} budget {budget}; floor x@x.T {floor['seconds']:.3g} s "
         f"({'extrapolated' if floor['extrapolated'] else 'materialised'})")
-    rows: dict[str, dict] = {}
+    rows: dict[str, dict] = dict(old["tasks"]) if old is not None else {}
     for task, skip in tasks_for(n, args):
         if skip is not None:
             rows[task] = {"skipped": skip}
@@ -386,14 +427,21 @@ def run_size(name: str, spec: dict, args, tmp: Path) -> dict:
             extra["params"] = {"num_classes": desc["num_classes"]}
         rows[task] = res = run_task(task, folder, budget, repeats, args.timeout, **extra)
         report(name, task, res, floor)
-    side = side_by_side(name, folder, desc, repeats, args, floor) if spec["kind"] == "fashion_mnist" else {}
+    run_side = spec["kind"] == "fashion_mnist" and old is None
+    side = side_by_side(name, folder, desc, repeats, args, floor) if run_side else dict((old or {}).get(
+        "side_by_side", {}))
+    base = set(rows.get("method:usl", {}).get("indices", []))
+    for task in USL_VARIANTS:
+        if base and "indices" in rows.get(task, {}):
+            rows[task]["same_picks_as_usl"] = len(base & set(rows[task]["indices"]))
     for task, res in list(rows.items()) + list(side.items()):
         if "indices" in res and spec["kind"] == "fashion_mnist":
             res.update(quality(res["indices"], folder, desc["num_classes"]))
         if "median_s" in res:
             res["x_floor"] = res["median_s"] / floor["seconds"]
+    wall = time.perf_counter() - t0 + (old["wall_s"] if old is not None else 0.0)
     return {"config": {**{k: v for k, v in spec.items()}, **desc, "repeats": repeats}, "floor": floor,
-            "tasks": rows, "side_by_side": side, "wall_s": time.perf_counter() - t0,
+            "tasks": rows, "side_by_side": side, "wall_s": wall,
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -475,6 +523,8 @@ def _row(label: str, res: dict) -> str:
     if "median_s" not in res:
         why = res.get("skipped") or res.get("error")
         return f"| {label} | {'skipped' if 'skipped' in res else 'error'}: {why} | | | | |"
+    if "same_picks_as_usl" in res:
+        label += f" ({res['same_picks_as_usl']}/{len(res['indices'])} picks shared with usl)"
     cov = f"{100 * res['coverage']:.0f}%" if "coverage" in res else ""
     acc = f"{100 * res['nn1_acc']:.1f}%" if "nn1_acc" in res else ""
     return (f"| {label} | {_cell_time(res)} | {res['x_floor']:.2f} | {res['peak_extra_mb']:.0f} | {cov} | {acc} |")
@@ -557,6 +607,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="smoke run on tiny sizes; writes select_speed_quick.json")
     ap.add_argument("--out", default=None, help="default benchmarks/results/select_speed[_quick].json")
     ap.add_argument("--results-md", default=str(HERE / "RESULTS.md"), help="'' = none (--quick never writes it)")
+    ap.add_argument("--tasks", nargs="+", default=None,
+                    help="only (re)measure these tasks (e.g. 'method:usl@preset=imagenet_moco'), keeping the "
+                         "size's recorded floor and other rows")
     ap.add_argument("--report-only", action="store_true",
                     help="measure nothing: re-render the Markdown section from the results JSON")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -596,7 +649,10 @@ def main(argv=None) -> None:
     sizes = {k: v for k, v in old.get("sizes", {}).items() if k not in args.sizes}  # keep sizes not re-run
     with tempfile.TemporaryDirectory(prefix="uslkit-speed-") as tmp:
         for name in args.sizes:
-            sizes[name] = run_size(name, args.size_specs[name], args, Path(tmp))
+            prior = old.get("sizes", {}).get(name) if args.tasks else None
+            if args.tasks and prior is None:
+                raise SystemExit(f"--tasks needs a recorded {name} entry in {args.out}; run the whole size first")
+            sizes[name] = run_size(name, args.size_specs[name], args, Path(tmp), old=prior)
             sizes[name]["machine"] = mach
             result = {"benchmark": "selection speed", "machine": mach, "sizes": sizes,
                       "targets": check_targets(sizes), "git_commit": _io.git_commit()}

@@ -75,6 +75,7 @@ def test_mix_seed_stable():
 
 
 # ---------------------------------------------------------------------------------------------------- learners
+@pytest.mark.slow
 def test_fixmatch_beats_chance_on_digits(digits, selection, tmp_path):
     train, test = digits
     res = train_fixmatch(train, selection, steps=60, batch_size=20, mu=2, lr=0.05, threshold=0.8, seed=0,
@@ -83,7 +84,7 @@ def test_fixmatch_beats_chance_on_digits(digits, selection, tmp_path):
     assert len(res.metrics["per_class"]) == 10
     hist = json.loads((tmp_path / "fm" / "history.json").read_text())
     assert [h["step"] for h in hist] == [20, 40, 60]
-    assert {"loss", "loss_x", "loss_u", "mask", "lr", "images_per_s"} <= hist[0].keys()
+    assert {"loss", "loss_x", "loss_u", "mask", "lr", "samples_per_s"} <= hist[0].keys()
     for name in ("model.pt", "model_ema.pt", "results.json", "config.json", "state.pt"):
         assert (tmp_path / "fm" / name).exists()
 
@@ -133,6 +134,7 @@ def test_other_parameters_in_the_folder_are_refused(digits, selection, tmp_path)
     assert not res.reused
 
 
+@pytest.mark.slow
 def test_killed_process_resumes(digits, selection, tmp_path):
     """A real SIGKILL mid-run, then the same call resumes from the last checkpoint and ends with the weights of an
     uninterrupted run."""
@@ -173,6 +175,7 @@ def test_killed_process_resumes(digits, selection, tmp_path):
     assert _same_weights(ref.net, res.net)
 
 
+@pytest.mark.slow
 def test_simclr_then_fixmatch_and_finetune_from_it(digits, selection, tmp_path):
     train, test = digits
     res = train_simclr(train, steps=8, batch_size=32, seed=0, progress=False, out_dir=tmp_path / "ssl",
@@ -225,6 +228,7 @@ def test_clear_errors(digits, selection, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- DDP
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(tmp_path, selection):
     """torchrun --nproc_per_node=2 on CPU (gloo): both processes end with the same parameters, rank 0 writes."""
     sel_path = save_selection(selection, tmp_path / "sel.json")
@@ -251,4 +255,4 @@ def test_ddp_two_processes_gloo(tmp_path, selection):
     assert h0 == h1
     assert (out / "model.pt").exists() and (out / "results.json").exists()
     hist = json.loads((out / "history.json").read_text())
-    assert len(hist) == 3 and hist[0]["images_per_s"] > 0
+    assert len(hist) == 3 and hist[0]["samples_per_s"] > 0

@@ -11,8 +11,8 @@
   written atomically every ``ckpt_every`` steps and at the end; an existing one is resumed when the run's
   parameters (``out_dir/config.json``) are the same, refused with an error naming the differences when
   they are not (``overwrite=True`` starts afresh), and a finished run is loaded instead of re-trained;
-- a per-log-step ``history`` (losses, lr, throughput, evaluation metrics) returned and saved as
-  ``out_dir/history.json``; a tqdm progress bar with loss and images/s;
+- a per-log-step ``history`` (losses, lr, throughput in samples per second over all processes, evaluation
+  metrics) returned and saved as ``out_dir/history.json``; a tqdm progress bar with loss and samples/s;
 - ``torchrun``/DDP (:mod:`uslkit.train.distributed`): the module is wrapped in
   ``DistributedDataParallel``, each process gets its slice of every global batch, rank 0 writes files;
 - an EMA of the network's weights (FixMatch's evaluation model) when ``ema_decay`` is given.
@@ -39,13 +39,14 @@ from .._validate import check_positive_int, check_seed
 from ..device import resolve_device
 from . import distributed
 from .batches import StepLoader, mix_seed
+from .models import TRAIN_STATE_FORMAT
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RunSettings", "TrainResult", "ModelEMA", "run_loop", "cosine_lr", "fixmatch_cosine_lr",
            "STATE_FORMAT"]
 
-STATE_FORMAT = "uslkit-train-state"
+STATE_FORMAT = TRAIN_STATE_FORMAT  # the file kind load_model and read_checkpoint accept besides models
 STATE_VERSION = 1
 
 
@@ -223,7 +224,7 @@ def run_loop(
 
         bar = tqdm(total=s.steps, initial=start, desc=learner, unit="step", dynamic_ncols=True)
     window: dict[str, float] = {}
-    n_window, images, t_window = 0, 0, time.perf_counter()
+    n_window, samples, t_window = 0, 0, time.perf_counter()
     metrics: dict = {}
     for step in range(start, s.steps):
         torch.manual_seed(mix_seed(s.seed, 0x5EED, step))
@@ -248,12 +249,12 @@ def run_loop(
                 continue
             window[k] = window.get(k, 0.0) + float(v)
         n_window += 1
-        images += sum(_batch_len(b) for b in batches.values()) * info.world_size
+        samples += sum(_batch_len(b) for b in batches.values()) * info.world_size
         done = step + 1
         last = done == s.steps
         if done % s.log_every == 0 or last:
             elapsed = time.perf_counter() - t_window
-            entry = {"step": done, "lr": lr, "images_per_s": images / max(elapsed, 1e-9),
+            entry = {"step": done, "lr": lr, "samples_per_s": samples / max(elapsed, 1e-9),
                      **{k: v / n_window for k, v in window.items()}}
             entry.update(distributed.mean_over_processes(
                 {k: entry[k] for k in window}, info, device))
@@ -264,9 +265,9 @@ def run_loop(
                 entry.update(metrics)
                 module.train()
             history.append(entry)
-            window, n_window, images, t_window = {}, 0, 0, time.perf_counter()
+            window, n_window, samples, t_window = {}, 0, 0, time.perf_counter()
             if bar is not None:
-                bar.set_postfix(loss=f"{entry['loss']:.4f}", img_s=f"{entry['images_per_s']:.0f}", refresh=False)
+                bar.set_postfix(loss=f"{entry['loss']:.4f}", samples_s=f"{entry['samples_per_s']:.0f}", refresh=False)
             if out is not None and info.is_main:
                 _io.atomic_write_json(out / "history.json", history)
         elif eval_fn is not None and s.eval_every and done % s.eval_every == 0:
@@ -317,11 +318,8 @@ def _to_device(obj, device):
 
 
 def _batch_len(batch) -> int:
-    """Images in a ``(views, labels, indices)`` batch: batch size times the number of views."""
-    views = batch[0]
-    if isinstance(views, (list, tuple)):
-        return sum(int(v.shape[0]) for v in views)
-    return int(views.shape[0])
+    """Samples (not views) in a ``(images or views, labels, indices, seeds)`` batch."""
+    return int(batch[1].shape[0])
 
 
 def _jsonable(obj):

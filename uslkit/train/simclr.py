@@ -5,10 +5,10 @@ Two SimCLR views per image (:func:`uslkit.train.augment.simclr_transform`), the 
 (SimCLR's 2-layer head; its output feeds the loss, the encoder output is the embedding) and NT-Xent
 (:func:`uslkit.train.losses.nt_xent`, negatives gathered over all processes under DDP).
 
-Optimiser: SGD with momentum 0.9, ``lr = 0.06 * batch_size / 256`` and weight decay 5e-4 with a linear
-warm-up and cosine decay: the common CIFAR recipe of SimSiam/MoCo-style re-implementations, which trains
-well without LARS at batch sizes up to 512 (SimCLR's own ImageNet recipe is LARS, ``lr = 0.3 B / 256``,
-batch 4096, 1e-6 decay; pass ``optimizer="lars"``-free equivalents through ``lr``/``weight_decay``).
+Optimiser: SGD with momentum 0.9, ``lr = 0.06 * batch_size / 256`` and weight decay 5e-4 (not on biases and
+BN) with a linear warm-up and cosine decay: the common CIFAR recipe of SimSiam/MoCo-style re-implementations,
+which trains well without LARS at batch sizes up to 512. SimCLR's own ImageNet recipe (LARS, ``lr = 0.3 B /
+256``, batch 4096, decay 1e-6) is not implemented: LARS is not in the kit yet.
 
 The trained encoder is ``result.net`` (and ``out_dir/model.pt``); ``uslkit.embed`` reads it as
 ``encoder="ckpt:<out_dir>/model.pt"``.
