@@ -118,3 +118,30 @@ def test_demo_runs_end_to_end_on_digits(tmp_path):
     assert table["usl"]["coverage_mean"] >= 0.8
     with pytest.raises(FileExistsError):
         run_demo(out_dir=tmp_path / "demo", dataset="digits", budget=10, seeds=[0], methods=["random"])
+
+
+def test_train_commands_end_to_end(emb_file, tmp_path, capsys):
+    """`uslkit train simclr`, then `fixmatch` and `finetune` from its encoder, on digits; rerunning a finished run
+    loads it; an unknown parameter and a missing labels file are clear errors."""
+    sel = tmp_path / "sel.json"
+    assert main(["select", "--emb", str(emb_file), "--budget", "20", "--method", "kmeans", "--out", str(sel),
+                 "--annotate"]) == 0
+    ssl = tmp_path / "ssl"
+    assert main(["train", "simclr", "--dataset", "digits", "--steps", "3", "--batch-size", "32", "--out", str(ssl),
+                 "-q", "--test-split", ""]) == 0
+    assert (ssl / "model.pt").exists()
+    fm = tmp_path / "fm"
+    args = ["train", "fixmatch", "--dataset", "digits", "--labels", str(sel), "--init", str(ssl / "model.pt"),
+            "--steps", "3", "--batch-size", "8", "--param", "mu=2", "--out", str(fm), "-q"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "trained 3 steps" in first and "ema_top1" in first
+    assert main(args) == 0
+    assert "loaded (already finished)" in capsys.readouterr().out
+    assert main(["train", "finetune", "--dataset", "digits", "--labels", str(sel), "--init", str(ssl / "model.pt"),
+                 "--epochs", "1", "--param", "samples_per_epoch=40", "--out", str(tmp_path / "ft"), "-q"]) == 0
+    assert main(["train", "fixmatch", "--dataset", "digits", "--labels", str(sel), "--steps", "2",
+                 "--param", "bogus=1", "--out", str(tmp_path / "x"), "-q"]) == 2
+    assert "unknown fixmatch parameter(s) ['bogus']" in capsys.readouterr().err
+    assert main(["train", "fixmatch", "--dataset", "digits", "--steps", "2", "--out", str(tmp_path / "y")]) == 2
+    assert "needs --labels" in capsys.readouterr().err
