@@ -546,7 +546,12 @@ def markdown(result: dict) -> str:
         state = {True: "**HOLDS**", False: "**FAILS**", None: "not measured"}[t["holds"]]
         meas = f"{t['measured_s']:.2f} s" if t["measured_s"] is not None else (t.get("note") or "")
         lines.append(f"- Target: {t['target']}: {state} ({meas}).")
-    lines.append("")
+    lines += ["", "Where the time goes: `method:usl` is `stage:knn_density` + `stage:kmeans` + `stage:usl_reg` (rows "
+              "below, each in its own process). Up to 200k the default density is an exact k = 400 search, bounded "
+              "below by the floor; above it the search is IVF and K-means' 200 Lloyd iterations dominate. The "
+              "variants `usl@knn_mode=ivf` (approximate kNN) and `usl@preset=imagenet_moco` (the paper's "
+              "large-scale settings: k = 20, horizon 128, one re-pick, 100 K-means iterations) are one parameter "
+              "away; their rows say how many picks they share with the default.", ""]
     for name, sz in result["sizes"].items():
         cfg, fl = sz["config"], sz["floor"]
         loads = [r["loadavg_1min_before"] for r in [*sz["tasks"].values(), *sz["side_by_side"].values()]
@@ -555,7 +560,7 @@ def markdown(result: dict) -> str:
             f"### {name}: {cfg['n']:,} x {cfg['d']}, budget {cfg['budget']} ({cfg['data']})",
             "",
             f"Floor: {fl['seconds']:.3g} s ({fl['how']}). Repeats: {cfg['repeats']}. "
-            f"Run {sz['finished'][:16].replace('T', ' ')} UTC on {sz['machine']['cpu']} ({sz['machine']['cpu_count']} "
+            f"Last run (--tasks adds rows later) {sz['finished'][:16].replace('T', ' ')} UTC on {sz['machine']['cpu']} ({sz['machine']['cpu_count']} "
             f"cores, {sz['machine']['mem_gb']} GB), {sz['wall_s'] / 60:.1f} min; 1-minute load average before a task "
             f"(the benchmark's own threads included): median {statistics.median(loads):.2f}, max {max(loads):.2f}.",
             "",
