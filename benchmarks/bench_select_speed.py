@@ -561,7 +561,8 @@ def markdown(result: dict) -> str:
             "",
             f"Floor: {fl['seconds']:.3g} s ({fl['how']}). Repeats: {cfg['repeats']}. "
             f"Last run (rows added by --tasks included) {sz['finished'][:16].replace('T', ' ')} UTC on "
-            f"{sz['machine']['cpu']} ({sz['machine']['cpu_count']} cores, {sz['machine']['mem_gb']} GB), {sz['wall_s'] / 60:.1f} min; 1-minute load average before a task "
+            f"{sz['machine']['cpu']} ({sz['machine']['cpu_count']} cores, {sz['machine']['mem_gb']} GB), "
+            f"{sz['wall_s'] / 60:.1f} min; 1-minute load average before a task "
             f"(the benchmark's own threads included): median {statistics.median(loads):.2f}, max {max(loads):.2f}.",
             "",
             "| task | time s | x floor | peak MB | coverage | 1-NN acc |",
