@@ -96,10 +96,11 @@ def stage_simclr(args, res):
     from uslkit.train import train_simclr
 
     train, test = load(args)
-    run_dir = Path(args.work) / f"simclr_{args.arch}_seed{args.seed}"
-    t0 = time.perf_counter()
     length = dict(steps=QUICK["simclr_steps"]) if args.quick else (
         dict(steps=args.steps) if args.steps else dict(epochs=args.epochs))
+    tag = f"steps{length['steps']}" if "steps" in length else f"epochs{length['epochs']:g}"
+    run_dir = Path(args.work) / f"simclr_{args.arch}_seed{args.seed}_{tag}"
+    t0 = time.perf_counter()
     out = train_simclr(train, arch=args.arch, batch_size=QUICK["batch_size"] if args.quick else args.batch_size,
                        seed=args.seed, out_dir=run_dir, progress=True, log_every=10 if args.quick else 50,
                        ckpt_every=200, **length, **dict(args.param or []))
