@@ -25,7 +25,7 @@ from torch import nn
 
 from .._validate import check_positive_int
 from .batches import StepLoader, StepStream, Views, image_channels
-from .loop import RunSettings, TrainResult, fixmatch_cosine_lr, run_loop
+from .loop import RunSettings, TrainResult, decay_groups, fixmatch_cosine_lr, run_loop
 from .losses import fixmatch_loss
 
 __all__ = ["FIXMATCH_PRESETS", "FixMatchModule", "labeled_set", "train_fixmatch", "load_init_encoder"]
@@ -180,11 +180,8 @@ def train_fixmatch(
                   init=None if init is None else _file_digest(init))
 
     def make_optimizer(m):
-        decay = [p for p in m.parameters() if p.ndim > 1]
-        no_decay = [p for p in m.parameters() if p.ndim <= 1]
-        return torch.optim.SGD([{"params": decay, "weight_decay": cfg["weight_decay"]},
-                                {"params": no_decay, "weight_decay": 0.0}],
-                               lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"])
+        return torch.optim.SGD(decay_groups(m, cfg["weight_decay"]), lr=cfg["lr"], momentum=cfg["momentum"],
+                               nesterov=cfg["nesterov"])
 
     def step_fn(model, batches, step):
         (x,) = lab_views(batches["labeled"])

@@ -43,7 +43,7 @@ from .models import TRAIN_STATE_FORMAT
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunSettings", "TrainResult", "ModelEMA", "run_loop", "cosine_lr", "fixmatch_cosine_lr",
+__all__ = ["RunSettings", "TrainResult", "ModelEMA", "run_loop", "cosine_lr", "fixmatch_cosine_lr", "decay_groups",
            "STATE_FORMAT"]
 
 STATE_FORMAT = TRAIN_STATE_FORMAT  # the file kind load_model and read_checkpoint accept besides models
@@ -129,6 +129,14 @@ class ModelEMA:
             e.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
         for e, b in zip(self.module.buffers(), net.buffers()):
             e.copy_(b)
+
+
+def decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Optimiser param groups with weight decay on weights (``ndim > 1``) only, not on biases and BN
+    parameters (the FixMatch reference and common SimCLR practice); frozen parameters are left out."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def cosine_lr(base: float, steps: int, *, warmup: int = 0, final: float = 0.0) -> Callable[[int], float]:

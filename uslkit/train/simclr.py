@@ -21,7 +21,7 @@ from torch import nn
 
 from .._validate import check_positive_int
 from .batches import StepLoader, StepStream, Views, image_channels
-from .loop import RunSettings, TrainResult, cosine_lr, run_loop
+from .loop import RunSettings, TrainResult, cosine_lr, decay_groups, run_loop
 from .losses import nt_xent
 
 __all__ = ["SimCLRModule", "train_simclr"]
@@ -115,10 +115,7 @@ def train_simclr(
                   augment="batched" if views.batched else "per-sample")
 
     def make_optimizer(m):
-        decay = [p for p in m.parameters() if p.ndim > 1]
-        no_decay = [p for p in m.parameters() if p.ndim <= 1]
-        return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
-                                {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum)
+        return torch.optim.SGD(decay_groups(m, weight_decay), lr=lr, momentum=momentum)
 
     def step_fn(model, batches, step):
         v1, v2 = views(batches["unlabeled"])
