@@ -9,7 +9,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["embedding_2d", "selection_map", "class_histograms", "accuracy_bars", "image_grid"]
+__all__ = ["embedding_2d", "selection_map", "class_histograms", "accuracy_bars", "image_grid", "neighbor_grid",
+           "summarize", "metric_curves", "coverage_vs_budget", "accuracy_vs_budget", "learning_curves",
+           "per_class_bars", "series"]
 
 
 def embedding_2d(emb: np.ndarray, *, method: str = "tsne", seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
@@ -38,7 +40,13 @@ def embedding_2d(emb: np.ndarray, *, method: str = "tsne", seed: int = 0, perple
             import umap
         except ImportError as e:
             raise ImportError("method 'umap' needs umap-learn: pip install umap-learn") from e
-        return umap.UMAP(n_components=2, random_state=seed).fit_transform(x).astype(np.float32)
+        import warnings
+
+        with warnings.catch_warnings():  # "n_jobs overridden by random_state": that is the point
+            warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
+            n_neighbors = min(15, max(2, x.shape[0] - 1))
+            return umap.UMAP(n_components=2, n_neighbors=n_neighbors, random_state=seed,
+                             n_jobs=1).fit_transform(x).astype(np.float32)
     raise ValueError(f"unknown 2-D method {method!r}; choose tsne, umap or pca")
 
 
@@ -141,5 +149,179 @@ def image_grid(images: np.ndarray, *, titles: Sequence[str] | None = None, ncols
                 ax.set_title(str(titles[i]), fontsize=7)
     if suptitle:
         fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def neighbor_grid(images: np.ndarray, queries, neighbors, *, labels=None, class_names=None, cmap="gray",
+                  suptitle: str | None = None):
+    """One row per query: the query image (boxed) then its neighbours; titles show class names when given.
+
+    Args:
+        images: (n, H, W) or (n, H, W, 3) uint8 pool images.
+        queries: (q,) indices of the query images.
+        neighbors: (q, k) indices of their neighbours (e.g. :func:`uslkit.knn.knn` ``idx``), nearest first.
+        labels: (n,) class ids, for the titles; a neighbour of another class than its query is titled in red.
+    """
+    import matplotlib.pyplot as plt
+
+    queries = np.asarray(queries, dtype=np.int64).ravel()
+    neighbors = np.asarray(neighbors, dtype=np.int64).reshape(len(queries), -1)
+    q, k = neighbors.shape
+    fig, axes = plt.subplots(q, k + 1, figsize=(1.2 * (k + 1), 1.35 * q), squeeze=False)
+
+    def name(i):
+        if labels is None:
+            return str(i)
+        c = int(labels[i])
+        return str(class_names[c]) if class_names is not None else str(c)
+
+    for r in range(q):
+        row = [queries[r], *neighbors[r]]
+        for c, i in enumerate(row):
+            ax = axes[r, c]
+            ax.imshow(images[i], cmap=cmap if np.asarray(images[i]).ndim == 2 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            wrong = labels is not None and c > 0 and labels[i] != labels[queries[r]]
+            ax.set_title(("query: " if c == 0 else "") + name(i), fontsize=6, color="red" if wrong else "black")
+            for side in ax.spines.values():
+                side.set_visible(c == 0)
+                side.set_linewidth(2)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def summarize(rows: Sequence[Mapping], *, x: str, y: str, hue: str = "method") -> dict:
+    """Mean and standard deviation of ``y`` over repeated rows (seeds) per ``(hue, x)``.
+
+    Returns ``{hue value: {"x": sorted x values, "mean": [...], "std": [...], "n": [...]}}`` (std 0 for n=1).
+    Rows without ``y`` (or with ``None``) are skipped.
+    """
+    groups: dict = {}
+    for r in rows:
+        if r.get(y) is None:
+            continue
+        groups.setdefault(r.get(hue), {}).setdefault(r[x], []).append(float(r[y]))
+    out = {}
+    for h, by_x in groups.items():
+        xs = sorted(by_x)
+        vals = [np.asarray(by_x[v]) for v in xs]
+        out[h] = {"x": xs, "mean": [float(v.mean()) for v in vals],
+                  "std": [float(v.std(ddof=1)) if len(v) > 1 else 0.0 for v in vals], "n": [len(v) for v in vals]}
+    return out
+
+
+def metric_curves(rows: Sequence[Mapping], *, x: str, y: str, hue: str = "method", ax=None,
+                  percent: bool = True, title: str | None = None, xlabel: str | None = None,
+                  ylabel: str | None = None, logx: bool = False):
+    """``y`` against ``x``, one line per ``hue`` value, mean over seeds with a +-1 std band.
+
+    ``rows`` are flat dicts (one per run: method, budget, seed, metrics), e.g. a sweep's aggregated table.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    else:
+        fig = ax.figure
+    scale = 100.0 if percent else 1.0
+    for h, d in summarize(rows, x=x, y=y, hue=hue).items():
+        m, s = np.asarray(d["mean"]) * scale, np.asarray(d["std"]) * scale
+        line, = ax.plot(d["x"], m, marker="o", ms=4, label=f"{h} (n={max(d['n'])})")
+        ax.fill_between(d["x"], m - s, m + s, color=line.get_color(), alpha=0.18, linewidth=0)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or (f"{y} (%)" if percent else y))
+    ax.set_title(title or f"{y} vs {x} (mean +- std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def coverage_vs_budget(rows: Sequence[Mapping], *, key: str = "coverage", ax=None):
+    """Class coverage (fraction of classes with a label) against budget per method, spread over seeds."""
+    return metric_curves(rows, x="budget", y=key, ax=ax, title="class coverage vs budget", ylabel="classes covered (%)")
+
+
+def accuracy_vs_budget(rows: Sequence[Mapping], *, key: str = "nn1_acc", ax=None, title: str | None = None):
+    """An accuracy metric against budget per method, spread over seeds."""
+    return metric_curves(rows, x="budget", y=key, ax=ax, title=title or f"{key} vs budget",
+                         ylabel=f"{key} (%)")
+
+
+def learning_curves(history: Sequence[Mapping], *, keys: Sequence[str] | None = None):
+    """Training history (``TrainResult.history`` / ``history.json``): one panel per metric against step.
+
+    ``keys`` default: the losses, the FixMatch mask rate and any accuracy recorded during training
+    (``top1``/``ema_top1``), whichever are present.
+    """
+    import matplotlib.pyplot as plt
+
+    history = list(history)
+    present = {k for h in history for k, v in h.items() if isinstance(v, (int, float)) and k != "step"}
+    if keys is None:
+        keys = [k for k in ("loss", "loss_x", "loss_u", "mask", "top1", "ema_top1") if k in present]
+    keys = list(keys)
+    if not keys:
+        raise ValueError(f"no plottable keys in the history (present: {sorted(present)})")
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.0), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        pts = [(h["step"], h[k]) for h in history if isinstance(h.get(k), (int, float))]
+        if pts:
+            ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, ms=3)
+        ax.set_title(k)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_bars(values: Mapping[str, Sequence[float]], *, class_names=None, title: str = "per-class accuracy"):
+    """Grouped bars of per-class values (e.g. accuracy of the model and of its EMA), in percent."""
+    import matplotlib.pyplot as plt
+
+    names = list(values)
+    num_classes = len(next(iter(values.values()))) if names else 0
+    fig, ax = plt.subplots(figsize=(max(6, num_classes * 0.8), 3.5))
+    width = 0.8 / max(len(names), 1)
+    for j, m in enumerate(names):
+        v = 100 * np.asarray(values[m], dtype=float)
+        if v.shape != (num_classes,):
+            raise ValueError(f"per-class values of {m!r} have shape {v.shape}, expected ({num_classes},)")
+        ax.bar(np.arange(num_classes) + j * width - 0.4 + width / 2, v, width=width, label=m)
+    ax.set_xticks(np.arange(num_classes))
+    ax.set_xticklabels(class_names if class_names is not None else range(num_classes), rotation=30, ha="right",
+                       fontsize=8)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def series(x: Sequence, ys: Mapping[str, Sequence[float]], *, xlabel: str = "", ylabel: str = "",
+           title: str | None = None, ax=None):
+    """Plain lines ``ys[name]`` against ``x`` (e.g. picks changed per USL iteration)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+    else:
+        fig = ax.figure
+    for name, y in ys.items():
+        ax.plot(list(x), list(y), marker="o", ms=4, label=str(name))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(ys) > 1:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -1,0 +1,93 @@
+"""uslkit.explorer driven headless: change the widgets from Python and check what the app shows."""
+
+from __future__ import annotations
+
+import html
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip("ipywidgets")
+
+from uslkit.explorer import SelectionExplorer  # noqa: E402
+
+
+def _loader(calls):
+    def load(dataset, embedding, max_points):
+        calls.append((dataset, embedding, max_points))
+        rng = np.random.default_rng(0 if dataset == "a" else 1)
+        n, c = max_points, 4
+        labels = np.arange(n) % c
+        emb = rng.normal(size=(n, 6)) + 5 * np.eye(6)[labels]
+        if embedding == "flip":
+            emb = -emb
+        emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+        images = rng.integers(0, 255, size=(n, 8, 8), dtype=np.uint8)
+        return images, labels, [f"class{i}" for i in range(c)], emb
+    return load
+
+
+@pytest.fixture
+def app():
+    calls = []
+    ex = SelectionExplorer(datasets=["a", "b"], embeddings=["plain", "flip"], methods=["kmeans", "random",
+                           "stratified"], max_points=200, budget=8, max_budget=50, projection="pca",
+                           loader=_loader(calls))
+    ex._calls = calls
+    return ex
+
+
+def test_widgets_drive_the_selection(app):
+    st = app.state()
+    assert st["budget"] == 8 and len(st["selected"]) == 8 and st["error"] is None and 0 < st["coverage"] <= 1
+    app.budget.value = 20
+    assert len(app.state()["selected"]) == 20 and len(set(app.state()["selected"])) == 20
+    app.method.value = "stratified"  # the oracle: exactly balanced over the 4 classes
+    assert app.state()["imbalance"]["max_min_ratio"] == 1.0 and app.state()["coverage"] == 1.0
+    first = app.state()["selected"]
+    app.method.value = "random"
+    app.seed.value = 1
+    assert app.state()["selected"] != first and app.state()["seed"] == 1
+
+
+def test_same_settings_give_the_same_view(app):
+    app.method.value = "kmeans"
+    a = app.state()["selected"]
+    app.seed.value = 5
+    app.seed.value = 0
+    assert app.state()["selected"] == a
+
+
+def test_dataset_and_embedding_reload_and_are_cached(app):
+    app.dataset.value = "b"
+    app.embedding.value = "flip"
+    app.dataset.value = "a"
+    app.embedding.value = "plain"
+    assert app._calls == [("a", "plain", 200), ("b", "plain", 200), ("b", "flip", 200), ("a", "flip", 200)]
+    assert app.xy.shape == (200, 2)
+
+
+def test_click_focuses_the_nearest_sample_and_shows_neighbours(app):
+    i = app.click(*(app.xy[37] + 1e-6))
+    assert i == 37 and app.focus == 37 and app.sample.value == 37
+    nb = app.neighbors(37)
+    assert len(nb) == app.n_neighbors and 37 not in nb
+    sims = app.pool[3] @ app.pool[3][37]
+    assert np.all(np.diff(sims[nb]) <= 1e-7)  # nearest first
+    app.sample.value = 5  # the text box does the same
+    assert app.focus == 5
+
+
+def test_errors_are_shown_not_raised(app):
+    app.budget.value = 50
+    app.method.value = "stratified"
+    assert app.state()["error"] is None
+    app.budget.max = 500
+    app.budget.value = 300  # more than the pool of 200
+    st = app.state()
+    assert st["selected"] == [] and "budget" in st["error"], st["error"]
+    assert html.escape(st["error"]) in app.info.value

@@ -1,0 +1,92 @@
+"""uslkit.plots: arrays in, a Figure out, deterministic maps, correct summaries."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from uslkit import plots  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def _blobs(n=120, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    return (rng.normal(size=(n, d)) + 4 * np.eye(d)[y]).astype(np.float32), y
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_embedding_2d_is_deterministic_per_seed(method):
+    x, _ = _blobs()
+    a = plots.embedding_2d(x, method=method, seed=3)
+    b = plots.embedding_2d(x, method=method, seed=3)
+    assert a.shape == (120, 2) and a.dtype == np.float32 and np.array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_embedding_2d_umap_is_deterministic_per_seed():
+    x, _ = _blobs(80)
+    a = plots.embedding_2d(x, method="umap", seed=1)
+    assert np.array_equal(a, plots.embedding_2d(x, method="umap", seed=1))
+
+
+def test_embedding_2d_rejects_unknown_method_and_nan():
+    x, _ = _blobs()
+    with pytest.raises(ValueError, match="unknown 2-D method"):
+        plots.embedding_2d(x, method="mds")
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError):
+        plots.embedding_2d(x, method="pca")
+
+
+def test_summarize_mean_and_std_over_seeds():
+    rows = [dict(method="a", budget=10, seed=s, acc=v) for s, v in enumerate([0.5, 0.7])]
+    rows += [dict(method="a", budget=20, seed=0, acc=0.9), dict(method="b", budget=10, seed=0, acc=None)]
+    s = plots.summarize(rows, x="budget", y="acc")
+    assert s["a"]["x"] == [10, 20] and s["a"]["n"] == [2, 1]
+    assert s["a"]["mean"] == pytest.approx([0.6, 0.9]) and s["a"]["std"] == pytest.approx([np.std([.5, .7], ddof=1), 0])
+    assert "b" not in s  # rows without the metric are skipped
+
+
+def test_figure_functions_return_figures():
+    x, y = _blobs()
+    xy = plots.embedding_2d(x, method="pca")
+    imgs = np.random.default_rng(0).integers(0, 255, size=(120, 8, 8), dtype=np.uint8)
+    rows = [dict(method=m, budget=b, seed=s, coverage=0.5 + 0.1 * s, nn1_acc=0.4) for m in ("usl", "random")
+            for b in (10, 20) for s in (0, 1)]
+    history = [dict(step=i, loss=1.0 / (i + 1), mask=0.1 * i, **({"top1": 0.5} if i % 2 else {})) for i in range(5)]
+    figs = [
+        plots.selection_map(xy, y, [0, 1, 2], class_names=["a", "b", "c"]),
+        plots.image_grid(imgs[:7], titles=list("abcdefg"), ncols=4),
+        plots.neighbor_grid(imgs, [0, 1], [[3, 4, 5], [6, 7, 8]], labels=y, class_names=["a", "b", "c"]),
+        plots.class_histograms({"usl": y[:10], "random": y[10:20]}, num_classes=3),
+        plots.coverage_vs_budget(rows),
+        plots.accuracy_vs_budget(rows),
+        plots.metric_curves(rows, x="budget", y="nn1_acc", logx=True),
+        plots.learning_curves(history),
+        plots.per_class_bars({"model": [0.1, 0.5, 0.9], "EMA": [0.2, 0.4, 1.0]}, class_names=["a", "b", "c"]),
+        plots.series([1, 2, 3], {"changed": [3, 1, 0]}),
+    ]
+    assert all(isinstance(f, Figure) for f in figs)
+    # the learning curves plot exactly the keys present
+    assert [ax.get_title() for ax in figs[7].axes] == ["loss", "mask", "top1"]
+
+
+def test_bad_inputs_name_the_problem():
+    with pytest.raises(ValueError, match="no plottable keys"):
+        plots.learning_curves([{"step": 1}])
+    with pytest.raises(ValueError, match="shape"):
+        plots.per_class_bars({"a": [0.1, 0.2], "b": [0.1]})
+    with pytest.raises(ValueError, match="rows"):
+        plots.selection_map(np.zeros((3, 2)), np.zeros(4, dtype=int), [0])
