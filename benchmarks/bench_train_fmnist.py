@@ -158,8 +158,12 @@ def stage_fixmatch(args, res):
         emb, _ = pca_embeddings(train, test)
     budget = FIX_BUDGET
     steps = QUICK["fix_steps"] if args.quick else args.steps
-    for method in args.methods:
-        for seed in args.seeds:
+    params = dict(args.param or [])
+    if fx.setdefault("params", params) != params:
+        raise SystemExit(f"the recorded FixMatch runs used --param {fx['params']}, not {params}; "
+                         "use another --out or the same parameters")
+    for seed in args.seeds:  # seed-major: an interrupted benchmark has every method at the first seeds
+        for method in args.methods:
             key = f"{method}/seed{seed}"
             if key in fx["runs"] and "top1" in fx["runs"][key]:
                 continue
@@ -169,7 +173,8 @@ def stage_fixmatch(args, res):
             if steps is None:
                 steps = fx.get("steps") or calibrate_steps(args, train, sel, init, args.minutes)
             fx["steps"] = steps
-            run_dir = Path(args.work) / f"fixmatch_{args.arch}_{method}_seed{seed}_{steps}"
+            tag = "".join(f"_{k}{v}" for k, v in sorted(params.items()))
+            run_dir = Path(args.work) / f"fixmatch_{args.arch}_{method}_seed{seed}_{steps}{tag}"
             t0 = time.perf_counter()
             out = train_fixmatch(train, sel, arch=args.arch, init=init, steps=steps, seed=seed, test_set=test,
                                  out_dir=run_dir, progress=True, eval_every=max(1, steps // 5), ckpt_every=100,
@@ -211,12 +216,18 @@ def markdown(res) -> str:
         lines.append("")
     fx = res.get("fixmatch")
     if fx and fx.get("runs"):
-        lines += ["### FixMatch, 40 labels", "", f"{fx.get('steps')} steps per run (equal compute).", "",
-                  "| selection | top-1 | EMA top-1 | runs |", "|---|---|---|---|"]
+        lines += ["### FixMatch, 40 labels", "",
+                  f"{fx.get('steps')} steps per run (equal compute), parameters {fx.get('params') or 'defaults'}; "
+                  "init: the SimCLR encoder above (label-free, shared by every run).", "",
+                  "| selection | top-1 | EMA top-1 | class coverage | wall min / run | seeds |",
+                  "|---|---|---|---|---|---|"]
         for method in FIX_METHODS:
             runs = [r for r in fx["runs"].values() if r["method"] == method]
             if runs:
+                walls = [r["wall_s"] / 60 for r in runs if r.get("wall_s")]
                 lines.append(f"| {method} | {_ms([r['top1'] for r in runs])} | {_ms([r['ema_top1'] for r in runs])} | "
+                             f"{_ms([r['coverage'] for r in runs])} | "
+                             f"{statistics.median(walls) if walls else float('nan'):.1f} | "
                              f"{', '.join(str(r['seed']) for r in runs)} |")
         lines.append("")
     return "\n".join(lines)
