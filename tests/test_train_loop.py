@@ -256,3 +256,15 @@ def test_ddp_two_processes_gloo(tmp_path, selection):
     assert (out / "model.pt").exists() and (out / "results.json").exists()
     hist = json.loads((out / "history.json").read_text())
     assert len(hist) == 3 and hist[0]["samples_per_s"] > 0
+
+
+def test_fixmatch_presets_resolve_with_explicit_values_winning():
+    from uslkit.train.fixmatch import _DEFAULTS, FIXMATCH_PRESETS, _resolve_preset
+
+    cpu = _resolve_preset("cpu", dict(_DEFAULTS))
+    assert cpu == FIXMATCH_PRESETS["cpu"] and cpu["steps"] == 250 and cpu["ema_decay"] == 0.99
+    assert _resolve_preset("paper", dict(_DEFAULTS, steps=1000))["steps"] == 1000
+    assert _resolve_preset("paper", dict(_DEFAULTS))["arch"] == "wrn28_2"
+    assert _resolve_preset(None, dict(_DEFAULTS, mu=2))["mu"] == 2
+    with pytest.raises(ValueError, match="unknown FixMatch preset"):
+        _resolve_preset("fast", dict(_DEFAULTS))

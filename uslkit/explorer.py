@@ -111,13 +111,13 @@ class SelectionExplorer:
         self.widget = w.HBox([controls, w.VBox([self.map_out, self.detail_out])])
 
         for ctl in (self.dataset, self.embedding):
-            ctl.observe(lambda _: self.refresh(reload=True), names="value")
-        self.projection.observe(lambda _: self.refresh(reload=False), names="value")
+            ctl.observe(lambda _: self.refresh(), names="value")
+        self.projection.observe(lambda _: self.refresh(), names="value")
         for ctl in (self.method, self.budget, self.seed):
             ctl.observe(lambda _: self.update_selection(), names="value")
         self.sample.observe(lambda ch: self.show_sample(int(ch["new"])), names="value")
         self._fig = None
-        self.refresh(reload=True)
+        self.refresh()
 
     # ---- data -------------------------------------------------------------------------------------------
     @property
@@ -138,12 +138,12 @@ class SelectionExplorer:
         return self._maps[key]
 
     # ---- reactions ----------------------------------------------------------------------------------------
-    def refresh(self, *, reload: bool) -> None:
-        """Recompute what depends on dataset/embedding/projection, then the selection."""
+    def refresh(self) -> None:
+        """Load (or reuse) the pool and map of the current dataset/embedding/projection, then reselect."""
         images, labels, _, emb = self.pool
         self.budget.max = max(1, min(self.budget.max, len(labels)))
         self.sample.max = len(labels) - 1
-        self.xy  # noqa: B018 (computed and cached here, before drawing)
+        _ = self.xy  # computed and cached here, before drawing
         self.update_selection()
 
     def update_selection(self) -> None:
