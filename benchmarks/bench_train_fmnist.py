@@ -229,8 +229,29 @@ def markdown(res) -> str:
                              f"{_ms([r['coverage'] for r in runs])} | "
                              f"{statistics.median(walls) if walls else float('nan'):.1f} | "
                              f"{', '.join(str(r['seed']) for r in runs)} |")
-        lines.append("")
+        lines += [""] + _fixmatch_targets(fx["runs"]) + [""]
     return "\n".join(lines)
+
+
+def _fixmatch_targets(runs) -> list[str]:
+    """The issue's targets, computed from the recorded runs: USL >= random + 5 points, smaller spread, > 80 %."""
+    out = []
+    for key, name in (("ema_top1", "EMA top-1 (FixMatch's evaluation model)"), ("top1", "top-1")):
+        by = {m: {r["seed"]: r[key] for r in runs.values() if r["method"] == m} for m in ("usl", "random")}
+        if not by["usl"] or not by["random"]:
+            continue
+        u, r = list(by["usl"].values()), list(by["random"].values())
+        sd = [statistics.stdev(v) if len(v) > 1 else float("nan") for v in (u, r)]
+        paired = [100 * (by["usl"][s] - by["random"][s]) for s in sorted(set(by["usl"]) & set(by["random"]))]
+        gap = 100 * (statistics.mean(u) - statistics.mean(r))
+        spread = "needs 2+ seeds" if len(u) < 2 or len(r) < 2 else "holds" if sd[0] < sd[1] else "fails"
+        out.append(f"- {name}: USL - random = {gap:+.1f} points on the mean (target >= +5: "
+                   f"{'holds' if gap >= 5 else 'fails'}; paired by seed {', '.join(f'{d:+.1f}' for d in paired)}); "
+                   f"spread USL {100 * sd[0]:.1f} vs random {100 * sd[1]:.1f} (target smaller: "
+                   f"{spread}); "
+                   f"USL {100 * statistics.mean(u):.1f} % (target > 80 %: "
+                   f"{'holds' if statistics.mean(u) > 0.8 else 'fails'}).")
+    return out
 
 
 def save(args, res) -> None:
