@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--labels", default=None, help="annotated labels file (fixmatch, finetune)")
     t.add_argument("--init", default=None, help="pretrained checkpoint (model.pt of a SimCLR run)")
     t.add_argument("--arch", default="cnn_small", help="cnn_small | resnet18_cifar | wrn28_2 | resnet50")
-    t.add_argument("--preset", default=None, help="fixmatch: 'paper' = WRN-28-2, 2^20 steps, FixMatch's settings")
+    t.add_argument("--preset", default=None, help="fixmatch: 'paper' = WRN-28-2, 2^20 steps, FixMatch's settings; "
+                   "'cpu' = cnn_small, 250 steps, EMA 0.99 (start it from a SimCLR --init)")
     t.add_argument("--mode", default="linear", choices=["linear", "full"], help="finetune: frozen backbone or all")
     t.add_argument("--steps", type=int, default=None)
     t.add_argument("--epochs", type=float, default=None)
