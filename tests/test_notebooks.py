@@ -120,9 +120,10 @@ def test_save_results_atomic_and_never_silently_overwritten(monkeypatch, tmp_pat
     monkeypatch.delenv(nbmod.SIZE_ENV, raising=False)
     target = tmp_path / "r" / "out.json"
     run = nbmod.start("demo", _ns(budget=40, results_json=str(target), overwrite=False), verbose=False)
-    path = run.save_results({"acc": np.float32(0.5), "picks": np.arange(3)})
+    path = run.save_results({"acc": np.float32(0.5), "picks": np.arange(3), "ok": np.bool_(True)})
     rec = json.loads(path.read_text())
-    assert path == target and rec["params"]["budget"] == 40 and rec["metrics"] == {"acc": 0.5, "picks": [0, 1, 2]}
+    assert path == target and rec["params"]["budget"] == 40
+    assert rec["metrics"] == {"acc": 0.5, "picks": [0, 1, 2], "ok": True}
     assert rec["notebook"] == "demo" and "uslkit_version" in rec and rec["size"] == "full"
     run.save_results({"acc": 0.6})  # same parameters: a rerun replaces it
     other = nbmod.start("demo", _ns(budget=20, results_json=str(target), overwrite=False), verbose=False)

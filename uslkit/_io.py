@@ -113,6 +113,8 @@ def _json_default(o: Any) -> Any:
         return int(o)
     if isinstance(o, np.floating):
         return float(o)
+    if isinstance(o, np.generic):  # np.bool_ and the other scalar types
+        return o.item()
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, Path):

@@ -137,29 +137,13 @@ class NotebookRun:
                 raise FileExistsError(f"{path} holds results of {old.get('notebook')} with other parameters "
                                       f"(differing: {diff}); choose another results_json or -p overwrite True")
         record = {"notebook": self.name, "size": self.size, "params": self.params, "requested": self.requested,
-                  "metrics": _jsonable(metrics), **({"extra": _jsonable(extra)} if extra else {}),
+                  "metrics": dict(metrics), **({"extra": dict(extra)} if extra else {}),
                   "wall_s": time.perf_counter() - self.t0, **_io.provenance()}
         _io.atomic_write_json(path, record)
         return path
 
     def __repr__(self) -> str:
         return f"NotebookRun({self.name!r}, size={self.size!r}, results={str(self.results_path)!r})"
-
-
-def _jsonable(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def start(name: str, namespace: MutableMapping[str, Any], *, small: Mapping[str, Any] | None = None,
