@@ -229,7 +229,7 @@ def markdown(res) -> str:
                              f"{_ms([r['coverage'] for r in runs])} | "
                              f"{statistics.median(walls) if walls else float('nan'):.1f} | "
                              f"{', '.join(str(r['seed']) for r in runs)} |")
-        lines += [""] + _fixmatch_targets(fx["runs"]) + [""]
+        lines += [""] + _fixmatch_targets(fx["runs"]) + ([f"- note: {fx['note']}"] if fx.get("note") else []) + [""]
     return "\n".join(lines)
 
 
