@@ -133,6 +133,10 @@ def test_save_results_atomic_and_never_silently_overwritten(monkeypatch, tmp_pat
     forced = nbmod.start("demo", _ns(budget=20, results_json=str(target), overwrite=True), verbose=False)
     forced.save_results({"acc": 0.1})
     assert json.loads(target.read_text())["params"]["budget"] == 20
+    # a rerun of the same parameters without -p overwrite is not refused because the last run had it
+    plain = nbmod.start("demo", _ns(budget=20, results_json=str(target), overwrite=False), verbose=False)
+    plain.save_results({"acc": 0.2})
+    assert json.loads(target.read_text())["metrics"]["acc"] == 0.2
     target.write_text("{not json")
     with pytest.raises(FileExistsError, match="not a readable"):
         run.save_results({"acc": 0.6})

@@ -131,9 +131,11 @@ class NotebookRun:
             except Exception as e:  # a corrupt file is not silently replaced either
                 raise FileExistsError(f"{path} exists and is not a readable results file ({e}); "
                                       "remove it or run with -p overwrite True") from e
-            if old.get("params") != self.params or old.get("notebook") != self.name:
-                diff = sorted(k for k in set(old.get("params", {})) | set(self.params)
-                              if old.get("params", {}).get(k) != self.params.get(k))
+            before = old.get("params", {})
+            # "overwrite" says what to do with this file; it is not a parameter of the results in it
+            diff = sorted(k for k in set(before) | set(self.params)
+                          if k != "overwrite" and before.get(k) != self.params.get(k))
+            if diff or old.get("notebook") != self.name:
                 raise FileExistsError(f"{path} holds results of {old.get('notebook')} with other parameters "
                                       f"(differing: {diff}); choose another results_json or -p overwrite True")
         record = {"notebook": self.name, "size": self.size, "params": self.params, "requested": self.requested,
