@@ -91,3 +91,18 @@ def test_errors_are_shown_not_raised(app):
     st = app.state()
     assert st["selected"] == [] and "budget" in st["error"], st["error"]
     assert html.escape(st["error"]) in app.info.value
+
+
+def test_budget_maximum_follows_the_pool_both_ways():
+    sizes = {"big": 200, "tiny": 30}
+
+    def load(dataset, embedding, max_points):
+        return _loader([])(dataset, embedding, sizes[dataset])
+
+    ex = SelectionExplorer(datasets=["big", "tiny"], methods=["random"], max_points=200, budget=8, max_budget=50,
+                           projection="pca", loader=load)
+    assert ex.budget.max == 50
+    ex.dataset.value = "tiny"
+    assert ex.budget.max == 30
+    ex.dataset.value = "big"
+    assert ex.budget.max == 50

@@ -85,6 +85,7 @@ class SelectionExplorer:
         if not datasets or not embeddings or not methods:
             raise ValueError("datasets, embeddings and methods must each offer at least one choice")
         self.max_points = int(max_points)
+        self.max_budget = int(max_budget)
         self.n_neighbors = int(n_neighbors)
         self.root = root
         self._loader = loader or (lambda d, e, max_points: load_pool(d, e, max_points=max_points, root=root))
@@ -140,9 +141,9 @@ class SelectionExplorer:
     # ---- reactions ----------------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Load (or reuse) the pool and map of the current dataset/embedding/projection, then reselect."""
-        images, labels, _, emb = self.pool
-        self.budget.max = max(1, min(self.budget.max, len(labels)))
-        self.sample.max = len(labels) - 1
+        n = len(self.pool[1])
+        self.budget.max = max(1, min(self.max_budget, n))  # from the requested maximum: a larger pool regrows it
+        self.sample.max = n - 1
         _ = self.xy  # computed and cached here, before drawing
         self.update_selection()
 
