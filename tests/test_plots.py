@@ -35,10 +35,18 @@ def test_embedding_2d_is_deterministic_per_seed(method):
 
 
 @pytest.mark.slow
-def test_embedding_2d_umap_is_deterministic_per_seed():
+def test_embedding_2d_umap_is_deterministic_per_seed_and_keeps_the_thread_count():
+    import torch
+
     x, _ = _blobs(80)
-    a = plots.embedding_2d(x, method="umap", seed=1)
-    assert np.array_equal(a, plots.embedding_2d(x, method="umap", seed=1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = plots.embedding_2d(x, method="umap", seed=1)
+        assert torch.get_num_threads() == 1  # umap-learn's fit used to reset it for the whole process
+        assert np.array_equal(a, plots.embedding_2d(x, method="umap", seed=1))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_embedding_2d_rejects_unknown_method_and_nan():

@@ -42,11 +42,19 @@ def embedding_2d(emb: np.ndarray, *, method: str = "tsne", seed: int = 0, perple
             raise ImportError("method 'umap' needs umap-learn: pip install umap-learn") from e
         import warnings
 
-        with warnings.catch_warnings():  # "n_jobs overridden by random_state": that is the point
-            warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
-            n_neighbors = min(15, max(2, x.shape[0] - 1))
-            return umap.UMAP(n_components=2, n_neighbors=n_neighbors, random_state=seed,
-                             n_jobs=1).fit_transform(x).astype(np.float32)
+        import torch
+
+        # umap-learn's fit resets the process-wide OpenMP thread count (numba), which torch and faiss share:
+        # under OMP_NUM_THREADS=1 later training ran on 2 threads and was no longer bit-for-bit. Restore it.
+        threads = torch.get_num_threads()
+        try:
+            with warnings.catch_warnings():  # "n_jobs overridden by random_state": that is the point
+                warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
+                n_neighbors = min(15, max(2, x.shape[0] - 1))
+                return umap.UMAP(n_components=2, n_neighbors=n_neighbors, random_state=seed,
+                                 n_jobs=1).fit_transform(x).astype(np.float32)
+        finally:
+            torch.set_num_threads(threads)
     raise ValueError(f"unknown 2-D method {method!r}; choose tsne, umap or pca")
 
 
