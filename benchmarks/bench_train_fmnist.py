@@ -3,6 +3,8 @@
 Stages (each resumable: every training run keeps its checkpoint folder under ``--work``, every finished
 measurement is written to the results JSON at once; rerun the same command after an interruption):
 
+``tune``: short SimCLR runs, one per ``--config``, to choose the setting of the ``simclr`` stage (temperature,
+  crop scale, ...): full-label 1-NN and USL 1-NN (budgets 20 / 40, 2 selection seeds) of each.
 ``simclr``: SimCLR (:func:`uslkit.train.train_simclr`) on the 60,000 training images, then
   - full-label 1-NN test accuracy (cosine) of its embedding against the 64-d PCA pixel embedding;
   - label efficiency of USL selections on it vs on PCA at budgets 20 and 40, 5 seeds: 1-NN test accuracy
@@ -11,7 +13,8 @@ measurement is written to the results JSON at once; rerun the same command after
   (oracle), 3 seeds each, equal compute (the same number of steps; ``--minutes`` per run chooses it from a
   timed calibration), initialised from the SimCLR encoder; mean and spread of top-1 (model and EMA).
 
-    python benchmarks/bench_train_fmnist.py simclr --epochs 20
+    python benchmarks/bench_train_fmnist.py tune --steps 470 --config '{"temperature": 0.1}' --config '{}'
+    python benchmarks/bench_train_fmnist.py simclr --epochs 12 --param temperature=0.1 --param crop_scale=[0.5,1.0]
     python benchmarks/bench_train_fmnist.py fixmatch --minutes 30
     python benchmarks/bench_train_fmnist.py report          # re-render RESULTS.md from the JSON
     python benchmarks/bench_train_fmnist.py simclr --quick   # seconds: every code path on 2,000 images
@@ -99,17 +102,23 @@ def stage_simclr(args, res):
     length = dict(steps=QUICK["simclr_steps"]) if args.quick else (
         dict(steps=args.steps) if args.steps else dict(epochs=args.epochs))
     tag = f"steps{length['steps']}" if "steps" in length else f"epochs{length['epochs']:g}"
-    run_dir = Path(args.work) / f"simclr_{args.arch}_seed{args.seed}_{tag}"
+    params = dict(args.param or [])
+    if args.batch_size != 256 and not args.quick:
+        tag += f"_batch{args.batch_size}"
+    run_dir = Path(args.work) / f"simclr_{args.arch}_seed{args.seed}_{tag}{param_tag(params)}"
     t0 = time.perf_counter()
     out = train_simclr(train, arch=args.arch, batch_size=QUICK["batch_size"] if args.quick else args.batch_size,
                        seed=args.seed, out_dir=run_dir, progress=True, log_every=10 if args.quick else 50,
-                       ckpt_every=200, **length, **dict(args.param or []))
+                       ckpt_every=200, **length, **params)
     train_s = time.perf_counter() - t0
     e_tr, e_te = simclr_embeddings(out.net, train, test)
     p_tr, p_te = pca_embeddings(train, test)
     y_tr, y_te = train.labels, test.labels
+    old = res.get("simclr_runs", {}).get(run_dir.name, {})
     entry = {
-        "run_dir": str(run_dir), "steps": out.step, "train_wall_s": None if out.reused else train_s,
+        "run_dir": str(run_dir), "steps": out.step, "params": params,
+        "batch_size": QUICK["batch_size"] if args.quick else args.batch_size,
+        "train_wall_s": old.get("train_wall_s") if out.reused else train_s,
         "history_tail": out.history[-3:], "images": len(train),
         "full_label_nn1": {"simclr": nn_accuracy(e_tr, y_tr, e_te, y_te), "pca": nn_accuracy(p_tr, y_tr, p_te, y_te)},
         "usl": {},
@@ -120,7 +129,50 @@ def stage_simclr(args, res):
                 r = usl_nn1(a, y_tr, b, y_te, budget, seed)
                 entry["usl"].setdefault(f"{name}/{budget}", []).append({"seed": seed, **r})
                 log(f"usl {name} budget {budget} seed {seed}: 1-NN {r['nn1']:.4f} coverage {r['coverage']:.0%}")
-    res["simclr"] = entry
+    res.setdefault("simclr_runs", {})[run_dir.name] = entry
+    res["simclr"] = entry  # the encoder the fixmatch stage starts from: the last one trained
+    return res
+
+
+def param_tag(params: dict) -> str:
+    """``--param`` values as a run-folder suffix: ``_crop_scale0.5-1.0_temperature0.2`` (sorted by key)."""
+    def text(v):
+        return "-".join(text(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+
+    return "".join(f"_{k}{text(v)}" for k, v in sorted(params.items()))
+
+
+def stage_tune(args, res):
+    """Short SimCLR runs, one per ``--config`` (JSON keywords of train_simclr), to choose the CPU setting:
+    full-label 1-NN and USL 1-NN at budgets 20 / 40 (selection seeds 0 and 1) of each encoder."""
+    import json
+
+    from uslkit.evaluate import nn_accuracy
+    from uslkit.train import train_simclr
+
+    train, test = load(args)
+    steps = QUICK["simclr_steps"] if args.quick else (args.steps or 470)
+    tuning = res.setdefault("simclr_tuning", {})
+    for text in args.config or ["{}"]:
+        params = json.loads(text)
+        name = f"steps{steps}{param_tag(params)}"
+        if name in tuning:
+            continue
+        run_dir = Path(args.work) / f"simclr_tune_{args.arch}_seed{args.seed}_{name}"
+        t0 = time.perf_counter()
+        out = train_simclr(train, arch=args.arch, steps=steps, seed=args.seed, out_dir=run_dir, progress=True,
+                           batch_size=QUICK["batch_size"] if args.quick else args.batch_size, ckpt_every=200,
+                           **params)
+        e_tr, e_te = simclr_embeddings(out.net, train, test)
+        entry = {"params": params, "steps": steps, "run_dir": str(run_dir), "loss": out.history[-1]["loss"],
+                 "train_wall_s": None if out.reused else time.perf_counter() - t0,
+                 "full_label_nn1": nn_accuracy(e_tr, train.labels, e_te, test.labels)}
+        for budget in BUDGETS_SSL:
+            entry[f"usl{budget}"] = [usl_nn1(e_tr, train.labels, e_te, test.labels, budget, seed)["nn1"]
+                                     for seed in (0, 1)]
+        tuning[name] = entry
+        log(f"tune {name}: full-label 1-NN {entry['full_label_nn1']:.4f}, USL b=20 {entry['usl20']}")
+        save(args, res)
     return res
 
 
@@ -149,7 +201,6 @@ def stage_fixmatch(args, res):
         if not ssl:
             raise SystemExit("run the simclr stage first (its encoder initialises FixMatch), or pass --no-init")
         init = Path(ssl["run_dir"]) / "model.pt"
-    fx = res.setdefault("fixmatch", {"runs": {}})
     if args.selection_embedding == "simclr" and init is not None:
         from uslkit.train.models import load_model
 
@@ -159,9 +210,8 @@ def stage_fixmatch(args, res):
     budget = FIX_BUDGET
     steps = QUICK["fix_steps"] if args.quick else args.steps
     params = dict(args.param or [])
-    if fx.setdefault("params", params) != params:
-        raise SystemExit(f"the recorded FixMatch runs used --param {fx['params']}, not {params}; "
-                         "use another --out or the same parameters")
+    init_name = None if init is None else str(init)
+    fx = fixmatch_set(res, init_name, params, steps)
     for seed in args.seeds:  # seed-major: an interrupted benchmark has every method at the first seeds
         for method in args.methods:
             key = f"{method}/seed{seed}"
@@ -173,8 +223,9 @@ def stage_fixmatch(args, res):
             if steps is None:
                 steps = fx.get("steps") or calibrate_steps(args, train, sel, init, args.minutes)
             fx["steps"] = steps
-            tag = "".join(f"_{k}{v}" for k, v in sorted(params.items()))
-            run_dir = Path(args.work) / f"fixmatch_{args.arch}_{method}_seed{seed}_{steps}{tag}"
+            tag = param_tag(params)
+            origin = f"_from-{Path(init).parent.name}" if init is not None else "_scratch"
+            run_dir = Path(args.work) / f"fixmatch_{args.arch}_{method}_seed{seed}_{steps}{tag}{origin}"
             t0 = time.perf_counter()
             out = train_fixmatch(train, sel, arch=args.arch, init=init, steps=steps, seed=seed, test_set=test,
                                  out_dir=run_dir, progress=True, eval_every=max(1, steps // 5), ckpt_every=100,
@@ -186,6 +237,30 @@ def stage_fixmatch(args, res):
                                "coverage": len(set(sel.labels)) / train.num_classes}
             log(f"fixmatch {key}: top1 {out.metrics['top1']:.4f} ema {out.metrics['ema_top1']:.4f}")
             save(args, res)
+    return res
+
+
+def fixmatch_set(res, init, params, steps) -> dict:
+    """The record of FixMatch runs sharing ``init``, ``params`` and ``steps`` (``None``: any calibrated
+    length), created when new: each such set is one equal-compute comparison and one table."""
+    sets = res.setdefault("fixmatch_sets", [])
+    for fx in sets:
+        if fx.get("init") == init and fx.get("params") == params and (steps is None or fx.get("steps") == steps):
+            return fx
+    fx = {"init": init, "params": params, "steps": steps, "runs": {}}
+    sets.append(fx)
+    return fx
+
+
+def migrate(res) -> dict:
+    """Results written before SimCLR runs were kept side by side and FixMatch runs grouped into sets."""
+    if "simclr" in res and "simclr_runs" not in res:
+        res["simclr_runs"] = {Path(res["simclr"]["run_dir"]).name: res["simclr"]}
+    if "fixmatch" in res:
+        fx = res.pop("fixmatch")
+        if "init" not in fx and "simclr" in res:
+            fx["init"] = str(Path(res["simclr"]["run_dir"]) / "model.pt")
+        res.setdefault("fixmatch_sets", []).insert(0, fx)
     return res
 
 
@@ -202,35 +277,70 @@ def markdown(res) -> str:
     lines = [f"`benchmarks/bench_train_fmnist.py`; {m.get('cpu')}, {m.get('cpu_count')} cores, torch "
              f"{m.get('torch')}, CUDA {m.get('cuda')}; dataset {res.get('config', {}).get('dataset')}, "
              f"arch {res.get('config', {}).get('arch')}.", ""]
-    ssl = res.get("simclr")
-    if ssl:
-        f = ssl["full_label_nn1"]
-        wall = ssl.get("train_wall_s")
+    runs = res.get("simclr_runs") or {}
+    if runs:
         lines += ["### SimCLR embedding", "",
-                  f"{ssl['steps']} steps ({ssl['run_dir']}), training wall time "
-                  f"{'(loaded)' if wall is None else f'{wall / 60:.1f} min'}.", "",
-                  "| embedding | full-label 1-NN | USL b=20 1-NN | USL b=40 1-NN |", "|---|---|---|---|"]
-        for name in ("simclr", "pca"):
-            cells = [_ms([r["nn1"] for r in ssl["usl"].get(f"{name}/{b}", [])]) for b in BUDGETS_SSL]
-            lines.append(f"| {name} | {100 * f[name]:.1f} | {cells[0]} | {cells[1]} |")
+                  "One row per SimCLR run (`--param` values in the name; the last one trained initialises "
+                  "FixMatch). USL b=20 / b=40: 1-NN test accuracy of the labelled picks, 5 selection seeds.", "",
+                  "| embedding | steps | training wall min | full-label 1-NN | USL b=20 1-NN | USL b=40 1-NN |",
+                  "|---|---|---|---|---|---|"]
+        for name, ssl in runs.items():
+            wall = ssl.get("train_wall_s")
+            cells = [_ms([r["nn1"] for r in ssl["usl"].get(f"simclr/{b}", [])]) for b in BUDGETS_SSL]
+            lines.append(f"| {name} | {ssl['steps']} | {'-' if wall is None else f'{wall / 60:.1f}'} | "
+                         f"{100 * ssl['full_label_nn1']['simclr']:.1f} | {cells[0]} | {cells[1]} |")
+        ssl = next(iter(runs.values()))
+        cells = [_ms([r["nn1"] for r in ssl["usl"].get(f"pca/{b}", [])]) for b in BUDGETS_SSL]
+        lines += [f"| pixels PCA-{PCA_DIM} | - | - | {100 * ssl['full_label_nn1']['pca']:.1f} | {cells[0]} | "
+                  f"{cells[1]} |", ""]
+        lines += [f"- {name}: " + "; ".join(_vs_pca(ssl, b) for b in BUDGETS_SSL) for name, ssl in runs.items()]
+        lines += [f"- note: {res['simclr_note']}"] if res.get("simclr_note") else []
         lines.append("")
-    fx = res.get("fixmatch")
-    if fx and fx.get("runs"):
-        lines += ["### FixMatch, 40 labels", "",
+    tuning = res.get("simclr_tuning") or {}
+    if tuning:
+        lines += ["### SimCLR tuning: short runs", "",
+                  "Each row: one SimCLR run of the given length from seed 0, then full-label 1-NN and USL 1-NN "
+                  "(selection seeds 0 and 1, mean) on its embedding. Command: `python benchmarks/"
+                  "bench_train_fmnist.py tune --steps 470 --config '{\"temperature\": 0.1}' ...`.", "",
+                  "| parameters | steps | final loss | full-label 1-NN | USL b=20 1-NN | USL b=40 1-NN |",
+                  "|---|---|---|---|---|---|"]
+        for t in tuning.values():
+            lines.append(f"| {t['params'] or 'defaults'} | {t['steps']} | {t['loss']:.3f} | "
+                         f"{100 * t['full_label_nn1']:.1f} | {100 * statistics.mean(t['usl20']):.1f} | "
+                         f"{100 * statistics.mean(t['usl40']):.1f} |")
+        lines += ([f"- note: {res['tuning_note']}"] if res.get("tuning_note") else []) + [""]
+    for fx in res.get("fixmatch_sets", []):
+        if not fx.get("runs"):
+            continue
+        init = fx.get("init")
+        source = "from scratch" if not init else f"the SimCLR encoder `{init}` (label-free, shared by every run)"
+        short = Path(init).parent.name if init else "none"
+        lines += [f"### FixMatch, 40 labels, {fx.get('steps')} steps, init {short}",
+                  "",
                   f"{fx.get('steps')} steps per run (equal compute), parameters {fx.get('params') or 'defaults'}; "
-                  "init: the SimCLR encoder above (label-free, shared by every run).", "",
-                  "| selection | top-1 | EMA top-1 | class coverage | wall min / run | seeds |",
+                  f"init: {source}.",
+                  "", "| selection | top-1 | EMA top-1 | class coverage | wall min / run | seeds |",
                   "|---|---|---|---|---|---|"]
         for method in FIX_METHODS:
-            runs = [r for r in fx["runs"].values() if r["method"] == method]
-            if runs:
-                walls = [r["wall_s"] / 60 for r in runs if r.get("wall_s")]
-                lines.append(f"| {method} | {_ms([r['top1'] for r in runs])} | {_ms([r['ema_top1'] for r in runs])} | "
-                             f"{_ms([r['coverage'] for r in runs])} | "
+            mruns = [r for r in fx["runs"].values() if r["method"] == method]
+            if mruns:
+                walls = [r["wall_s"] / 60 for r in mruns if r.get("wall_s")]
+                lines.append(f"| {method} | {_ms([r['top1'] for r in mruns])} | "
+                             f"{_ms([r['ema_top1'] for r in mruns])} | {_ms([r['coverage'] for r in mruns])} | "
                              f"{statistics.median(walls) if walls else float('nan'):.1f} | "
-                             f"{', '.join(str(r['seed']) for r in runs)} |")
+                             f"{', '.join(str(r['seed']) for r in mruns)} |")
         lines += [""] + _fixmatch_targets(fx["runs"]) + ([f"- note: {fx['note']}"] if fx.get("note") else []) + [""]
     return "\n".join(lines)
+
+
+def _vs_pca(ssl, budget) -> str:
+    """The SimCLR target at one budget: USL 1-NN on the SimCLR embedding above the same on PCA (means)."""
+    mean = {e: statistics.mean(r["nn1"] for r in ssl["usl"][f"{e}/{budget}"]) for e in ("simclr", "pca")
+            if ssl["usl"].get(f"{e}/{budget}")}
+    if len(mean) < 2:
+        return f"b={budget}: not measured"
+    gap = 100 * (mean["simclr"] - mean["pca"])
+    return f"b={budget} SimCLR - PCA = {gap:+.1f} points ({'beats' if gap > 0 else 'does not beat'} PCA)"
 
 
 def _fixmatch_targets(runs) -> list[str]:
@@ -262,7 +372,7 @@ def save(args, res) -> None:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("stage", choices=["simclr", "fixmatch", "report"])
+    ap.add_argument("stage", choices=["simclr", "tune", "fixmatch", "report"])
     ap.add_argument("--dataset", default="fashion_mnist")
     ap.add_argument("--arch", default="cnn_small")
     ap.add_argument("--epochs", type=float, default=20, help="simclr length (ignored with --steps)")
@@ -274,6 +384,8 @@ def parse_args(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+", default=list(FIX_SEEDS))
     ap.add_argument("--no-init", action="store_true", help="fixmatch from scratch")
     ap.add_argument("--selection-embedding", default="simclr", choices=["simclr", "pixels"])
+    ap.add_argument("--config", action="append", metavar="JSON",
+                    help="tune: train_simclr keywords of one short run, repeatable (e.g. '{\"temperature\": 0.1}')")
     ap.add_argument("--param", type=_parse_param, action="append", metavar="KEY=VALUE",
                     help="extra learner keyword, repeatable (e.g. --param lr=0.05)")
     ap.add_argument("--work", default="data/bench_runs", help="training run folders (resumable)")
@@ -292,14 +404,14 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    res = _io.read_json(args.out) if args.out.exists() else {}
+    res = migrate(_io.read_json(args.out)) if args.out.exists() else {}
     cfg = {"dataset": args.dataset, "arch": args.arch, "quick": args.quick}
     if res and res.get("config") != cfg:
         raise SystemExit(f"{args.out} holds results for {res.get('config')}, not {cfg}; use --out")
     res["config"] = cfg
     if args.stage != "report":
         res["machine"] = machine()
-        res = stage_simclr(args, res) if args.stage == "simclr" else stage_fixmatch(args, res)
+        res = {"simclr": stage_simclr, "tune": stage_tune, "fixmatch": stage_fixmatch}[args.stage](args, res)
     save(args, res)
     log(markdown(res))
 

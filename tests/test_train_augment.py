@@ -449,6 +449,32 @@ def test_batch_simclr_crop_jitter_and_grayscale(one_thread):
     assert abs((g[:, 0, 0, 0] != level).float().mean().item() - 0.8) < 0.04  # jitter p 0.8 moves the level
 
 
+def test_simclr_crop_scale_in_both_paths():
+    n = 400
+    u = A.sample_uniform(np.arange(n), 4, 40).reshape(n, 10, 4)
+    top, left, ch, cw = A._crop_boxes(u, 28, 28, (0.6, 1.0))
+    areas = ch * cw / 784
+    assert areas.min() > 0.55 and areas.max() <= 1 and abs(areas.mean() - 0.8) < 0.05
+    # the option reaches the batched augmentation: a weak crop keeps more of a centred square
+    x = torch.zeros(n, 1, 28, 28, dtype=torch.uint8)
+    x[:, :, 4:24, 4:24] = 255
+    # share of each view that the square fills: ~0.51 (400 / 784) for near-full crops, anything for small ones
+    kept = {s: (A.BatchAugment("grey28", "simclr", crop_scale=s)(x, np.arange(n)) > 0).float().mean((1, 2, 3))
+            for s in ((0.2, 1.0), (0.9, 1.0))}
+    assert kept[(0.9, 1.0)].std() < 0.5 * kept[(0.2, 1.0)].std()
+    assert abs(kept[(0.9, 1.0)].mean().item() - 0.51) < 0.08
+    assert "crop_scale=(0.9, 1.0)" in repr(A.BatchAugment("grey28", "simclr", crop_scale=(0.9, 1.0)))
+    t = A.simclr_transform("grey28", crop_scale=(0.9, 1.0))
+    crop = next(step for step in t.steps if isinstance(step, A._SameSizeResizedCrop))
+    assert crop.scale == (0.9, 1.0)
+    assert A.simclr_transform("grey28").steps[1].scale == (0.2, 1.0)
+    for bad in ((0.0, 1.0), (0.5, 0.4), (0.5, 1.2), 0.5, ("a", 1)):
+        with pytest.raises(ValueError, match="crop_scale"):
+            A.check_crop_scale(bad)
+        with pytest.raises(ValueError, match="crop_scale"):
+            A.BatchAugment("grey28", "simclr", crop_scale=bad)
+
+
 def test_batch_augment_validation():
     with pytest.raises(ValueError, match="imagenet"):
         A.BatchAugment("imagenet", "weak")

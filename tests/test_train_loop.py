@@ -198,6 +198,39 @@ def test_simclr_then_fixmatch_and_finetune_from_it(digits, selection, tmp_path):
                            res.net.encoder.state_dict()[next(iter(res.net.encoder.state_dict()))])
 
 
+def test_simclr_lars_and_crop_scale_options(digits, tmp_path):
+    train, _ = digits
+    res = train_simclr(train, steps=3, batch_size=32, seed=0, progress=False, out_dir=tmp_path / "lars",
+                       optimizer="lars", crop_scale=[0.5, 1.0], log_every=1)
+    params = json.loads((tmp_path / "lars" / "config.json").read_text())["params"]
+    assert params["optimizer"] == "lars" and params["crop_scale"] == [0.5, 1.0]
+    assert params["lr"] == pytest.approx(0.3 * 32 / 256) and params["weight_decay"] == 1e-6  # SimCLR's recipe
+    assert all(np.isfinite(h["loss"]) for h in res.history)
+    # the default run records neither option (so runs made before they existed still resume)
+    train_simclr(train, steps=1, batch_size=32, seed=0, progress=False, out_dir=tmp_path / "sgd")
+    params = json.loads((tmp_path / "sgd" / "config.json").read_text())["params"]
+    assert "optimizer" not in params and "crop_scale" not in params and params["weight_decay"] == 5e-4
+    with pytest.raises(ValueError, match="optimizer"):
+        train_simclr(train, steps=1, optimizer="adam", progress=False)
+    with pytest.raises(ValueError, match="crop_scale"):
+        train_simclr(train, steps=1, crop_scale=(0.0, 1.0), progress=False)
+    # presets: the paper's recipe with an explicit smaller network and batch; the CPU preset
+    train_simclr(train, preset="paper", arch="cnn_small", batch_size=32, steps=1, progress=False,
+                 out_dir=tmp_path / "paper")
+    params = json.loads((tmp_path / "paper" / "config.json").read_text())["params"]
+    assert (params["optimizer"], params["temperature"], params["weight_decay"]) == ("lars", 0.1, 1e-6)
+    assert params["lr"] == pytest.approx(0.3 * 32 / 256) and "crop_scale" not in params
+    train_simclr(train, preset="cpu", batch_size=32, steps=1, progress=False, out_dir=tmp_path / "cpu")
+    cfg = json.loads((tmp_path / "cpu" / "config.json").read_text())
+    assert cfg["steps"] == 1 and cfg["params"]["temperature"] == 0.1 and cfg["params"]["crop_scale"] == [0.5, 1.0]
+    with pytest.raises(ValueError, match="preset"):
+        train_simclr(train, preset="imagenet", steps=1, progress=False)
+    # a different option is a different run: the folder is not silently reused
+    with pytest.raises(ValueError):
+        train_simclr(train, steps=3, batch_size=32, seed=0, progress=False, out_dir=tmp_path / "lars",
+                     optimizer="lars", crop_scale=[0.6, 1.0])
+
+
 # ---------------------------------------------------------------------------------------------------- errors
 def test_clear_errors(digits, selection, tmp_path):
     train, test = digits

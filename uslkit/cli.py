@@ -199,9 +199,9 @@ def _cmd_train(args) -> int:
         from .train import train_simclr
 
         length = {"steps": args.steps} if args.steps is not None else {"epochs": args.epochs}
-        if args.steps is None and args.epochs is None:
-            raise CLIError("give --steps or --epochs")
-        res = train_simclr(train, arch=args.arch, batch_size=args.batch_size or 256,
+        if args.steps is None and args.epochs is None and args.preset is None:
+            raise CLIError("give --steps or --epochs (or --preset)")
+        res = train_simclr(train, preset=args.preset, arch=args.arch, batch_size=args.batch_size or 256,
                            eval_sets=None if test is None else (train, test), **length, **common, **params)
     elif args.learner == "fixmatch":
         from .train import train_fixmatch
@@ -309,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", default=None, help="pretrained checkpoint (model.pt of a SimCLR run)")
     t.add_argument("--arch", default="cnn_small", help="cnn_small | resnet18_cifar | wrn28_2 | resnet50")
     t.add_argument("--preset", default=None, help="fixmatch: 'paper' = WRN-28-2, 2^20 steps, FixMatch's settings; "
-                   "'cpu' = cnn_small, 250 steps, EMA 0.99 (start it from a SimCLR --init)")
+                   "'cpu' = cnn_small, 250 steps, EMA 0.99 (start it from a SimCLR --init). simclr: 'paper' = "
+                   "ResNet-50, batch 4096, LARS, 100 epochs; 'cpu' = cnn_small, temperature 0.1, crops (0.5, 1), "
+                   "12 epochs")
     t.add_argument("--mode", default="linear", choices=["linear", "full"], help="finetune: frozen backbone or all")
     t.add_argument("--steps", type=int, default=None)
     t.add_argument("--epochs", type=float, default=None)

@@ -12,7 +12,7 @@
 from .finetune import finetune
 from .fixmatch import FIXMATCH_PRESETS, train_fixmatch
 from .loop import RunSettings, TrainResult, run_loop
-from .simclr import train_simclr
+from .simclr import SIMCLR_PRESETS, train_simclr
 
-__all__ = ["FIXMATCH_PRESETS", "RunSettings", "TrainResult", "finetune", "run_loop", "train_fixmatch",
+__all__ = ["FIXMATCH_PRESETS", "SIMCLR_PRESETS", "RunSettings", "TrainResult", "finetune", "run_loop", "train_fixmatch",
            "train_simclr"]

@@ -47,6 +47,7 @@ __all__ = [
     "weak_transform",
     "strong_transform",
     "simclr_transform",
+    "check_crop_scale",
     "FIXMATCH_OPS",
     "RandAugmentMC",
     "Cutout",
@@ -517,20 +518,22 @@ def strong_transform(kind: str, *, n_ops: int = 2, cutout: float = 0.5):
     return _Compose(steps + [_Normalize(kind)])
 
 
-def simclr_transform(kind: str):
+def simclr_transform(kind: str, *, crop_scale: tuple[float, float] | None = None):
     """One SimCLR view (Chen et al., 2020, appendix A; CIFAR variant of appendix B.9).
 
     ``RandomResizedCrop`` back to the input size with scale (0.2, 1.0) for ``grey28`` / ``rgb32`` (the
-    common CIFAR setting of SimCLR reimplementations; 224 px with scale (0.08, 1.0) for ``imagenet``),
+    common CIFAR setting of SimCLR reimplementations; 224 px with scale (0.08, 1.0) for ``imagenet``;
+    ``crop_scale`` overrides the area range, see :func:`check_crop_scale`),
     horizontal flip, ``ColorJitter(0.4, 0.4, 0.4, 0.1)`` with probability 0.8 (brightness and contrast only
     for ``grey28``), ``RandomGrayscale(p=0.2)`` (colour only; a no-op on grey images), and for ``imagenet``
     only a Gaussian blur (kernel 23 = 10 % of 224, sigma in [0.1, 2.0]) with probability 0.5.
     """
     _check_kind(kind)
     if kind == "imagenet":
-        crop: Any = v2.RandomResizedCrop(_IMAGENET_SIZE, scale=(0.08, 1.0), antialias=True)
+        scale = (0.08, 1.0) if crop_scale is None else check_crop_scale(crop_scale)
+        crop: Any = v2.RandomResizedCrop(_IMAGENET_SIZE, scale=scale, antialias=True)
     else:
-        crop = _SameSizeResizedCrop(scale=(0.2, 1.0))
+        crop = _SameSizeResizedCrop(scale=_SIMCLR_SCALE if crop_scale is None else check_crop_scale(crop_scale))
     jitter = v2.ColorJitter(0.4, 0.4) if kind == "grey28" else v2.ColorJitter(0.4, 0.4, 0.4, 0.1)
     steps = [_ToTensor(), crop, v2.RandomHorizontalFlip(), v2.RandomApply([jitter], p=0.8)]
     if kind != "grey28":
@@ -538,6 +541,17 @@ def simclr_transform(kind: str):
     if kind == "imagenet":
         steps.append(v2.RandomApply([v2.GaussianBlur(23, sigma=(0.1, 2.0))], p=0.5))
     return _Compose(steps + [_Normalize(kind)])
+
+
+def check_crop_scale(crop_scale) -> tuple[float, float]:
+    """``(lo, hi)`` area fractions of a SimCLR crop, ``0 < lo <= hi <= 1``, as a float tuple (else ValueError)."""
+    try:
+        lo, hi = (float(v) for v in crop_scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"crop_scale must be a pair (lo, hi) of area fractions, got {crop_scale!r}") from None
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {crop_scale!r}")
+    return lo, hi
 
 
 class TwoViews:
@@ -909,12 +923,12 @@ def _b_cutout(x: torch.Tensor, u: np.ndarray, frac: float, fill: float = _CUTOUT
 
 
 # --- SimCLR views -------------------------------------------------------------------------------------------
-def _crop_boxes(u: np.ndarray, h: int, w: int) -> tuple[np.ndarray, ...]:
+def _crop_boxes(u: np.ndarray, h: int, w: int, scale: tuple[float, float] = _SIMCLR_SCALE) -> tuple[np.ndarray, ...]:
     """``_SameSizeResizedCrop._params`` vectorised: ``u`` is ``(B, tries, 4)`` uniforms (area, log-ratio,
     top, left); the first try whose box fits wins, else the ratio-clipped centre crop. Returns int64
     ``(top, left, ch, cw)``, each ``(B,)``."""
     area = h * w
-    target = area * (_SIMCLR_SCALE[0] + (_SIMCLR_SCALE[1] - _SIMCLR_SCALE[0]) * u[..., 0])
+    target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
     lr = math.log(_SIMCLR_RATIO[0]), math.log(_SIMCLR_RATIO[1])
     aspect = np.exp(lr[0] + (lr[1] - lr[0]) * u[..., 1])
     cw, ch = np.round(np.sqrt(target * aspect)), np.round(np.sqrt(target / aspect))  # Python round: half-even
@@ -1081,13 +1095,15 @@ class BatchAugment:
         policy: one of ``"test"``, ``"weak"``, ``"strong"``, ``"simclr"``.
         n_ops: RandAugmentMC ops per image (strong only; FixMatch: 2).
         cutout: largest Cutout side as a fraction of the shorter side, in [0, 1] (strong only; 0 disables it).
+        crop_scale: area range ``(lo, hi)`` of the simclr crop (simclr only; default (0.2, 1.0)).
 
     Example:
         >>> aug = BatchAugment("grey28", "strong")
         >>> out = aug(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), np.arange(4))  # (4, 1, 28, 28) float32
     """
 
-    def __init__(self, kind: str, policy: str, *, n_ops: int = 2, cutout: float = 0.5):
+    def __init__(self, kind: str, policy: str, *, n_ops: int = 2, cutout: float = 0.5,
+                 crop_scale: tuple[float, float] = _SIMCLR_SCALE):
         if kind == "imagenet":
             raise ValueError("BatchAugment handles small in-memory images (kinds 'grey28', 'rgb32'), got kind "
                              "'imagenet': use the per-sample transforms (weak_transform, ...) there")
@@ -1099,6 +1115,7 @@ class BatchAugment:
         if isinstance(cutout, bool) or not isinstance(cutout, (int, float)) or not 0.0 <= cutout <= 1.0:
             raise ValueError(f"cutout must be a fraction in [0, 1], got {cutout!r}")
         self.kind, self.policy, self.n_ops, self.cutout = kind, policy, n_ops, float(cutout)
+        self.crop_scale = check_crop_scale(crop_scale)
 
     def __call__(self, x: torch.Tensor, seeds) -> torch.Tensor:
         """Augment and normalise a batch.
@@ -1127,7 +1144,8 @@ class BatchAugment:
                 img = _b_cutout(img, sample_uniform(s, salt + _SALT_CUTOUT, 3), self.cutout)
         if self.policy == "simclr":
             u = sample_uniform(s, salt + _SALT_CROP, 4 * _SIMCLR_TRIES).reshape(-1, _SIMCLR_TRIES, 4)
-            img = _b_resized_crop(x.to(torch.float32), *_crop_boxes(u, h, w), flip)  # crop, resize, flip
+            boxes = _crop_boxes(u, h, w, self.crop_scale)
+            img = _b_resized_crop(x.to(torch.float32), *boxes, flip)  # crop, resize, flip
             img = _b_color_jitter(img, sample_uniform(s, salt + _SALT_JITTER, 5), colour=self.kind != "grey28")
             if self.kind != "grey28":
                 img = _b_grayscale(img, sample_uniform(s, salt + _SALT_GREY, 1)[:, 0])
@@ -1136,4 +1154,6 @@ class BatchAugment:
 
     def __repr__(self) -> str:
         extra = f", n_ops={self.n_ops}, cutout={self.cutout}" if self.policy == "strong" else ""
+        if self.policy == "simclr" and self.crop_scale != _SIMCLR_SCALE:
+            extra = f", crop_scale={self.crop_scale}"
         return f"BatchAugment(kind={self.kind!r}, policy={self.policy!r}{extra})"

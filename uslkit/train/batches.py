@@ -243,9 +243,12 @@ class Views:
         policies: one policy per view: ``"test"``, ``"weak"``, ``"strong"``, ``"simclr"``.
         labels: int64 ``(N,)`` labels the batches carry (``None``: all ``-1``).
         batched: force the batched (``True``) or per-sample (``False``) path; ``None`` = batched when possible.
+        crop_scale: area range of the ``"simclr"`` crops (``None``: the kind's default), see
+            :func:`uslkit.train.augment.simclr_transform`.
     """
 
-    def __init__(self, dataset, policies: tuple[str, ...], *, labels=None, batched: bool | None = None):
+    def __init__(self, dataset, policies: tuple[str, ...], *, labels=None, batched: bool | None = None,
+                 crop_scale: tuple[float, float] | None = None):
         from . import augment
 
         if not policies or any(p not in _PER_SAMPLE for p in policies):
@@ -258,11 +261,12 @@ class Views:
                              f"is of kind {self.kind!r}")
         self.batched = possible if batched is None else bool(batched)
         self.policies = tuple(policies)
+        opts = {"simclr": {} if crop_scale is None else {"crop_scale": augment.check_crop_scale(crop_scale)}}
         if self.batched:
-            self.augs = [augment.BatchAugment(self.kind, p) for p in policies]
+            self.augs = [augment.BatchAugment(self.kind, p, **opts.get(p, {})) for p in policies]
             transform = None
         else:
-            tfs = [getattr(augment, _PER_SAMPLE[p])(self.kind) for p in policies]
+            tfs = [getattr(augment, _PER_SAMPLE[p])(self.kind, **opts.get(p, {})) for p in policies]
             transform = tfs[0] if len(tfs) == 1 else augment.TwoViews(*tfs)
             if len(tfs) > 2:
                 raise ValueError("at most two views per sample")

@@ -5,10 +5,25 @@ Two SimCLR views per image (:func:`uslkit.train.augment.simclr_transform`), the 
 (SimCLR's 2-layer head; its output feeds the loss, the encoder output is the embedding) and NT-Xent
 (:func:`uslkit.train.losses.nt_xent`, negatives gathered over all processes under DDP).
 
-Optimiser: SGD with momentum 0.9, ``lr = 0.06 * batch_size / 256`` and weight decay 5e-4 (not on biases and
-BN) with a linear warm-up and cosine decay: the common CIFAR recipe of SimSiam/MoCo-style re-implementations,
-which trains well without LARS at batch sizes up to 512. SimCLR's own ImageNet recipe (LARS, ``lr = 0.3 B /
-256``, batch 4096, decay 1e-6) is not implemented: LARS is not in the kit yet.
+Optimiser (``optimizer=``), both with a linear warm-up and cosine decay:
+
+- ``"sgd"`` (default): SGD with momentum 0.9, ``lr = 0.06 * batch_size / 256`` and weight decay 5e-4 (not on
+  biases and BN): the common CIFAR recipe of SimSiam/MoCo-style re-implementations, which trains well at
+  batch sizes up to 512 (the CPU scale of this kit).
+- ``"lars"``: SimCLR's own recipe (Chen et al. 2020, appendix B.1): :class:`uslkit.train.optim.LARS` (trust
+  coefficient 0.001, biases and BN excluded from decay and adaptation), ``lr = 0.3 * batch_size / 256``,
+  weight decay 1e-6, momentum 0.9; for the large batches (4096) of the paper.
+
+Presets (``preset=``; explicit keyword values that differ from the defaults override them):
+
+- ``"paper"``: SimCLR's ImageNet recipe (section 2.3 / appendix B.1; the reference code's temperature 0.1):
+  ResNet-50, batch 4096, LARS with ``lr = 0.3 * 4096 / 256 = 4.8``, weight decay 1e-6, 100 epochs (10 of
+  warm-up), the image kind's crops ((0.08, 1) at ImageNet size).
+- ``"cpu"``: the Fashion-MNIST setting of ``benchmarks/bench_train_fmnist.py`` on a 2-core CPU: ``cnn_small``,
+  batch 256, SGD (lr 0.06, decay 5e-4), temperature 0.1, crops of scale (0.5, 1), 12 epochs (26.7 min measured
+  on 2 cores). Chosen by 2-epoch runs recorded in ``benchmarks/RESULTS.md``: temperature 0.1 gave the best
+  full-label 1-NN of 0.5 / 0.2 / 0.1 / 0.05, and crops (0.5, 1) instead of (0.2, 1) raised full-label 1-NN and
+  USL 1-NN at budget 20 (not at 40).
 
 The trained encoder is ``result.net`` (and ``out_dir/model.pt``); ``uslkit.embed`` reads it as
 ``encoder="ckpt:<out_dir>/model.pt"``.
@@ -24,7 +39,17 @@ from .batches import StepLoader, StepStream, Views, image_channels
 from .loop import RunSettings, TrainResult, cosine_lr, decay_groups, run_loop
 from .losses import nt_xent
 
-__all__ = ["SimCLRModule", "train_simclr"]
+__all__ = ["SIMCLR_PRESETS", "SimCLRModule", "train_simclr"]
+
+#: see the module docstring; ``lr=None`` means ``0.3 * batch_size / 256`` for LARS.
+SIMCLR_PRESETS: dict[str, dict] = {
+    "paper": dict(arch="resnet50", epochs=100, batch_size=4096, optimizer="lars", lr=None, weight_decay=1e-6,
+                  temperature=0.1, crop_scale=None),
+    "cpu": dict(arch="cnn_small", epochs=12, batch_size=256, optimizer="sgd", lr=None, weight_decay=5e-4,
+                temperature=0.1, crop_scale=(0.5, 1.0)),
+}
+_DEFAULTS = dict(arch="cnn_small", epochs=None, batch_size=256, optimizer="sgd", lr=None, weight_decay=None,
+                 temperature=0.5, crop_scale=None)
 
 
 class SimCLRModule(nn.Module):
@@ -45,15 +70,18 @@ class SimCLRModule(nn.Module):
 def train_simclr(
     dataset,
     *,
+    preset: str | None = None,
     arch: str = "cnn_small",
     steps: int | None = None,
     epochs: float | None = None,
     batch_size: int = 256,
     lr: float | None = None,
-    weight_decay: float = 5e-4,
+    weight_decay: float | None = None,
     momentum: float = 0.9,
     temperature: float = 0.5,
     proj_dim: int = 128,
+    optimizer: str = "sgd",
+    crop_scale: tuple[float, float] | None = None,
     warmup_steps: int | None = None,
     eval_sets=None,
     seed: int = 0,
@@ -73,12 +101,18 @@ def train_simclr(
 
     Args:
         dataset: :class:`uslkit.data.ImageDataset` (its labels are ignored).
+        preset: ``None``, ``"paper"`` or ``"cpu"`` (:data:`SIMCLR_PRESETS`); keyword values that differ from the
+            function defaults override the preset's (``steps`` replaces its ``epochs``).
         arch: :func:`uslkit.train.models.build_model` name; ``arch_kwargs`` are passed on.
         steps / epochs: length of training, one of them (``epochs`` = passes over ``dataset``).
         batch_size: images per global batch (each gives 2 views).
-        lr: base learning rate (default ``0.06 * batch_size / 256``); ``weight_decay``, ``momentum``: SGD's.
+        lr: base learning rate (default ``0.06 * batch_size / 256`` for SGD, ``0.3 * batch_size / 256`` for
+            LARS); ``weight_decay`` (default 5e-4 for SGD, 1e-6 for LARS), ``momentum``: the optimiser's.
         temperature: NT-Xent temperature (0.5, SimCLR's CIFAR-10 value).
         proj_dim: projection output size (SimCLR: 128).
+        optimizer: ``"sgd"`` or ``"lars"`` (see the module docstring).
+        crop_scale: area range ``(lo, hi)`` of the random resized crops (default (0.2, 1.0) for 28x28 / 32x32
+            images, (0.08, 1.0) for ImageNet-size ones).
         warmup_steps: linear warm-up (default: 10 % of the steps, at most 10 epochs).
         eval_sets: optional ``(train_set, test_set)`` with labels: kNN accuracy of the embedding (1-NN cosine
             and weighted 10-NN) is logged at each evaluation; only used for monitoring.
@@ -93,12 +127,34 @@ def train_simclr(
     from .augment import image_kind
     from .models import build_model
 
+    from .augment import check_crop_scale
+
+    if preset is not None:
+        if preset not in SIMCLR_PRESETS:
+            raise ValueError(f"unknown SimCLR preset {preset!r}; valid: {[None, *SIMCLR_PRESETS]}")
+        given = dict(arch=arch, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                     weight_decay=weight_decay, temperature=temperature, crop_scale=crop_scale)
+        cfg = dict(SIMCLR_PRESETS[preset])
+        cfg.update({k: v for k, v in given.items() if v != _DEFAULTS[k]})
+        if steps is not None and epochs is None:
+            cfg["epochs"] = None
+        arch, epochs, batch_size, optimizer = cfg["arch"], cfg["epochs"], cfg["batch_size"], cfg["optimizer"]
+        lr, weight_decay = cfg["lr"], cfg["weight_decay"]
+        temperature, crop_scale = cfg["temperature"], cfg["crop_scale"]
     batch_size = check_positive_int(batch_size, name="batch_size")
+    if optimizer not in ("sgd", "lars"):
+        raise ValueError(f"optimizer must be 'sgd' or 'lars', got {optimizer!r}")
+    if crop_scale is not None:
+        crop_scale = check_crop_scale(crop_scale)
     n = len(dataset)
     if batch_size > n:
         raise ValueError(f"batch_size {batch_size} is larger than the dataset ({n} images)")
     steps = _steps_from(steps, epochs, n, batch_size)
-    lr = 0.06 * batch_size / 256 if lr is None else float(lr)
+    if lr is None:
+        lr = (0.3 if optimizer == "lars" else 0.06) * batch_size / 256
+    lr = float(lr)
+    if weight_decay is None:
+        weight_decay = 1e-6 if optimizer == "lars" else 5e-4
     if warmup_steps is None:
         warmup_steps = min(steps // 10, 10 * (n // batch_size))
     kind = image_kind(dataset)
@@ -106,15 +162,24 @@ def train_simclr(
         torch.manual_seed(seed)
         net = build_model(arch, 0, in_channels=image_channels(dataset), **(arch_kwargs or {}))
         module = SimCLRModule(net, proj_dim=proj_dim)
-    views = Views(dataset, ("simclr", "simclr"), batched=batched_augment)
+    views = Views(dataset, ("simclr", "simclr"), batched=batched_augment, crop_scale=crop_scale)
     loaders = {"unlabeled": StepLoader(views.dataset, StepStream(n, batch_size, seed=seed, stream=0),
                                        num_workers=num_workers)}
     params = dict(dataset=getattr(dataset, "name", None), split=getattr(dataset, "split", None), n=n,
                   batch_size=batch_size, lr=lr, weight_decay=weight_decay, momentum=momentum,
                   temperature=temperature, proj_dim=proj_dim, warmup_steps=warmup_steps, kind=kind,
                   augment="batched" if views.batched else "per-sample")
+    # only non-default new options enter the run's parameters, so runs made before they existed still resume
+    if optimizer != "sgd":
+        params["optimizer"] = optimizer
+    if crop_scale is not None:
+        params["crop_scale"] = list(crop_scale)
 
     def make_optimizer(m):
+        if optimizer == "lars":
+            from .optim import LARS, lars_groups
+
+            return LARS(lars_groups(m, weight_decay), lr=lr, momentum=momentum)
         return torch.optim.SGD(decay_groups(m, weight_decay), lr=lr, momentum=momentum)
 
     def step_fn(model, batches, step):
