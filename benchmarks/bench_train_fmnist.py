@@ -308,7 +308,7 @@ def markdown(res) -> str:
             lines.append(f"| {t['params'] or 'defaults'} | {t['steps']} | {t['loss']:.3f} | "
                          f"{100 * t['full_label_nn1']:.1f} | {100 * statistics.mean(t['usl20']):.1f} | "
                          f"{100 * statistics.mean(t['usl40']):.1f} |")
-        lines += ([f"- note: {res['tuning_note']}"] if res.get("tuning_note") else []) + [""]
+        lines += ([""] + [f"- note: {res['tuning_note']}"] if res.get("tuning_note") else []) + [""]
     for fx in res.get("fixmatch_sets", []):
         if not fx.get("runs"):
             continue
