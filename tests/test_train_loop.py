@@ -292,7 +292,11 @@ def test_ddp_two_processes_gloo(tmp_path, selection):
 
 
 def test_fixmatch_presets_resolve_with_explicit_values_winning():
-    from uslkit.train.fixmatch import _DEFAULTS, FIXMATCH_PRESETS, _resolve_preset
+    from uslkit.train.fixmatch import _DEFAULTS, FIXMATCH_PRESETS
+    from uslkit.train.loop import resolve_preset
+
+    def _resolve_preset(preset, given):
+        return resolve_preset("FixMatch", FIXMATCH_PRESETS, preset, given, _DEFAULTS)
 
     cpu = _resolve_preset("cpu", dict(_DEFAULTS))
     assert cpu == FIXMATCH_PRESETS["cpu"] and cpu["steps"] == 250 and cpu["ema_decay"] == 0.99

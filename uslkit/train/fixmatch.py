@@ -25,7 +25,7 @@ from torch import nn
 
 from .._validate import check_positive_int
 from .batches import StepLoader, StepStream, Views, image_channels
-from .loop import RunSettings, TrainResult, decay_groups, fixmatch_cosine_lr, run_loop
+from .loop import RunSettings, TrainResult, decay_groups, fixmatch_cosine_lr, resolve_preset, run_loop
 from .losses import fixmatch_loss
 
 __all__ = ["FIXMATCH_PRESETS", "FixMatchModule", "labeled_set", "train_fixmatch", "load_init_encoder"]
@@ -155,7 +155,7 @@ def train_fixmatch(
 
     given = dict(arch=arch, steps=steps, batch_size=batch_size, mu=mu, lr=lr, momentum=momentum, nesterov=nesterov,
                  weight_decay=weight_decay, threshold=threshold, lambda_u=lambda_u, ema_decay=ema_decay)
-    cfg = _resolve_preset(preset, given)
+    cfg = resolve_preset("FixMatch", FIXMATCH_PRESETS, preset, given, _DEFAULTS)
     if cfg["steps"] is None:
         raise ValueError("steps is required (or preset='paper' for FixMatch's 2^20, preset='cpu' for 250)")
     steps = check_positive_int(cfg["steps"], name="steps")
@@ -216,16 +216,6 @@ def train_fixmatch(
 
 _DEFAULTS = dict(arch="cnn_small", steps=None, batch_size=64, mu=7, lr=0.03, momentum=0.9, nesterov=True,
                  weight_decay=5e-4, threshold=0.95, lambda_u=1.0, ema_decay=0.999)
-
-
-def _resolve_preset(preset, given: dict) -> dict:
-    if preset is None:
-        return dict(given)
-    if preset not in FIXMATCH_PRESETS:
-        raise ValueError(f"unknown FixMatch preset {preset!r}; valid: {[None, *FIXMATCH_PRESETS]}")
-    cfg = dict(FIXMATCH_PRESETS[preset])
-    cfg.update({k: v for k, v in given.items() if v != _DEFAULTS[k]})
-    return cfg
 
 
 def _file_digest(path) -> dict:

@@ -139,6 +139,19 @@ def decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
+def resolve_preset(learner: str, presets: dict[str, dict], preset: str | None, given: dict,
+                   defaults: dict) -> dict:
+    """A learner's settings: ``given`` when ``preset`` is None, else the preset's values overridden by every
+    ``given`` value that differs from the function default in ``defaults``."""
+    if preset is None:
+        return dict(given)
+    if preset not in presets:
+        raise ValueError(f"unknown {learner} preset {preset!r}; valid: {[None, *presets]}")
+    cfg = dict(presets[preset])
+    cfg.update({k: v for k, v in given.items() if v != defaults[k]})
+    return cfg
+
+
 def cosine_lr(base: float, steps: int, *, warmup: int = 0, final: float = 0.0) -> Callable[[int], float]:
     """``lr(step)``: linear warm-up over ``warmup`` steps, then half-cosine from ``base`` to ``final``."""
     def lr(step: int) -> float:

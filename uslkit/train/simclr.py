@@ -36,7 +36,7 @@ from torch import nn
 
 from .._validate import check_positive_int
 from .batches import StepLoader, StepStream, Views, image_channels
-from .loop import RunSettings, TrainResult, cosine_lr, decay_groups, run_loop
+from .loop import RunSettings, TrainResult, cosine_lr, decay_groups, resolve_preset, run_loop
 from .losses import nt_xent
 
 __all__ = ["SIMCLR_PRESETS", "SimCLRModule", "train_simclr"]
@@ -130,12 +130,9 @@ def train_simclr(
     from .augment import check_crop_scale
 
     if preset is not None:
-        if preset not in SIMCLR_PRESETS:
-            raise ValueError(f"unknown SimCLR preset {preset!r}; valid: {[None, *SIMCLR_PRESETS]}")
         given = dict(arch=arch, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                      weight_decay=weight_decay, temperature=temperature, crop_scale=crop_scale)
-        cfg = dict(SIMCLR_PRESETS[preset])
-        cfg.update({k: v for k, v in given.items() if v != _DEFAULTS[k]})
+        cfg = resolve_preset("SimCLR", SIMCLR_PRESETS, preset, given, _DEFAULTS)
         if steps is not None and epochs is None:
             cfg["epochs"] = None
         arch, epochs, batch_size, optimizer = cfg["arch"], cfg["epochs"], cfg["batch_size"], cfg["optimizer"]
