@@ -9,6 +9,8 @@ measurement is written to the results JSON at once; rerun the same command after
   - full-label 1-NN test accuracy (cosine) of its embedding against the 64-d PCA pixel embedding;
   - label efficiency of USL selections on it vs on PCA at budgets 20 and 40, 5 seeds: 1-NN test accuracy
     of a classifier fitted on the labelled picks only (the selection and the 1-NN use the same embedding).
+``diagnose``: where a USL gap between the SimCLR encoder and PCA comes from (picks made on one embedding and
+  classified on the other; USL variants on each; the density scale that USL's ``lam`` is relative to).
 ``fixmatch``: FixMatch with 40 labels, selections by USL (on the SimCLR embedding), random and stratified
   (oracle), 3 seeds each, equal compute (the same number of steps; ``--minutes`` per run chooses it from a
   timed calibration), initialised from the SimCLR encoder; mean and spread of top-1 (model and EMA).
@@ -16,6 +18,7 @@ measurement is written to the results JSON at once; rerun the same command after
     python benchmarks/bench_train_fmnist.py tune --steps 470 --config '{"temperature": 0.1}' --config '{}'
     python benchmarks/bench_train_fmnist.py simclr --epochs 12 --param temperature=0.1 --param crop_scale=[0.5,1.0]
     python benchmarks/bench_train_fmnist.py fixmatch --minutes 30
+    python benchmarks/bench_train_fmnist.py diagnose        # USL on SimCLR vs PCA: where a gap comes from
     python benchmarks/bench_train_fmnist.py report          # re-render RESULTS.md from the JSON
     python benchmarks/bench_train_fmnist.py simclr --quick   # seconds: every code path on 2,000 images
 
@@ -176,6 +179,73 @@ def stage_tune(args, res):
     return res
 
 
+#: USL variants of the ``diagnose`` stage: (name, method, keywords); the first is the default USL of the
+#: ``simclr`` stage, whose picks are reused from its record.
+DIAG_VARIANTS = (("usl (default, lam 0.5)", "usl", {}), ("usl lam 0", "usl", {"lam": 0.0}),
+                 ("usl lam 2", "usl", {"lam": 2.0}), ("kmeans closest-to-centre", "kmeans", {}))
+
+
+def stage_diagnose(args, res):
+    """Where the USL gap between the SimCLR encoder of the ``simclr`` stage and PCA comes from, at each budget
+    of ``--budgets`` (default 20) over the same 5 selection seeds:
+
+    - ``cross``: 1-NN test accuracy of the picks made on embedding A with the classifier on embedding B, for
+      A, B in {simclr, pca}: the selection's share of the gap against the classifier's (the ``simclr``
+      stage's picks, reused);
+    - ``variants``: :data:`DIAG_VARIANTS` on each embedding (USL's ``lam`` is relative to the density scale,
+      ``1 / mean kNN distance``, which differs between embeddings; K-means closest-to-centre has no ``lam``);
+    - ``density``: median and 10/90th percentiles of the USL density (k = 400) of each embedding.
+
+    Diagnostic only: choosing a variant by these test accuracies would tune the selection on the test set."""
+    from uslkit.evaluate import nn_accuracy
+    from uslkit.knn import knn_density
+    from uslkit.select import select
+
+    ssl = res.get("simclr")
+    if not ssl:
+        raise SystemExit("run the simclr stage first: the diagnosis is of its encoder and its USL picks")
+    from uslkit.train.models import load_model
+
+    train, test = load(args)
+    y_tr, y_te = train.labels, test.labels
+    emb = {"simclr": simclr_embeddings(load_model(Path(ssl["run_dir"]) / "model.pt"), train, test),
+           "pca": pca_embeddings(train, test)}
+    diag = res.setdefault("usl_diagnosis", {}).setdefault(Path(ssl["run_dir"]).name, {})
+    k = min(400, len(train) - 1)
+    for name, (x_tr, _) in emb.items():
+        if name not in diag.setdefault("density", {}):
+            u = knn_density(x_tr, k)
+            diag["density"][name] = {"k": k, "median": float(np.median(u)),
+                                     "p10": float(np.percentile(u, 10)), "p90": float(np.percentile(u, 90))}
+    for budget in args.budgets:
+        rec = diag.setdefault(str(budget), {"cross": {}, "variants": {}})
+        picks = {e: {r["seed"]: r["indices"] for r in ssl["usl"].get(f"{e}/{budget}", [])} for e in emb}
+        seeds = sorted(set(picks["simclr"]) & set(picks["pca"]))
+        if not seeds:
+            raise SystemExit(f"the simclr stage has no USL picks at budget {budget} (it ran {BUDGETS_SSL})")
+        for a in emb:
+            for b, (x_tr, x_te) in emb.items():
+                rec["cross"][f"{a}->{b}"] = [nn_accuracy(x_tr[picks[a][s]], y_tr[picks[a][s]], x_te, y_te)
+                                             for s in seeds]
+        recorded = [r["nn1"] for r in ssl["usl"][f"simclr/{budget}"] if r["seed"] in seeds]
+        if not np.allclose(rec["cross"]["simclr->simclr"], recorded):
+            log(f"warning: the SimCLR embedding recomputed here gives 1-NN {rec['cross']['simclr->simclr']} on "
+                f"the recorded picks, the simclr stage recorded {recorded}")
+        for e, (x_tr, x_te) in emb.items():
+            for vname, method, kw in DIAG_VARIANTS:
+                key = f"{e}/{vname}"
+                if key in rec["variants"]:
+                    continue
+                idx = {s: picks[e][s] if not kw and method == "usl" else select(method, x_tr, budget, seed=s, **kw)
+                       for s in seeds}
+                rec["variants"][key] = [nn_accuracy(x_tr[idx[s]], y_tr[idx[s]], x_te, y_te) for s in seeds]
+                log(f"diagnose b={budget} {key}: 1-NN {statistics.mean(rec['variants'][key]):.4f}")
+                save(args, res)
+        rec["seeds"] = seeds
+        save(args, res)
+    return res
+
+
 def calibrate_steps(args, train, sel, init, minutes) -> int:
     from uslkit.train import train_fixmatch
 
@@ -233,7 +303,7 @@ def stage_fixmatch(args, res):
             fx["runs"][key] = {"method": method, "seed": seed, "steps": steps, "run_dir": str(run_dir),
                                "wall_s": None if out.reused else time.perf_counter() - t0,
                                "top1": out.metrics["top1"], "ema_top1": out.metrics["ema_top1"],
-                               "per_class_ema": out.metrics.get("ema_per_class"),
+                               "per_class_ema": out.metrics.get("ema_per_class"), "curve": _curve(out.history),
                                "coverage": len(set(sel.labels)) / train.num_classes}
             log(f"fixmatch {key}: top1 {out.metrics['top1']:.4f} ema {out.metrics['ema_top1']:.4f}")
             save(args, res)
@@ -261,7 +331,17 @@ def migrate(res) -> dict:
         if "init" not in fx and "simclr" in res:
             fx["init"] = str(Path(res["simclr"]["run_dir"]) / "model.pt")
         res.setdefault("fixmatch_sets", []).insert(0, fx)
+    for fx in res.get("fixmatch_sets", []):  # runs recorded before the EMA curve was: read it from the run folder
+        for run in fx.get("runs", {}).values():
+            hist = Path(run.get("run_dir", "")) / "history.json"
+            if "curve" not in run and run.get("run_dir") and hist.is_file():
+                run["curve"] = _curve(_io.read_json(hist))
     return res
+
+
+def _curve(history) -> list[list[float]]:
+    """``[step, EMA top-1]`` at each evaluation of a FixMatch history."""
+    return [[h["step"], h["ema_top1"]] for h in history if h.get("ema_top1") is not None]
 
 
 def _ms(values):
@@ -309,6 +389,8 @@ def markdown(res) -> str:
                          f"{100 * t['full_label_nn1']:.1f} | {100 * statistics.mean(t['usl20']):.1f} | "
                          f"{100 * statistics.mean(t['usl40']):.1f} |")
         lines += ([""] + [f"- note: {res['tuning_note']}"] if res.get("tuning_note") else []) + [""]
+    for enc, diag in (res.get("usl_diagnosis") or {}).items():
+        lines += _diagnosis_md(enc, diag)
     for fx in res.get("fixmatch_sets", []):
         if not fx.get("runs"):
             continue
@@ -329,8 +411,37 @@ def markdown(res) -> str:
                              f"{_ms([r['ema_top1'] for r in mruns])} | {_ms([r['coverage'] for r in mruns])} | "
                              f"{statistics.median(walls) if walls else float('nan'):.1f} | "
                              f"{', '.join(str(r['seed']) for r in mruns)} |")
-        lines += [""] + _fixmatch_targets(fx["runs"]) + ([f"- note: {fx['note']}"] if fx.get("note") else []) + [""]
+        lines += [""] + _fixmatch_targets(fx["runs"]) + _curves_md(fx["runs"])
+        lines += ([f"- note: {fx['note']}"] if fx.get("note") else []) + [""]
     return "\n".join(lines)
+
+
+def _diagnosis_md(enc: str, diag: dict) -> list[str]:
+    """The ``diagnose`` stage's tables for one encoder."""
+    dens = diag.get("density", {})
+    lines = [f"### USL on SimCLR vs PCA: diagnosis ({enc})", "",
+             "Command: `python benchmarks/bench_train_fmnist.py diagnose` (after the simclr stage). 1-NN test "
+             "accuracy of the labelled picks, mean +- std over the selection seeds. Diagnostic only: picking a "
+             "variant by these numbers would tune the selection on the test set.", ""]
+    if dens:
+        lines += ["USL density `U = 1 / mean kNN distance` (its `lam` is relative to this scale): " + "; ".join(
+            f"{e} median {d['median']:.2f} (p10 {d['p10']:.2f}, p90 {d['p90']:.2f}, k = {d['k']})"
+            for e, d in dens.items()), ""]
+    for budget, rec in diag.items():
+        if budget == "density":
+            continue
+        lines += [f"Budget {budget}, seeds {rec.get('seeds')}: picks made on one embedding, 1-NN on the other "
+                  "(rows: where USL selected; columns: where 1-NN classifies).", "",
+                  "| USL picks on | 1-NN on SimCLR | 1-NN on PCA |", "|---|---|---|"]
+        for a in ("simclr", "pca"):
+            lines.append(f"| {a} | {_ms(rec['cross'].get(f'{a}->simclr', []))} | "
+                         f"{_ms(rec['cross'].get(f'{a}->pca', []))} |")
+        lines += ["", "| selection (picks and 1-NN on the same embedding) | SimCLR | PCA |", "|---|---|---|"]
+        for vname, _, _ in DIAG_VARIANTS:
+            lines.append(f"| {vname} | {_ms(rec['variants'].get(f'simclr/{vname}', []))} | "
+                         f"{_ms(rec['variants'].get(f'pca/{vname}', []))} |")
+        lines.append("")
+    return lines
 
 
 def _vs_pca(ssl, budget) -> str:
@@ -341,6 +452,21 @@ def _vs_pca(ssl, budget) -> str:
         return f"b={budget}: not measured"
     gap = 100 * (mean["simclr"] - mean["pca"])
     return f"b={budget} SimCLR - PCA = {gap:+.1f} points ({'beats' if gap > 0 else 'does not beat'} PCA)"
+
+
+def _curves_md(runs) -> list[str]:
+    """One line per selection: EMA top-1 at each evaluation step, mean over its runs that reached it."""
+    out = []
+    for method in FIX_METHODS:
+        by_step: dict[int, list[float]] = {}
+        for r in runs.values():
+            if r["method"] == method:
+                for step, acc in r.get("curve") or []:
+                    by_step.setdefault(int(step), []).append(acc)
+        if by_step:
+            out.append(f"- EMA top-1 by step, {method}: " + ", ".join(
+                f"{step}: {100 * statistics.mean(v):.1f}" for step, v in sorted(by_step.items())))
+    return out
 
 
 def _fixmatch_targets(runs) -> list[str]:
@@ -372,7 +498,7 @@ def save(args, res) -> None:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("stage", choices=["simclr", "tune", "fixmatch", "report"])
+    ap.add_argument("stage", choices=["simclr", "tune", "fixmatch", "diagnose", "report"])
     ap.add_argument("--dataset", default="fashion_mnist")
     ap.add_argument("--arch", default="cnn_small")
     ap.add_argument("--epochs", type=float, default=20, help="simclr length (ignored with --steps)")
@@ -380,6 +506,7 @@ def parse_args(argv=None):
     ap.add_argument("--minutes", type=float, default=30, help="fixmatch: CPU minutes per run (calibrated once)")
     ap.add_argument("--batch-size", type=int, default=256, help="simclr batch size")
     ap.add_argument("--seed", type=int, default=0, help="simclr seed")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[20], help="diagnose: budgets to examine")
     ap.add_argument("--methods", nargs="+", default=list(FIX_METHODS))
     ap.add_argument("--seeds", type=int, nargs="+", default=list(FIX_SEEDS))
     ap.add_argument("--no-init", action="store_true", help="fixmatch from scratch")
@@ -411,7 +538,8 @@ def main(argv=None) -> None:
     res["config"] = cfg
     if args.stage != "report":
         res["machine"] = machine()
-        res = {"simclr": stage_simclr, "tune": stage_tune, "fixmatch": stage_fixmatch}[args.stage](args, res)
+        stage = {"simclr": stage_simclr, "tune": stage_tune, "fixmatch": stage_fixmatch, "diagnose": stage_diagnose}
+        res = stage[args.stage](args, res)
     save(args, res)
     log(markdown(res))
 

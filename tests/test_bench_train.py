@@ -60,6 +60,42 @@ def test_markdown_rows_and_verdicts(bench):
     assert "simclr_b: b=20 SimCLR - PCA = +5.0 points (beats PCA)" in md
 
 
+def test_markdown_diagnosis_and_curves(bench):
+    diag = {"density": {"simclr": {"k": 400, "median": 3.3, "p10": 2.6, "p90": 4.3},
+                        "pca": {"k": 400, "median": 2.1, "p10": 1.4, "p90": 2.9}},
+            "20": {"seeds": [0, 1], "cross": {"simclr->simclr": [0.60, 0.62], "simclr->pca": [0.61, 0.63],
+                                              "pca->simclr": [0.64, 0.66], "pca->pca": [0.65, 0.65]},
+                   "variants": {"simclr/usl lam 0": [0.62, 0.64], "pca/kmeans closest-to-centre": [0.58, 0.60]}}}
+    runs = {"usl/seed0": {"method": "usl", "seed": 0, "top1": 0.7, "ema_top1": 0.7, "coverage": 1.0,
+                          "curve": [[200, 0.70], [400, 0.72]]},
+            "usl/seed1": {"method": "usl", "seed": 1, "top1": 0.7, "ema_top1": 0.7, "coverage": 1.0,
+                          "curve": [[200, 0.68]]}}
+    md = bench.markdown({"usl_diagnosis": {"simclr_x": diag},
+                         "fixmatch_sets": [{"init": None, "params": {}, "steps": 400, "runs": runs}]})
+    assert "### USL on SimCLR vs PCA: diagnosis (simclr_x)" in md
+    assert "simclr median 3.30 (p10 2.60, p90 4.30, k = 400)" in md
+    assert "| simclr | 61.0 +- 1.4 (n=2) | 62.0 +- 1.4 (n=2) |" in md
+    assert "| pca | 65.0 +- 1.4 (n=2) | 65.0 +- 0.0 (n=2) |" in md
+    assert "| usl lam 0 | 63.0 +- 1.4 (n=2) | - |" in md
+    assert "| kmeans closest-to-centre | - | 59.0 +- 1.4 (n=2) |" in md
+    # the curve is the mean over the runs that reached each step
+    assert "- EMA top-1 by step, usl: 200: 69.0, 400: 72.0" in md
+
+
+def test_migrate_reads_the_curve_of_older_runs(bench, tmp_path):
+    from uslkit import _io
+
+    run_dir = tmp_path / "fm"
+    run_dir.mkdir()
+    _io.atomic_write_json(run_dir / "history.json", [{"step": 50, "loss": 1.0},
+                                                     {"step": 100, "loss": 0.5, "ema_top1": 0.6}])
+    res = {"fixmatch_sets": [{"init": None, "params": {}, "steps": 100, "runs": {
+        "usl/seed0": {"method": "usl", "seed": 0, "run_dir": str(run_dir)},
+        "usl/seed1": {"method": "usl", "seed": 1, "run_dir": str(tmp_path / "gone")}}}]}
+    runs = bench.migrate(res)["fixmatch_sets"][0]["runs"]
+    assert runs["usl/seed0"]["curve"] == [[100, 0.6]] and "curve" not in runs["usl/seed1"]
+
+
 @pytest.mark.slow
 def test_quick_end_to_end(bench, tmp_path):
     from uslkit.data import load_dataset
@@ -74,7 +110,15 @@ def test_quick_end_to_end(bench, tmp_path):
     bench.main(["simclr", *common, "--param", "temperature=0.2"])
     bench.main(["fixmatch", *common, "--seeds", "0", "--methods", "usl", "random"])
     bench.main(["tune", *common, "--config", '{"temperature": 0.1}'])
+    bench.main(["diagnose", *common])
     res = json.loads(out.read_text())
+    (diag,) = res["usl_diagnosis"].values()
+    assert set(diag["density"]) == {"simclr", "pca"} and diag["20"]["seeds"] == [0, 1]
+    assert len(diag["20"]["cross"]) == 4 and len(diag["20"]["variants"]) == 2 * len(bench.DIAG_VARIANTS)
+    # the cross table's diagonal is the simclr stage's own record of the same picks
+    assert diag["20"]["cross"]["simclr->simclr"] == [r["nn1"] for r in res["simclr"]["usl"]["simclr/20"]]
+    assert diag["20"]["variants"]["pca/usl (default, lam 0.5)"] == diag["20"]["cross"]["pca->pca"]
+    assert all(len(r["curve"]) >= 1 for r in res["fixmatch_sets"][0]["runs"].values())
     (tuned,) = res["simclr_tuning"].values()
     assert tuned["params"] == {"temperature": 0.1} and len(tuned["usl20"]) == 2 and 0 < tuned["full_label_nn1"] <= 1
     (name,) = res["simclr_runs"]
