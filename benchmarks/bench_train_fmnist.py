@@ -186,8 +186,9 @@ DIAG_VARIANTS = (("usl (default, lam 0.5)", "usl", {}), ("usl lam 0", "usl", {"l
 
 
 def stage_diagnose(args, res):
-    """Where the USL gap between the SimCLR encoder of the ``simclr`` stage and PCA comes from, at each budget
-    of ``--budgets`` (default 20) over the same 5 selection seeds:
+    """Where the USL gap between the SimCLR encoder of the ``simclr`` stage (the one trained last,
+    ``res["simclr"]``) and PCA comes from, at each budget of ``--budgets`` (default 20) over the simclr stage's
+    selection seeds:
 
     - ``cross``: 1-NN test accuracy of the picks made on embedding A with the classifier on embedding B, for
       A, B in {simclr, pca}: the selection's share of the gap against the classifier's (the ``simclr``
@@ -196,33 +197,34 @@ def stage_diagnose(args, res):
       ``1 / mean kNN distance``, which differs between embeddings; K-means closest-to-centre has no ``lam``);
     - ``density``: median and 10/90th percentiles of the USL density (k = 400) of each embedding.
 
+    Finished parts are kept and skipped on a rerun only while the encoder (run folder and steps) and the
+    picks they were computed from are the same (:func:`diagnosis_record`); otherwise they are recomputed.
     Diagnostic only: choosing a variant by these test accuracies would tune the selection on the test set."""
     from uslkit.evaluate import nn_accuracy
     from uslkit.knn import knn_density
     from uslkit.select import select
+    from uslkit.train.models import load_model
 
     ssl = res.get("simclr")
     if not ssl:
         raise SystemExit("run the simclr stage first: the diagnosis is of its encoder and its USL picks")
-    from uslkit.train.models import load_model
-
+    missing = [b for b in args.budgets if not (ssl["usl"].get(f"simclr/{b}") and ssl["usl"].get(f"pca/{b}"))]
+    if missing:
+        raise SystemExit(f"the simclr stage has no USL picks at budget(s) {missing} (it ran {BUDGETS_SSL})")
     train, test = load(args)
     y_tr, y_te = train.labels, test.labels
     emb = {"simclr": simclr_embeddings(load_model(Path(ssl["run_dir"]) / "model.pt"), train, test),
            "pca": pca_embeddings(train, test)}
-    diag = res.setdefault("usl_diagnosis", {}).setdefault(Path(ssl["run_dir"]).name, {})
     k = min(400, len(train) - 1)
+    diag = diagnosis_record(res, ssl)
     for name, (x_tr, _) in emb.items():
-        if name not in diag.setdefault("density", {}):
+        if name not in diag["density"]:
             u = knn_density(x_tr, k)
             diag["density"][name] = {"k": k, "median": float(np.median(u)),
                                      "p10": float(np.percentile(u, 10)), "p90": float(np.percentile(u, 90))}
     for budget in args.budgets:
-        rec = diag.setdefault(str(budget), {"cross": {}, "variants": {}})
-        picks = {e: {r["seed"]: r["indices"] for r in ssl["usl"].get(f"{e}/{budget}", [])} for e in emb}
-        seeds = sorted(set(picks["simclr"]) & set(picks["pca"]))
-        if not seeds:
-            raise SystemExit(f"the simclr stage has no USL picks at budget {budget} (it ran {BUDGETS_SSL})")
+        diag, rec, picks = diagnosis_record(res, ssl, budget)
+        seeds = rec["seeds"]
         for a in emb:
             for b, (x_tr, x_te) in emb.items():
                 rec["cross"][f"{a}->{b}"] = [nn_accuracy(x_tr[picks[a][s]], y_tr[picks[a][s]], x_te, y_te)
@@ -231,6 +233,7 @@ def stage_diagnose(args, res):
         if not np.allclose(rec["cross"]["simclr->simclr"], recorded):
             log(f"warning: the SimCLR embedding recomputed here gives 1-NN {rec['cross']['simclr->simclr']} on "
                 f"the recorded picks, the simclr stage recorded {recorded}")
+        save(args, res)
         for e, (x_tr, x_te) in emb.items():
             for vname, method, kw in DIAG_VARIANTS:
                 key = f"{e}/{vname}"
@@ -241,9 +244,31 @@ def stage_diagnose(args, res):
                 rec["variants"][key] = [nn_accuracy(x_tr[idx[s]], y_tr[idx[s]], x_te, y_te) for s in seeds]
                 log(f"diagnose b={budget} {key}: 1-NN {statistics.mean(rec['variants'][key]):.4f}")
                 save(args, res)
-        rec["seeds"] = seeds
-        save(args, res)
     return res
+
+
+def diagnosis_record(res, ssl, budget=None):
+    """The ``diagnose`` record of the encoder ``ssl`` (an entry of the simclr stage), emptied when it was
+    computed from another encoder (run folder or steps); with ``budget``: ``(diag, rec, picks)``, ``rec``
+    emptied when it was computed from other picks or seeds, ``picks[embedding][seed]`` the simclr stage's USL
+    picks at that budget."""
+    import hashlib
+    import json
+
+    encoder = {"run_dir": ssl["run_dir"], "steps": ssl["steps"]}
+    diag = res.setdefault("usl_diagnosis", {}).setdefault(Path(ssl["run_dir"]).name, {})
+    if diag.get("encoder") != encoder:
+        diag.clear()
+        diag.update(encoder=encoder, density={})
+    if budget is None:
+        return diag
+    picks = {e: {r["seed"]: r["indices"] for r in ssl["usl"].get(f"{e}/{budget}", [])} for e in ("simclr", "pca")}
+    seeds = sorted(set(picks["simclr"]) & set(picks["pca"]))
+    digest = hashlib.sha256(json.dumps({e: [picks[e][s] for s in seeds] for e in picks}).encode()).hexdigest()
+    rec = diag.get(str(budget))
+    if not rec or rec.get("picks_sha256") != digest or rec.get("seeds") != seeds:
+        rec = diag[str(budget)] = {"seeds": seeds, "picks_sha256": digest, "cross": {}, "variants": {}}
+    return diag, rec, picks
 
 
 def calibrate_steps(args, train, sel, init, minutes) -> int:
@@ -335,7 +360,10 @@ def migrate(res) -> dict:
         for run in fx.get("runs", {}).values():
             hist = Path(run.get("run_dir", "")) / "history.json"
             if "curve" not in run and run.get("run_dir") and hist.is_file():
-                run["curve"] = _curve(_io.read_json(hist))
+                curve = _curve(_io.read_json(hist))
+                # only a history that ends where this record does (its steps and its final EMA accuracy)
+                if curve and curve[-1][0] == run.get("steps") and abs(curve[-1][1] - run.get("ema_top1", -1)) < 1e-9:
+                    run["curve"] = curve
     return res
 
 
@@ -420,28 +448,28 @@ def _diagnosis_md(enc: str, diag: dict) -> list[str]:
     """The ``diagnose`` stage's tables for one encoder."""
     dens = diag.get("density", {})
     lines = [f"### USL on SimCLR vs PCA: diagnosis ({enc})", "",
-             "Command: `python benchmarks/bench_train_fmnist.py diagnose` (after the simclr stage). 1-NN test "
-             "accuracy of the labelled picks, mean +- std over the selection seeds. Diagnostic only: picking a "
-             "variant by these numbers would tune the selection on the test set.", ""]
+             "Command: `python benchmarks/bench_train_fmnist.py diagnose [--budgets 20 40]` (after the simclr "
+             "stage). 1-NN test accuracy of the labelled picks, mean +- std over the selection seeds. Diagnostic "
+             "only: picking a variant by these numbers would tune the selection on the test set.", ""]
     if dens:
         lines += ["USL density `U = 1 / mean kNN distance` (its `lam` is relative to this scale): " + "; ".join(
             f"{e} median {d['median']:.2f} (p10 {d['p10']:.2f}, p90 {d['p90']:.2f}, k = {d['k']})"
             for e, d in dens.items()), ""]
     for budget, rec in diag.items():
-        if budget == "density":
+        if not budget.isdigit():  # "encoder", "density", "note"
             continue
         lines += [f"Budget {budget}, seeds {rec.get('seeds')}: picks made on one embedding, 1-NN on the other "
                   "(rows: where USL selected; columns: where 1-NN classifies).", "",
                   "| USL picks on | 1-NN on SimCLR | 1-NN on PCA |", "|---|---|---|"]
         for a in ("simclr", "pca"):
-            lines.append(f"| {a} | {_ms(rec['cross'].get(f'{a}->simclr', []))} | "
-                         f"{_ms(rec['cross'].get(f'{a}->pca', []))} |")
+            cross = rec.get("cross", {})
+            lines.append(f"| {a} | {_ms(cross.get(f'{a}->simclr', []))} | {_ms(cross.get(f'{a}->pca', []))} |")
         lines += ["", "| selection (picks and 1-NN on the same embedding) | SimCLR | PCA |", "|---|---|---|"]
         for vname, _, _ in DIAG_VARIANTS:
-            lines.append(f"| {vname} | {_ms(rec['variants'].get(f'simclr/{vname}', []))} | "
-                         f"{_ms(rec['variants'].get(f'pca/{vname}', []))} |")
+            var = rec.get("variants", {})
+            lines.append(f"| {vname} | {_ms(var.get(f'simclr/{vname}', []))} | {_ms(var.get(f'pca/{vname}', []))} |")
         lines.append("")
-    return lines
+    return lines + ([f"- note: {diag['note']}", ""] if diag.get("note") else [])
 
 
 def _vs_pca(ssl, budget) -> str:
@@ -455,17 +483,19 @@ def _vs_pca(ssl, budget) -> str:
 
 
 def _curves_md(runs) -> list[str]:
-    """One line per selection: EMA top-1 at each evaluation step, mean over its runs that reached it."""
+    """One line per selection: EMA top-1 at each evaluation step, mean over its runs that recorded it (``n=``
+    given where fewer than all of its runs did)."""
     out = []
     for method in FIX_METHODS:
+        mruns = [r for r in runs.values() if r["method"] == method]
         by_step: dict[int, list[float]] = {}
-        for r in runs.values():
-            if r["method"] == method:
-                for step, acc in r.get("curve") or []:
-                    by_step.setdefault(int(step), []).append(acc)
+        for r in mruns:
+            for step, acc in r.get("curve") or []:
+                by_step.setdefault(int(step), []).append(acc)
         if by_step:
             out.append(f"- EMA top-1 by step, {method}: " + ", ".join(
-                f"{step}: {100 * statistics.mean(v):.1f}" for step, v in sorted(by_step.items())))
+                f"{step}: {100 * statistics.mean(v):.1f}" + (f" (n={len(v)})" if len(v) < len(mruns) else "")
+                for step, v in sorted(by_step.items())))
     return out
 
 

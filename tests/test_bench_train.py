@@ -65,7 +65,8 @@ def test_markdown_diagnosis_and_curves(bench):
                         "pca": {"k": 400, "median": 2.1, "p10": 1.4, "p90": 2.9}},
             "20": {"seeds": [0, 1], "cross": {"simclr->simclr": [0.60, 0.62], "simclr->pca": [0.61, 0.63],
                                               "pca->simclr": [0.64, 0.66], "pca->pca": [0.65, 0.65]},
-                   "variants": {"simclr/usl lam 0": [0.62, 0.64], "pca/kmeans closest-to-centre": [0.58, 0.60]}}}
+                   "variants": {"simclr/usl lam 0": [0.62, 0.64], "pca/kmeans closest-to-centre": [0.58, 0.60]}},
+            "note": "picks, not the classifier"}
     runs = {"usl/seed0": {"method": "usl", "seed": 0, "top1": 0.7, "ema_top1": 0.7, "coverage": 1.0,
                           "curve": [[200, 0.70], [400, 0.72]]},
             "usl/seed1": {"method": "usl", "seed": 1, "top1": 0.7, "ema_top1": 0.7, "coverage": 1.0,
@@ -77,9 +78,9 @@ def test_markdown_diagnosis_and_curves(bench):
     assert "| simclr | 61.0 +- 1.4 (n=2) | 62.0 +- 1.4 (n=2) |" in md
     assert "| pca | 65.0 +- 1.4 (n=2) | 65.0 +- 0.0 (n=2) |" in md
     assert "| usl lam 0 | 63.0 +- 1.4 (n=2) | - |" in md
-    assert "| kmeans closest-to-centre | - | 59.0 +- 1.4 (n=2) |" in md
+    assert "| kmeans closest-to-centre | - | 59.0 +- 1.4 (n=2) |" in md and "- note: picks, not the classifier" in md
     # the curve is the mean over the runs that reached each step
-    assert "- EMA top-1 by step, usl: 200: 69.0, 400: 72.0" in md
+    assert "- EMA top-1 by step, usl: 200: 69.0, 400: 72.0 (n=1)" in md
 
 
 def test_migrate_reads_the_curve_of_older_runs(bench, tmp_path):
@@ -90,10 +91,39 @@ def test_migrate_reads_the_curve_of_older_runs(bench, tmp_path):
     _io.atomic_write_json(run_dir / "history.json", [{"step": 50, "loss": 1.0},
                                                      {"step": 100, "loss": 0.5, "ema_top1": 0.6}])
     res = {"fixmatch_sets": [{"init": None, "params": {}, "steps": 100, "runs": {
-        "usl/seed0": {"method": "usl", "seed": 0, "run_dir": str(run_dir)},
-        "usl/seed1": {"method": "usl", "seed": 1, "run_dir": str(tmp_path / "gone")}}}]}
+        "usl/seed0": {"method": "usl", "seed": 0, "steps": 100, "ema_top1": 0.6, "run_dir": str(run_dir)},
+        "usl/seed1": {"method": "usl", "seed": 1, "steps": 100, "ema_top1": 0.6, "run_dir": str(tmp_path / "gone")},
+        # a folder whose history ends elsewhere (another run's) is not this record's curve
+        "usl/seed2": {"method": "usl", "seed": 2, "steps": 200, "ema_top1": 0.6, "run_dir": str(run_dir)},
+        "usl/seed3": {"method": "usl", "seed": 3, "steps": 100, "ema_top1": 0.7, "run_dir": str(run_dir)}}}]}
     runs = bench.migrate(res)["fixmatch_sets"][0]["runs"]
-    assert runs["usl/seed0"]["curve"] == [[100, 0.6]] and "curve" not in runs["usl/seed1"]
+    assert runs["usl/seed0"]["curve"] == [[100, 0.6]]
+    assert not any("curve" in runs[f"usl/seed{s}"] for s in (1, 2, 3))
+
+
+def test_diagnosis_record_is_emptied_when_its_inputs_change(bench):
+    def usl(shift):
+        return {f"{e}/20": [{"seed": s, "nn1": 0.5, "indices": [s + shift, 7]} for s in (0, 1)]
+                for e in ("simclr", "pca")}
+
+    ssl = {"run_dir": "w/simclr_a", "steps": 10, "usl": usl(0)}
+    res = {}
+    diag, rec, picks = bench.diagnosis_record(res, ssl, 20)
+    assert rec["seeds"] == [0, 1] and picks["pca"][1] == [1, 7]
+    diag["density"]["pca"] = {"median": 2.0}
+    rec["variants"]["pca/usl lam 0"] = [0.6, 0.6]
+    # same encoder and picks: kept
+    diag2, rec2, _ = bench.diagnosis_record(res, ssl, 20)
+    assert rec2["variants"] and diag2["density"]
+    # other picks at this budget: this budget's record emptied, the density kept
+    ssl["usl"] = usl(1)
+    diag3, rec3, _ = bench.diagnosis_record(res, ssl, 20)
+    assert not rec3["variants"] and diag3["density"]
+    rec3["variants"]["pca/usl lam 0"] = [0.6, 0.6]
+    # a retrained encoder under the same folder name (other steps): everything emptied
+    ssl["steps"] = 20
+    diag4, rec4, _ = bench.diagnosis_record(res, ssl, 20)
+    assert not rec4["variants"] and not diag4["density"] and diag4["encoder"]["steps"] == 20
 
 
 @pytest.mark.slow
@@ -110,13 +140,16 @@ def test_quick_end_to_end(bench, tmp_path):
     bench.main(["simclr", *common, "--param", "temperature=0.2"])
     bench.main(["fixmatch", *common, "--seeds", "0", "--methods", "usl", "random"])
     bench.main(["tune", *common, "--config", '{"temperature": 0.1}'])
+    with pytest.raises(SystemExit, match=r"no USL picks at budget\(s\) \[30\]"):
+        bench.main(["diagnose", *common, "--budgets", "30"])
     bench.main(["diagnose", *common])
     res = json.loads(out.read_text())
     (diag,) = res["usl_diagnosis"].values()
     assert set(diag["density"]) == {"simclr", "pca"} and diag["20"]["seeds"] == [0, 1]
     assert len(diag["20"]["cross"]) == 4 and len(diag["20"]["variants"]) == 2 * len(bench.DIAG_VARIANTS)
     # the cross table's diagonal is the simclr stage's own record of the same picks
-    assert diag["20"]["cross"]["simclr->simclr"] == [r["nn1"] for r in res["simclr"]["usl"]["simclr/20"]]
+    assert diag["20"]["cross"]["simclr->simclr"] == pytest.approx([r["nn1"] for r in res["simclr"]["usl"]["simclr/20"]])
+    assert diag["encoder"] == {"run_dir": res["simclr"]["run_dir"], "steps": res["simclr"]["steps"]}
     assert diag["20"]["variants"]["pca/usl (default, lam 0.5)"] == diag["20"]["cross"]["pca->pca"]
     assert all(len(r["curve"]) >= 1 for r in res["fixmatch_sets"][0]["runs"].values())
     (tuned,) = res["simclr_tuning"].values()
