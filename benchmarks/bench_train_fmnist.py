@@ -510,11 +510,12 @@ def _fixmatch_targets(runs) -> list[str]:
         sd = [statistics.stdev(v) if len(v) > 1 else float("nan") for v in (u, r)]
         paired = [100 * (by["usl"][s] - by["random"][s]) for s in sorted(set(by["usl"]) & set(by["random"]))]
         gap = 100 * (statistics.mean(u) - statistics.mean(r))
-        spread = "needs 2+ seeds" if len(u) < 2 or len(r) < 2 else "holds" if sd[0] < sd[1] else "fails"
+        spread = ("spread: needs 2+ seeds per selection" if len(u) < 2 or len(r) < 2 else
+                  f"spread USL {100 * sd[0]:.1f} vs random {100 * sd[1]:.1f} (target smaller: "
+                  f"{'holds' if sd[0] < sd[1] else 'fails'})")
         out.append(f"- {name}: USL - random = {gap:+.1f} points on the mean (target >= +5: "
                    f"{'holds' if gap >= 5 else 'fails'}; paired by seed {', '.join(f'{d:+.1f}' for d in paired)}); "
-                   f"spread USL {100 * sd[0]:.1f} vs random {100 * sd[1]:.1f} (target smaller: "
-                   f"{spread}); "
+                   f"{spread}; "
                    f"USL {100 * statistics.mean(u):.1f} % (target > 80 %: "
                    f"{'holds' if statistics.mean(u) > 0.8 else 'fails'}).")
     return out

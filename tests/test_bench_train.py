@@ -70,7 +70,8 @@ def test_markdown_diagnosis_and_curves(bench):
     runs = {"usl/seed0": {"method": "usl", "seed": 0, "top1": 0.7, "ema_top1": 0.7, "coverage": 1.0,
                           "curve": [[200, 0.70], [400, 0.72]]},
             "usl/seed1": {"method": "usl", "seed": 1, "top1": 0.7, "ema_top1": 0.7, "coverage": 1.0,
-                          "curve": [[200, 0.68]]}}
+                          "curve": [[200, 0.68]]},
+            "random/seed0": {"method": "random", "seed": 0, "top1": 0.6, "ema_top1": 0.6, "coverage": 0.9}}
     md = bench.markdown({"usl_diagnosis": {"simclr_x": diag},
                          "fixmatch_sets": [{"init": None, "params": {}, "steps": 400, "runs": runs}]})
     assert "### USL on SimCLR vs PCA: diagnosis (simclr_x)" in md
@@ -80,7 +81,9 @@ def test_markdown_diagnosis_and_curves(bench):
     assert "| usl lam 0 | 63.0 +- 1.4 (n=2) | - |" in md
     assert "| kmeans closest-to-centre | - | 59.0 +- 1.4 (n=2) |" in md and "- note: picks, not the classifier" in md
     # the curve is the mean over the runs that reached each step
-    assert "- EMA top-1 by step, usl: 200: 69.0, 400: 72.0 (n=1)" in md
+    assert "- EMA top-1 by step, usl: 200: 69.0, 400: 72.0 (n=1)" in md and "by step, random" not in md
+    # one random seed: the gap is given, the spread is not judged
+    assert "USL - random = +10.0 points on the mean (target >= +5: holds; paired by seed +10.0); spread: needs 2+" in md
 
 
 def test_migrate_reads_the_curve_of_older_runs(bench, tmp_path):
