@@ -252,8 +252,7 @@ def diagnosis_record(res, ssl, budget=None):
     computed from another encoder (run folder or steps); with ``budget``: ``(diag, rec, picks)``, ``rec``
     emptied when it was computed from other picks or seeds, ``picks[embedding][seed]`` the simclr stage's USL
     picks at that budget."""
-    import hashlib
-    import json
+    from uslkit.notebook import params_hash
 
     encoder = {"run_dir": ssl["run_dir"], "steps": ssl["steps"]}
     diag = res.setdefault("usl_diagnosis", {}).setdefault(Path(ssl["run_dir"]).name, {})
@@ -264,10 +263,10 @@ def diagnosis_record(res, ssl, budget=None):
         return diag
     picks = {e: {r["seed"]: r["indices"] for r in ssl["usl"].get(f"{e}/{budget}", [])} for e in ("simclr", "pca")}
     seeds = sorted(set(picks["simclr"]) & set(picks["pca"]))
-    digest = hashlib.sha256(json.dumps({e: [picks[e][s] for s in seeds] for e in picks}).encode()).hexdigest()
+    digest = params_hash({e: [picks[e][s] for s in seeds] for e in picks})
     rec = diag.get(str(budget))
-    if not rec or rec.get("picks_sha256") != digest or rec.get("seeds") != seeds:
-        rec = diag[str(budget)] = {"seeds": seeds, "picks_sha256": digest, "cross": {}, "variants": {}}
+    if not rec or rec.get("picks_hash") != digest or rec.get("seeds") != seeds:
+        rec = diag[str(budget)] = {"seeds": seeds, "picks_hash": digest, "cross": {}, "variants": {}}
     return diag, rec, picks
 
 
