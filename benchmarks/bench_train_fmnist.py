@@ -11,6 +11,9 @@ measurement is written to the results JSON at once; rerun the same command after
     of a classifier fitted on the labelled picks only (the selection and the 1-NN use the same embedding).
 ``diagnose``: where a USL gap between the SimCLR encoder and PCA comes from (picks made on one embedding and
   classified on the other; USL variants on each; the density scale that USL's ``lam`` is relative to).
+``plateau``: where FixMatch stalls: for every recorded FixMatch run, its final EMA model's pseudo-labels on
+  the training pool (share confident, accuracy of the confident ones, the class it over-predicts) against the
+  class histogram of its 40 labelled picks. No training; reads the run folders.
 ``fixmatch``: FixMatch with 40 labels, selections by USL (on the SimCLR embedding), random and stratified
   (oracle), 3 seeds each, equal compute (the same number of steps; ``--minutes`` per run chooses it from a
   timed calibration), initialised from the SimCLR encoder; mean and spread of top-1 (model and EMA).
@@ -19,6 +22,7 @@ measurement is written to the results JSON at once; rerun the same command after
     python benchmarks/bench_train_fmnist.py simclr --epochs 12 --param temperature=0.1 --param crop_scale=[0.5,1.0]
     python benchmarks/bench_train_fmnist.py fixmatch --minutes 30
     python benchmarks/bench_train_fmnist.py diagnose        # USL on SimCLR vs PCA: where a gap comes from
+    python benchmarks/bench_train_fmnist.py plateau         # FixMatch runs: confident-wrong pseudo-labels
     python benchmarks/bench_train_fmnist.py report          # re-render RESULTS.md from the JSON
     python benchmarks/bench_train_fmnist.py simclr --quick   # seconds: every code path on 2,000 images
 
@@ -247,6 +251,57 @@ def stage_diagnose(args, res):
     return res
 
 
+def stage_plateau(args, res):
+    """For every recorded FixMatch run whose folder still holds its EMA model (``model_ema.pt``, the model
+    FixMatch evaluates), record ``run["pool"]``: the model's predictions on the clean training pool, i.e. the
+    pseudo-labels it would give at FixMatch's threshold (``params["threshold"]``, default 0.95):
+
+    - ``acc``: accuracy on the pool; ``confident``: share at or above the threshold; ``confident_acc``: the
+      accuracy of those; ``confident_wrong``: the share of the pool confident AND wrong (what the unlabelled
+      loss keeps training on);
+    - ``pred_share`` / ``true_share`` per class, ``picks`` per class (the run's labelled set, from its
+      ``config.json``), and ``over``: the class whose predicted share exceeds its true share the most
+      (:func:`uslkit.train.evaluation.pseudo_label_stats`).
+
+    The model is checked first: its test accuracy must reproduce the record's EMA top-1 (within 2 test
+    images), else the run is skipped with a warning (the folder holds another run). A record is kept while the
+    model file's sha256 is unchanged. The pool's labels are used for this measurement only (a benchmark
+    dataset used as if unlabelled)."""
+    import hashlib
+
+    from uslkit.train.evaluation import predict, pseudo_label_stats
+    from uslkit.train.models import load_model
+
+    train, test = load(args)
+    y_tr, y_te = train.labels, test.labels
+    names = list(getattr(train, "class_names", None) or range(train.num_classes))
+    for fx in res.get("fixmatch_sets", []):
+        thr = float((fx.get("params") or {}).get("threshold", 0.95))
+        for key, run in fx.get("runs", {}).items():
+            folder = Path(run.get("run_dir", ""))
+            path = folder / "model_ema.pt"
+            if "ema_top1" not in run or not path.is_file():
+                continue
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if (run.get("pool") or {}).get("model_sha256") == digest:
+                continue
+            net = load_model(path)
+            test_acc = float((predict(net, test).argmax(1) == y_te).mean())
+            if abs(test_acc - run["ema_top1"]) > 2 / len(y_te):
+                log(f"warning: {folder} holds an EMA model of test accuracy {test_acc:.4f}, the record says "
+                    f"{run['ema_top1']:.4f}; skipped")
+                continue
+            picked = _io.read_json(folder / "config.json")["params"]["labels"]
+            run["pool"] = pseudo_label_stats(predict(net, train), y_tr, threshold=thr, picked_labels=picked,
+                                             class_names=names)
+            run["pool"]["model_sha256"] = digest
+            log(f"plateau {Path(fx.get('init') or 'scratch').parent.name} {fx.get('steps')} {key}: "
+                f"pool acc {run['pool']['acc']:.4f}, confident {run['pool']['confident']:.3f}, "
+                f"confident & wrong {run['pool']['confident_wrong']:.3f}")
+            save(args, res)
+    return res
+
+
 def diagnosis_record(res, ssl, budget=None):
     """The ``diagnose`` record of the encoder ``ssl`` (an entry of the simclr stage), emptied when it was
     computed from another encoder (run folder or steps); with ``budget``: ``(diag, rec, picks)``, ``rec``
@@ -440,6 +495,7 @@ def markdown(res) -> str:
                              f"{', '.join(str(r['seed']) for r in mruns)} |")
         lines += [""] + _fixmatch_targets(fx["runs"]) + _curves_md(fx["runs"])
         lines += ([f"- note: {fx['note']}"] if fx.get("note") else []) + [""]
+        lines += _plateau_md(fx["runs"])
     return "\n".join(lines)
 
 
@@ -469,6 +525,30 @@ def _diagnosis_md(enc: str, diag: dict) -> list[str]:
             lines.append(f"| {vname} | {_ms(var.get(f'simclr/{vname}', []))} | {_ms(var.get(f'pca/{vname}', []))} |")
         lines.append("")
     return lines + ([f"- note: {diag['note']}", ""] if diag.get("note") else [])
+
+
+def _plateau_md(runs) -> list[str]:
+    """The ``plateau`` stage's table for one FixMatch set (runs with a ``pool`` record)."""
+    rows = [r for m in FIX_METHODS for r in sorted(runs.values(), key=lambda r: r["seed"])
+            if r["method"] == m and r.get("pool")]
+    if not rows:
+        return []
+    thr = rows[0]["pool"]["threshold"]
+    lines = [f"Pseudo-labels of the final EMA model on the 60,000 training images (`plateau` stage; threshold "
+             f"{thr}): confident = max softmax >= threshold, the samples FixMatch's unlabelled loss trains on; "
+             "over-predicted = the class whose predicted share exceeds its true share the most, with its share "
+             "of the 40 picks.", "",
+             "| selection | seed | EMA test top-1 | pool accuracy | confident | accuracy of confident | "
+             "confident & wrong | over-predicted class: predicted / true share, picks |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p, o = r["pool"], r["pool"]["over"]
+        acc_c = "-" if p["confident_acc"] is None else f"{100 * p['confident_acc']:.1f}"
+        lines.append(f"| {r['method']} | {r['seed']} | {100 * r['ema_top1']:.1f} | {100 * p['acc']:.1f} | "
+                     f"{100 * p['confident']:.1f} | {acc_c} | {100 * p['confident_wrong']:.1f} | "
+                     f"{o['class']}: {100 * o['pred_share']:.1f} / {100 * o['true_share']:.1f} %, "
+                     f"{o['picks']} of {sum(p['picks'])} |")
+    return lines + [""]
 
 
 def _vs_pca(ssl, budget) -> str:
@@ -528,7 +608,7 @@ def save(args, res) -> None:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("stage", choices=["simclr", "tune", "fixmatch", "diagnose", "report"])
+    ap.add_argument("stage", choices=["simclr", "tune", "fixmatch", "diagnose", "plateau", "report"])
     ap.add_argument("--dataset", default="fashion_mnist")
     ap.add_argument("--arch", default="cnn_small")
     ap.add_argument("--epochs", type=float, default=20, help="simclr length (ignored with --steps)")
@@ -568,7 +648,8 @@ def main(argv=None) -> None:
     res["config"] = cfg
     if args.stage != "report":
         res["machine"] = machine()
-        stage = {"simclr": stage_simclr, "tune": stage_tune, "fixmatch": stage_fixmatch, "diagnose": stage_diagnose}
+        stage = {"simclr": stage_simclr, "tune": stage_tune, "fixmatch": stage_fixmatch, "diagnose": stage_diagnose,
+                 "plateau": stage_plateau}
         res = stage[args.stage](args, res)
     save(args, res)
     log(markdown(res))

@@ -130,6 +130,15 @@ def test_diagnosis_record_is_emptied_when_its_inputs_change(bench):
 
 
 @pytest.mark.slow
+def test_plateau_table(bench):
+    rec = {"threshold": 0.9, "acc": 0.5, "confident": 0.75, "confident_acc": 2 / 3, "confident_wrong": 0.25,
+           "picks": [1, 2, 1], "over": {"class": "b", "index": 1, "pred_share": 0.75, "true_share": 0.25, "picks": 2}}
+    run = {"method": "usl", "seed": 0, "ema_top1": 0.7, "pool": rec}
+    md = "\n".join(bench._plateau_md({"usl/seed0": run, "random/seed0": {"method": "random", "seed": 0}}))
+    assert "| usl | 0 | 70.0 | 50.0 | 75.0 | 66.7 | 25.0 | b: 75.0 / 25.0 %, 2 of 4 |" in md
+    assert "| random |" not in md and bench._plateau_md({}) == []
+
+
 def test_quick_end_to_end(bench, tmp_path):
     from uslkit.data import load_dataset
 
@@ -166,3 +175,20 @@ def test_quick_end_to_end(bench, tmp_path):
     bench.main(["fixmatch", *common, "--seeds", "0", "--methods", "usl"])
     again = json.loads(out.read_text())["fixmatch_sets"][0]["runs"]["usl/seed0"]
     assert again["top1"] == fx["runs"]["usl/seed0"]["top1"]
+    # plateau: every run's EMA model reproduces its record, then its pool pseudo-labels are recorded
+    bench.main(["plateau", *common])
+    runs = json.loads(out.read_text())["fixmatch_sets"][0]["runs"]
+    for run in runs.values():
+        pool = run["pool"]
+        assert pool["n"] == bench.QUICK["n_train"] and sum(pool["picks"]) == bench.FIX_BUDGET
+        assert pool["confident_wrong"] <= pool["confident"] and sum(pool["pred_share"]) == pytest.approx(1)
+    # a record the folder's model does not reproduce is skipped, not filled from the wrong model
+    res = json.loads(out.read_text())
+    bad = res["fixmatch_sets"][0]["runs"]["random/seed0"]
+    bad["ema_top1"] += 0.1
+    del bad["pool"]
+    out.write_text(json.dumps(res))
+    bench.main(["plateau", *common])
+    after = json.loads(out.read_text())["fixmatch_sets"][0]["runs"]
+    assert "pool" not in after["random/seed0"] and after["usl/seed0"]["pool"] == runs["usl/seed0"]["pool"]
+    assert "| usl | 0 |" in bench.markdown(json.loads(out.read_text())).split("accuracy of confident")[1]

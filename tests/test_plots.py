@@ -73,7 +73,8 @@ def test_figure_functions_return_figures():
     imgs = np.random.default_rng(0).integers(0, 255, size=(120, 8, 8), dtype=np.uint8)
     rows = [dict(method=m, budget=b, seed=s, coverage=0.5 + 0.1 * s, nn1_acc=0.4) for m in ("usl", "random")
             for b in (10, 20) for s in (0, 1)]
-    history = [dict(step=i, loss=1.0 / (i + 1), mask=0.1 * i, **({"top1": 0.5} if i % 2 else {})) for i in range(5)]
+    history = [dict(step=i, loss=1.0 / (i + 1), mask=0.1 * i, pseudo_acc=0.5, **({"top1": 0.5} if i % 2 else {}))
+               for i in range(5)]
     figs = [
         plots.selection_map(xy, y, [0, 1, 2], class_names=["a", "b", "c"]),
         plots.image_grid(imgs[:7], titles=list("abcdefg"), ncols=4),
@@ -88,7 +89,7 @@ def test_figure_functions_return_figures():
     ]
     assert all(isinstance(f, Figure) for f in figs)
     # the learning curves plot exactly the keys present
-    assert [ax.get_title() for ax in figs[7].axes] == ["loss", "mask", "top1"]
+    assert [ax.get_title() for ax in figs[7].axes] == ["loss", "mask", "pseudo_acc", "top1"]
 
 
 def test_bad_inputs_name_the_problem():

@@ -97,6 +97,43 @@ def test_same_seed_same_weights_bit_for_bit(digits, selection):
     assert not _same_weights(a.net, c.net)
 
 
+def test_pseudo_label_monitor_logs_from_pool_labels_and_never_trains_on_them(digits, selection, tmp_path,
+                                                                              monkeypatch):
+    train, _ = digits
+    import uslkit.train.fixmatch as fm
+
+    real, seen = fm.fixmatch_loss, []
+
+    def spy(*a, **k):
+        loss, st = real(*a, **k)
+        seen.append((st["pseudo_labels"].clone(), st["confident"].clone()))
+        return loss, st
+
+    monkeypatch.setattr(fm, "fixmatch_loss", spy)
+    on = _fix(train, selection, out_dir=tmp_path / "on", log_every=1)
+    monkeypatch.setattr(fm, "fixmatch_loss", real)
+    off = _fix(train, selection, out_dir=tmp_path / "off", monitor_pseudo_labels=False)
+    assert _same_weights(on.net, off.net) and _same_weights(on.ema, off.ema)
+    assert all("pseudo_acc" not in h and "mask_correct" not in h for h in off.history)
+    # by hand: the unlabelled batch of step s is StepStream(N, B mu, seed, stream=2).batch(s)
+    stream = StepStream(len(train), 8 * 2, seed=0, stream=2)
+    for step, h in enumerate(on.history):
+        pseudo, conf = seen[step]
+        truth = torch.as_tensor(train.labels[stream.batch(step)[0]])
+        assert h["pseudo_acc"] == pytest.approx(float((pseudo == truth).float().mean()))
+        assert h["mask_correct"] == pytest.approx(float(((pseudo == truth) & conf).float().mean()))
+        assert h["mask_correct"] <= h["mask"] + 1e-12
+    # the monitor is not a run parameter: the finished run is reused with it off
+    assert _fix(train, selection, out_dir=tmp_path / "on", log_every=1, monitor_pseudo_labels=False).reused
+    # a pool with unlabelled images: off by default, an error when asked for
+    import dataclasses
+
+    partial = dataclasses.replace(train, labels=np.where(np.arange(len(train)) == len(train) - 1, -1, train.labels))
+    assert all("pseudo_acc" not in h for h in _fix(partial, selection, steps=2).history)
+    with pytest.raises(ValueError, match="needs a label for every pool image; 1 of"):
+        _fix(partial, selection, steps=2, monitor_pseudo_labels=True)
+
+
 def test_resume_after_interruption_equals_uninterrupted(digits, selection, tmp_path, monkeypatch):
     train, _ = digits
     ref = _fix(train, selection, out_dir=tmp_path / "ref")

@@ -56,6 +56,7 @@ def test_fixmatch_loss_hand_computed():
     assert st["loss_u"].item() == pytest.approx(luv, rel=1e-6)
     assert st["mask"].item() == 0.5
     assert st["pseudo_labels"].tolist() == [0, 0]
+    assert st["confident"].tolist() == [True, False]
     assert loss.item() == pytest.approx(lxv + 2.0 * luv, rel=1e-6)
 
 

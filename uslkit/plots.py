@@ -265,15 +265,15 @@ def accuracy_vs_budget(rows: Sequence[Mapping], *, key: str = "nn1_acc", ax=None
 def learning_curves(history: Sequence[Mapping], *, keys: Sequence[str] | None = None):
     """Training history (``TrainResult.history`` / ``history.json``): one panel per metric against step.
 
-    ``keys`` default: the losses, the FixMatch mask rate and any accuracy recorded during training
-    (``top1``/``ema_top1``), whichever are present.
+    ``keys`` default: the losses, the FixMatch mask rate, its pseudo-label monitor (``pseudo_acc``,
+    ``mask_correct``) and any accuracy recorded during training (``top1``/``ema_top1``), whichever are present.
     """
     import matplotlib.pyplot as plt
 
     history = list(history)
     present = {k for h in history for k, v in h.items() if isinstance(v, (int, float)) and k != "step"}
     if keys is None:
-        keys = [k for k in ("loss", "loss_x", "loss_u", "mask", "top1", "ema_top1") if k in present]
+        keys = [k for k in ("loss", "loss_x", "loss_u", "mask", "mask_correct", "pseudo_acc", "top1", "ema_top1") if k in present]
     keys = list(keys)
     if not keys:
         raise ValueError(f"no plottable keys in the history (present: {sorted(present)})")

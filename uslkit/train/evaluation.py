@@ -4,6 +4,8 @@
 - :func:`classification_metrics`: top-1 and per-class accuracy.
 - :func:`knn_metrics`: 1-NN (cosine, the low-budget AL paper) and SeLa's weighted 10-NN (``sigma = 0.1``) via
   :func:`uslkit.evaluate.nn_accuracy`.
+- :func:`pseudo_label_stats`: what a classifier's pseudo-labels on a labelled pool look like at a confidence
+  threshold (FixMatch's confirmation: confident and wrong; the class it over-predicts).
 - :func:`al_linear_probe`: the low-budget AL paper's probe (notes sec. 3): ``Normalize -> Linear``, Adam lr
   0.01, x0.1 at epochs 50 and 75, 100 epochs, batch 128, LAST-epoch accuracy, on frozen features.
 """
@@ -17,7 +19,7 @@ from .._validate import check_positive_int, check_seed
 from ..device import resolve_device
 
 __all__ = ["extract_features", "predict", "classification_metrics", "knn_metrics", "al_linear_probe",
-           "evaluate_classifier"]
+           "evaluate_classifier", "pseudo_label_stats"]
 
 
 def _batches(dataset, kind, batch_size):
@@ -97,6 +99,62 @@ def evaluate_classifier(net, test_set, *, ema=None, kind=None, batch_size=512, d
         m = classification_metrics(logits.argmax(1), test_set.labels, test_set.num_classes)
         out.update({prefix + k: v for k, v in m.items()})
     return out
+
+
+def pseudo_label_stats(logits, labels, *, threshold: float = 0.95, picked_labels=None, class_names=None) -> dict:
+    """The pseudo-labels a classifier gives a pool whose true ``labels`` are known (a benchmark dataset used as
+    if unlabelled), at FixMatch's confidence ``threshold`` (max softmax ``>= threshold``, eq. 4 of Sohn et al.
+    2020): how much of FixMatch's unlabelled loss trains on a wrong label.
+
+    Args:
+        logits: ``(N, C)`` logits (e.g. :func:`predict` of the EMA model on the pool, clean images).
+        labels: ``(N,)`` true labels in ``[0, C)``.
+        threshold: confidence threshold in ``[0, 1]``.
+        picked_labels: optional labels of the labelled set, counted per class into ``picks``.
+        class_names: optional ``C`` names for ``over["class"]``.
+
+    Returns:
+        ``acc`` (all), ``confident`` (share at or above the threshold), ``confident_acc`` (``None`` when none is),
+        ``confident_wrong`` (share of the pool confident AND wrong), ``pred_share`` / ``true_share`` per class,
+        ``picks`` per class (zeros without ``picked_labels``), and ``over``: the class whose predicted share
+        exceeds its true share the most (``class``, ``index``, ``pred_share``, ``true_share``, ``picks``).
+
+    Raises:
+        ValueError: shapes disagree, a label is outside ``[0, C)``, or the threshold is outside ``[0, 1]``.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels)
+    if z.ndim != 2 or z.shape[0] == 0 or y.shape != (z.shape[0],):
+        raise ValueError(f"logits must be (N, C) with N >= 1 and labels (N,); got {z.shape} and {y.shape}")
+    c = z.shape[1]
+    if not np.issubdtype(y.dtype, np.integer) or (y < 0).any() or (y >= c).any():
+        raise ValueError(f"labels must be integers in [0, {c}) (every pool image labelled)")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    picks = np.zeros(c, dtype=np.int64)
+    if picked_labels is not None:
+        pl = np.asarray(picked_labels, dtype=np.int64)
+        if ((pl < 0) | (pl >= c)).any():
+            raise ValueError(f"picked_labels must be in [0, {c})")
+        picks = np.bincount(pl, minlength=c)
+    names = list(class_names) if class_names is not None else list(range(c))
+    if len(names) != c:
+        raise ValueError(f"{len(names)} class names for {c} classes")
+    e = np.exp(z - z.max(1, keepdims=True))
+    conf = (e / e.sum(1, keepdims=True)).max(1)
+    pred = z.argmax(1)
+    right = pred == y
+    confident = conf >= threshold
+    pred_share = np.bincount(pred, minlength=c) / len(y)
+    true_share = np.bincount(y, minlength=c) / len(y)
+    o = int(np.argmax(pred_share - true_share))
+    return {"threshold": float(threshold), "n": int(len(y)), "acc": float(right.mean()),
+            "confident": float(confident.mean()),
+            "confident_acc": float(right[confident].mean()) if confident.any() else None,
+            "confident_wrong": float((confident & ~right).mean()),
+            "pred_share": pred_share.tolist(), "true_share": true_share.tolist(), "picks": picks.tolist(),
+            "over": {"class": str(names[o]), "index": o, "pred_share": float(pred_share[o]),
+                     "true_share": float(true_share[o]), "picks": int(picks[o])}}
 
 
 def knn_metrics(train_feats, train_labels, test_feats, test_labels) -> dict:

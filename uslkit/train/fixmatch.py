@@ -15,6 +15,13 @@ Presets (``preset=``): ``"paper"`` is FixMatch's CIFAR-10 setting (WRN-28-2, 2^2
 lr 0.03, wd 5e-4, EMA 0.999; notes sec. 8) for a GPU; ``None`` uses the keyword values (FixMatch's
 hyperparameters with the small CNN), which a CPU can run at small scale. ``init`` starts from a
 self-supervised encoder (``out_dir/model.pt`` of :func:`uslkit.train.simclr.train_simclr`).
+
+Pseudo-label monitor: when every image of the pool has a ground-truth label (a benchmark such as Fashion-MNIST
+used as if unlabelled), the history also logs ``pseudo_acc`` (accuracy of the weak-view pseudo-labels of
+the unlabelled batches) and ``mask_correct`` (share of the unlabelled batch that is confident AND right), so
+``mask - mask_correct`` is the share trained on a confident wrong label: the confirmation that stalls
+FixMatch. The labels are only read for these two numbers, never by the loss (a test checks that the
+weights are bit-identical with the monitor off).
 """
 
 from __future__ import annotations
@@ -124,6 +131,7 @@ def train_fixmatch(
     num_workers: int = 0,
     arch_kwargs: dict | None = None,
     batched_augment: bool | None = None,
+    monitor_pseudo_labels: bool | None = None,
 ) -> TrainResult:
     """Train FixMatch on ``train_set`` with the labelled samples of ``selection``.
 
@@ -145,6 +153,9 @@ def train_fixmatch(
             :class:`uslkit.train.loop.RunSettings`.
         arch_kwargs: extra :func:`uslkit.train.models.build_model` arguments.
         batched_augment: see :class:`uslkit.train.batches.Views` (``None``: batched for small in-memory images).
+        monitor_pseudo_labels: log ``pseudo_acc`` and ``mask_correct`` from the pool's ground-truth labels
+            (module docstring); ``None``: when every pool image has a label, ``True``: required (error if some
+            have none), ``False``: never. Not part of the run's parameters: it does not change training.
 
     Returns:
         :class:`uslkit.train.loop.TrainResult`; ``metrics`` has ``top1``/``ema_top1``/``per_class``/... when a
@@ -162,6 +173,8 @@ def train_fixmatch(
     batch_size = check_positive_int(cfg["batch_size"], name="batch_size")
     mu = check_positive_int(cfg["mu"], name="mu")
     idx, lab = labeled_set(selection, train_set)
+    truth = _monitor_labels(train_set, monitor_pseudo_labels)
+    truth_on: dict = {}  # the labels on each device the batches come on
     kind = image_kind(train_set)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -197,7 +210,15 @@ def train_fixmatch(
         lx = logits[: x.shape[0]]
         lw, ls = logits[x.shape[0]:].chunk(2)
         loss, st = fixmatch_loss(lx, y, lw, ls, threshold=cfg["threshold"], lambda_u=cfg["lambda_u"])
-        return loss, {"loss_x": st["loss_x"], "loss_u": st["loss_u"], "mask": st["mask"]}
+        stats = {"loss_x": st["loss_x"], "loss_u": st["loss_u"], "mask": st["mask"]}
+        if truth is not None:  # monitoring only: these labels never reach the loss
+            ui = batches["unlabeled"][2]
+            if ui.device not in truth_on:
+                truth_on[ui.device] = truth.to(ui.device)
+            right = st["pseudo_labels"] == truth_on[ui.device][ui].to(st["pseudo_labels"].device)
+            stats["pseudo_acc"] = right.float().mean()
+            stats["mask_correct"] = (right & st["confident"]).float().mean()
+        return loss, stats
 
     eval_fn = None
     if test_set is not None:
@@ -216,6 +237,20 @@ def train_fixmatch(
 
 _DEFAULTS = dict(arch="cnn_small", steps=None, batch_size=64, mu=7, lr=0.03, momentum=0.9, nesterov=True,
                  weight_decay=5e-4, threshold=0.95, lambda_u=1.0, ema_decay=0.999)
+
+
+def _monitor_labels(train_set, monitor) -> torch.Tensor | None:
+    """The pool's labels as an int64 tensor when the pseudo-label monitor is on, else ``None``."""
+    if monitor is not None and not isinstance(monitor, bool):
+        raise TypeError(f"monitor_pseudo_labels must be None, True or False, got {monitor!r}")
+    labels = np.asarray(train_set.labels)
+    complete = labels.size > 0 and bool((labels >= 0).all())
+    if monitor and not complete:
+        raise ValueError(f"monitor_pseudo_labels=True needs a label for every pool image; "
+                         f"{int((labels < 0).sum())} of {labels.size} have none (-1)")
+    if monitor is False or not complete:
+        return None
+    return torch.as_tensor(labels, dtype=torch.int64)
 
 
 def _file_digest(path) -> dict:

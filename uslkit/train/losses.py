@@ -88,7 +88,7 @@ def fixmatch_loss(
 
     Returns:
         ``(loss, stats)``; ``stats`` holds detached ``loss_x``, ``loss_u``, ``mask`` (share of confident
-        unlabelled samples) and ``pseudo_labels`` ``(mu B,)``.
+        unlabelled samples), ``pseudo_labels`` ``(mu B,)`` and ``confident`` ``(mu B,)`` bool (the mask).
     """
     if logits_u_weak.shape != logits_u_strong.shape:
         raise ValueError(f"weak and strong logits differ in shape: {tuple(logits_u_weak.shape)} vs "
@@ -106,5 +106,6 @@ def fixmatch_loss(
         loss_u = logits_x.new_zeros(())
     loss = loss_x + lambda_u * loss_u
     stats = {"loss_x": loss_x.detach(), "loss_u": loss_u.detach(),
-             "mask": mask.mean() if mask.numel() else mask.new_zeros(()), "pseudo_labels": pseudo}
+             "mask": mask.mean() if mask.numel() else mask.new_zeros(()), "pseudo_labels": pseudo,
+             "confident": mask.bool()}
     return loss, stats
