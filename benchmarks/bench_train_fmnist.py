@@ -14,6 +14,8 @@ measurement is written to the results JSON at once; rerun the same command after
 ``plateau``: where FixMatch stalls: for every recorded FixMatch run, its final EMA model's pseudo-labels on
   the training pool (share confident, accuracy of the confident ones, the class it over-predicts) against the
   class histogram of its 40 labelled picks. No training; reads the run folders.
+``cost``: what a larger network would cost here: forward + backward time of one batch of the dataset's image
+  size for each architecture of ``--cost-archs``, median of repeats, and its ratio to the small CNN (same run).
 ``fixmatch``: FixMatch with 40 labels, selections by USL (on the SimCLR embedding), random and stratified
   (oracle), 3 seeds each, equal compute (the same number of steps; ``--minutes`` per run chooses it from a
   timed calibration), initialised from the SimCLR encoder; mean and spread of top-1 (model and EMA).
@@ -23,6 +25,7 @@ measurement is written to the results JSON at once; rerun the same command after
     python benchmarks/bench_train_fmnist.py fixmatch --minutes 30
     python benchmarks/bench_train_fmnist.py diagnose        # USL on SimCLR vs PCA: where a gap comes from
     python benchmarks/bench_train_fmnist.py plateau         # FixMatch runs: confident-wrong pseudo-labels
+    python benchmarks/bench_train_fmnist.py cost            # step cost of WRN-28-2 / ResNet-18 vs the small CNN
     python benchmarks/bench_train_fmnist.py report          # re-render RESULTS.md from the JSON
     python benchmarks/bench_train_fmnist.py simclr --quick   # seconds: every code path on 2,000 images
 
@@ -302,6 +305,54 @@ def stage_plateau(args, res):
     return res
 
 
+def stage_cost(args, res):
+    """Forward + backward + SGD step time of one batch of ``--cost-batch`` random images of the dataset's shape
+    for each architecture of ``--cost-archs``: ``--cost-repeats`` rounds over the architectures (interleaved, so
+    load changes hit all alike), 3 timed steps each after 1 warm-up; median, and its ratio to the first
+    architecture."""
+    import torch
+
+    from uslkit.train.batches import image_channels
+    from uslkit.train.models import build_model
+
+    train, _ = load(args)
+    shape = (image_channels(train), *train.images.shape[1:3])
+    x = torch.randn(args.cost_batch, *shape)
+    y = torch.randint(0, train.num_classes, (args.cost_batch,))
+    times: dict[str, list[float]] = {a: [] for a in args.cost_archs}
+    for _ in range(args.cost_repeats):
+        for arch in args.cost_archs:
+            net = build_model(arch, train.num_classes, in_channels=shape[0], seed=0).train()
+            opt = torch.optim.SGD(net.parameters(), lr=0.01)
+            for i in range(4):
+                t0 = time.perf_counter()
+                loss = torch.nn.functional.cross_entropy(net(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if i:
+                    times[arch].append(time.perf_counter() - t0)
+    base = statistics.median(times[args.cost_archs[0]])
+    res["cost"] = {"batch": args.cost_batch, "shape": list(shape), "threads": torch.get_num_threads(),
+                   "archs": {a: {"median_s": statistics.median(t), "ratio": statistics.median(t) / base, "n": len(t)}
+                             for a, t in times.items()}}
+    for a, c in res["cost"]["archs"].items():
+        log(f"cost {a}: {c['median_s']:.3f} s per batch of {args.cost_batch}, x{c['ratio']:.1f}")
+    return res
+
+
+def _cost_md(cost) -> list[str]:
+    archs = cost["archs"]
+    first = next(iter(archs))
+    return ["### Cost of a larger network", "",
+            f"Command: `python benchmarks/bench_train_fmnist.py cost`. Forward + backward + SGD step of one batch "
+            f"of {cost['batch']} random images of shape {tuple(cost['shape'])}, {cost['threads']} torch "
+            f"thread(s), median of {next(iter(archs.values()))['n']} steps per architecture (interleaved "
+            f"rounds).", "",
+            f"| architecture | s per batch | x {first} |", "|---|---|---|",
+            *[f"| {a} | {c['median_s']:.3f} | {c['ratio']:.1f} |" for a, c in archs.items()], ""]
+
+
 def diagnosis_record(res, ssl, budget=None):
     """The ``diagnose`` record of the encoder ``ssl`` (an entry of the simclr stage), emptied when it was
     computed from another encoder (run folder or steps); with ``budget``: ``(diag, rec, picks)``, ``rec``
@@ -473,6 +524,8 @@ def markdown(res) -> str:
         lines += ([""] + [f"- note: {res['tuning_note']}"] if res.get("tuning_note") else []) + [""]
     for enc, diag in (res.get("usl_diagnosis") or {}).items():
         lines += _diagnosis_md(enc, diag)
+    if res.get("cost"):
+        lines += _cost_md(res["cost"])
     for fx in res.get("fixmatch_sets", []):
         if not fx.get("runs"):
             continue
@@ -608,7 +661,7 @@ def save(args, res) -> None:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("stage", choices=["simclr", "tune", "fixmatch", "diagnose", "plateau", "report"])
+    ap.add_argument("stage", choices=["simclr", "tune", "fixmatch", "diagnose", "plateau", "cost", "report"])
     ap.add_argument("--dataset", default="fashion_mnist")
     ap.add_argument("--arch", default="cnn_small")
     ap.add_argument("--epochs", type=float, default=20, help="simclr length (ignored with --steps)")
@@ -618,6 +671,9 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="simclr seed")
     ap.add_argument("--budgets", type=int, nargs="+", default=[20], help="diagnose: budgets to examine")
     ap.add_argument("--methods", nargs="+", default=list(FIX_METHODS))
+    ap.add_argument("--cost-archs", nargs="+", default=["cnn_small", "wrn28_2", "resnet18_cifar"])
+    ap.add_argument("--cost-batch", type=int, default=64)
+    ap.add_argument("--cost-repeats", type=int, default=3)
     ap.add_argument("--seeds", type=int, nargs="+", default=list(FIX_SEEDS))
     ap.add_argument("--no-init", action="store_true", help="fixmatch from scratch")
     ap.add_argument("--selection-embedding", default="simclr", choices=["simclr", "pixels"])
@@ -649,7 +705,7 @@ def main(argv=None) -> None:
     if args.stage != "report":
         res["machine"] = machine()
         stage = {"simclr": stage_simclr, "tune": stage_tune, "fixmatch": stage_fixmatch, "diagnose": stage_diagnose,
-                 "plateau": stage_plateau}
+                 "plateau": stage_plateau, "cost": stage_cost}
         res = stage[args.stage](args, res)
     save(args, res)
     log(markdown(res))

@@ -139,6 +139,15 @@ def test_plateau_table(bench):
     assert "| random |" not in md and bench._plateau_md({}) == []
 
 
+def test_cost_table(bench):
+    cost = {"batch": 64, "shape": [1, 28, 28], "threads": 2,
+            "archs": {"cnn_small": {"median_s": 0.1, "ratio": 1.0, "n": 9},
+                      "wrn28_2": {"median_s": 0.72, "ratio": 7.2, "n": 9}}}
+    md = bench.markdown({"cost": cost})
+    assert "| wrn28_2 | 0.720 | 7.2 |" in md and "| architecture | s per batch | x cnn_small |" in md
+    assert "64 random images of shape (1, 28, 28), 2 torch thread(s), median of 9" in md
+
+
 def test_quick_end_to_end(bench, tmp_path):
     from uslkit.data import load_dataset
 
@@ -192,3 +201,7 @@ def test_quick_end_to_end(bench, tmp_path):
     after = json.loads(out.read_text())["fixmatch_sets"][0]["runs"]
     assert "pool" not in after["random/seed0"] and after["usl/seed0"]["pool"] == runs["usl/seed0"]["pool"]
     assert "| usl | 0 |" in bench.markdown(json.loads(out.read_text())).split("accuracy of confident")[1]
+    bench.main(["cost", *common, "--cost-archs", "cnn_small", "wrn28_2", "--cost-batch", "2", "--cost-repeats", "1"])
+    cost = json.loads(out.read_text())["cost"]
+    assert cost["shape"] == [1, 28, 28] and cost["archs"]["cnn_small"]["ratio"] == 1.0
+    assert cost["archs"]["wrn28_2"]["n"] == 3 and cost["archs"]["wrn28_2"]["median_s"] > 0

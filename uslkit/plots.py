@@ -273,7 +273,8 @@ def learning_curves(history: Sequence[Mapping], *, keys: Sequence[str] | None = 
     history = list(history)
     present = {k for h in history for k, v in h.items() if isinstance(v, (int, float)) and k != "step"}
     if keys is None:
-        keys = [k for k in ("loss", "loss_x", "loss_u", "mask", "mask_correct", "pseudo_acc", "top1", "ema_top1") if k in present]
+        order = ("loss", "loss_x", "loss_u", "mask", "mask_correct", "pseudo_acc", "top1", "ema_top1")
+        keys = [k for k in order if k in present]
     keys = list(keys)
     if not keys:
         raise ValueError(f"no plottable keys in the history (present: {sorted(present)})")
