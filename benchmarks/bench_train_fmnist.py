@@ -270,8 +270,6 @@ def stage_plateau(args, res):
     images), else the run is skipped with a warning (the folder holds another run). A record is kept while the
     model file's sha256 is unchanged. The pool's labels are used for this measurement only (a benchmark
     dataset used as if unlabelled)."""
-    import hashlib
-
     from uslkit.train.evaluation import predict, pseudo_label_stats
     from uslkit.train.models import load_model
 
@@ -285,7 +283,7 @@ def stage_plateau(args, res):
             path = folder / "model_ema.pt"
             if "ema_top1" not in run or not path.is_file():
                 continue
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = _io.file_sha256(path)
             if (run.get("pool") or {}).get("model_sha256") == digest:
                 continue
             net = load_model(path)

@@ -69,6 +69,17 @@ def atomic_save_npy(path: str | os.PathLike, arr: np.ndarray) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file, naming the file in the error if it is not valid JSON."""
     path = Path(path)

@@ -294,14 +294,6 @@ def _canonical_encoder(encoder: str) -> str:
     return encoder
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _ckpt_arch(path: Path) -> dict[str, Any]:
     from .train.models import read_checkpoint
 
@@ -357,7 +349,7 @@ def _check_encoder_params(encoder: str, pca, weights: str, image_size) -> dict[s
         params["pca_fit_split"] = "train"
     if encoder.startswith("ckpt:"):
         path = _ckpt_path(encoder)
-        params["checkpoint_sha256"] = _sha256(path)
+        params["checkpoint_sha256"] = _io.file_sha256(path)
         params["arch"] = _ckpt_arch(path)
         params["image_size"] = None if image_size is None else check_positive_int(image_size, name="image_size")
     elif encoder != "pixels":

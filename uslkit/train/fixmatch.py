@@ -254,10 +254,11 @@ def _monitor_labels(train_set, monitor) -> torch.Tensor | None:
 
 
 def _file_digest(path) -> dict:
-    import hashlib
     from pathlib import Path
+
+    from .._io import file_sha256
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"init checkpoint {p} does not exist")
-    return {"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+    return {"path": str(p), "sha256": file_sha256(p)}
