@@ -270,11 +270,11 @@ def stage_plateau(args, res):
     images), else the run is skipped with a warning (the folder holds another run). A record is kept while the
     model file's sha256 is unchanged. The pool's labels are used for this measurement only (a benchmark
     dataset used as if unlabelled)."""
-    from uslkit.train.evaluation import predict, pseudo_label_stats
+    from uslkit.train.evaluation import evaluate_classifier, predict, pseudo_label_stats
     from uslkit.train.models import load_model
 
     train, test = load(args)
-    y_tr, y_te = train.labels, test.labels
+    y_tr, n_test = train.labels, len(test)
     names = list(getattr(train, "class_names", None) or range(train.num_classes))
     for fx in res.get("fixmatch_sets", []):
         thr = float((fx.get("params") or {}).get("threshold", 0.95))
@@ -287,8 +287,8 @@ def stage_plateau(args, res):
             if (run.get("pool") or {}).get("model_sha256") == digest:
                 continue
             net = load_model(path)
-            test_acc = float((predict(net, test).argmax(1) == y_te).mean())
-            if abs(test_acc - run["ema_top1"]) > 2 / len(y_te):
+            test_acc = evaluate_classifier(net, test)["top1"]  # as the record's ema_top1 was measured
+            if abs(test_acc - run["ema_top1"]) > 2 / n_test:
                 log(f"warning: {folder} holds an EMA model of test accuracy {test_acc:.4f}, the record says "
                     f"{run['ema_top1']:.4f}; skipped")
                 continue
