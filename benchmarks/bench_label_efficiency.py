@@ -112,16 +112,15 @@ def load_data(quick: bool) -> tuple[dict, dict]:
 
 
 def method_params(method: str) -> dict:
-    """Options beyond the defaults: the oracle's labels are added in :func:`run_one`."""
+    """Options beyond the defaults; :func:`run_one` also passes the true labels, read by the oracle only."""
     return {"probcover": {"num_classes": NUM_CLASSES}}.get(method, {})
 
 
 def run_one(method: str, budget: int, seed: int, data: dict) -> dict:
     """Select, then evaluate the picks; returns one JSON-friendly record."""
-    extra = {"labels": data["y_tr"]} if method == "stratified" else {}
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    idx = select(method, data["x_tr"], budget, seed=seed, **method_params(method), **extra)
+    idx = select(method, data["x_tr"], budget, seed=seed, labels=data["y_tr"], **method_params(method))
     t_sel = time.perf_counter() - t0
     y_sel = data["y_tr"][idx]
     imb = imbalance(y_sel, NUM_CLASSES)

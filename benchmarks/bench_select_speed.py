@@ -231,9 +231,9 @@ def _task_fn(task: str, x, y, budget: int, seed: int, spec: dict):
     if kind == "stage":
         from uslkit.cluster import kmeans
         from uslkit.knn import knn, knn_density
-        from uslkit.select import _usl_config, usl_regularized_selection
+        from uslkit.select import usl_config, usl_regularized_selection
 
-        cfg = _usl_config(n, budget, preset=None)  # what select_usl uses for this n and budget
+        cfg = usl_config(n, budget)  # what select_usl uses for this n and budget
         if name.startswith("knn_k"):
             k, mode = name[4:].split("_")
             k = int(k[1:])
@@ -254,10 +254,7 @@ def _task_fn(task: str, x, y, budget: int, seed: int, spec: dict):
 
         name, variant = _split_variant(name)
         params = {**variant, **spec.get("params", {})}
-        shown = dict(params)
-        if name == "stratified":
-            params["labels"] = y
-        return (lambda: select(name, x, budget, seed=seed, **params)), {"params": shown}
+        return (lambda: select(name, x, budget, seed=seed, labels=y, **params)), {"params": params}
     if kind == "skactiveml":
         return _skactiveml_fn(name, x, budget, seed, spec)
     raise ValueError(f"unknown task {task!r}")
@@ -332,18 +329,10 @@ def quality(idx, folder: Path, num_classes: int) -> dict:
 
 
 def probcover_delta(folder: Path, num_classes: int, seed: int = 0) -> float:
-    """The radius ``select_probcover(num_classes=...)`` chooses, by the same calls it makes.
+    """The radius ``select_probcover(num_classes=...)`` chooses with its defaults (purity 0.95, no grid)."""
+    from uslkit.select import purity_delta
 
-    uslkit does not expose the chosen delta, so this repeats its two steps (private functions):
-    ``kmeans(x, num_classes, seed, niter=100)`` (its ``kmeans_niter`` default) then ``_purity_delta2``
-    with ``purity_threshold=0.95`` and no grid.
-    """
-    from uslkit.cluster import kmeans
-    from uslkit.select import _purity_delta2
-
-    x = np.load(folder / "x.npy")
-    clusters, _ = kmeans(x, num_classes, seed=seed, niter=100)
-    return math.sqrt(_purity_delta2(x, clusters, 0.95, None))
+    return purity_delta(np.load(folder / "x.npy"), num_classes, seed=seed)
 
 
 def skactiveml_probcover_bytes(n: int, itemsize: int) -> dict:

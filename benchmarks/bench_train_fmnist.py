@@ -49,7 +49,7 @@ import numpy as np
 from _common import machine, update_section
 
 from uslkit import _io
-from uslkit.cli import _parse_param
+from uslkit.cli import parse_param
 
 HERE = Path(__file__).resolve().parent
 SECTION = "Training: Fashion-MNIST"
@@ -88,7 +88,7 @@ def pca_embeddings(train, test):
 
 def simclr_embeddings(net, train, test):
     from uslkit.embed import l2_normalize
-    from uslkit.train.evaluation import extract_features
+    from uslkit.evaluate import extract_features
 
     return (l2_normalize(extract_features(net, train, progress=True)),
             l2_normalize(extract_features(net, test, progress=True)))
@@ -264,13 +264,13 @@ def stage_plateau(args, res):
       loss keeps training on);
     - ``pred_share`` / ``true_share`` per class, ``picks`` per class (the run's labelled set, from its
       ``config.json``), and ``over``: the class whose predicted share exceeds its true share the most
-      (:func:`uslkit.train.evaluation.pseudo_label_stats`).
+      (:func:`uslkit.evaluate.pseudo_label_stats`).
 
     The model is checked first: its test accuracy must reproduce the record's EMA top-1 (within 2 test
     images), else the run is skipped with a warning (the folder holds another run). A record is kept while the
     model file's sha256 is unchanged. The pool's labels are used for this measurement only (a benchmark
     dataset used as if unlabelled)."""
-    from uslkit.train.evaluation import evaluate_classifier, predict, pseudo_label_stats
+    from uslkit.evaluate import evaluate_classifier, predict, pseudo_label_stats
     from uslkit.train.models import load_model
 
     train, test = load(args)
@@ -415,8 +415,7 @@ def stage_fixmatch(args, res):
             key = f"{method}/seed{seed}"
             if key in fx["runs"] and "top1" in fx["runs"][key]:
                 continue
-            kw = {"labels": train.labels} if method == "stratified" else {}
-            idx = select(method, emb, budget, seed=seed, **kw)
+            idx = select(method, emb, budget, seed=seed, labels=train.labels)
             sel = annotate(make_selection(idx, dataset=train, method=method, seed=seed), train)
             if steps is None:
                 steps = fx.get("steps") or calibrate_steps(args, train, sel, init, args.minutes)
@@ -677,7 +676,7 @@ def parse_args(argv=None):
     ap.add_argument("--selection-embedding", default="simclr", choices=["simclr", "pixels"])
     ap.add_argument("--config", action="append", metavar="JSON",
                     help="tune: train_simclr keywords of one short run, repeatable (e.g. '{\"temperature\": 0.1}')")
-    ap.add_argument("--param", type=_parse_param, action="append", metavar="KEY=VALUE",
+    ap.add_argument("--param", type=parse_param, action="append", metavar="KEY=VALUE",
                     help="extra learner keyword, repeatable (e.g. --param lr=0.05)")
     ap.add_argument("--work", default="data/bench_runs", help="training run folders (resumable)")
     ap.add_argument("--data-root", default="data")

@@ -1,5 +1,6 @@
 """Command line: `uslkit select` end to end, its error messages and exit codes, and the demo job."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -145,3 +146,41 @@ def test_train_commands_end_to_end(emb_file, tmp_path, capsys):
     assert "unknown fixmatch parameter(s) ['bogus']" in capsys.readouterr().err
     assert main(["train", "fixmatch", "--dataset", "digits", "--steps", "2", "--out", str(tmp_path / "y")]) == 2
     assert "needs --labels" in capsys.readouterr().err
+
+
+def test_train_options_given_on_the_command_line_beat_the_preset(tmp_path, capsys):
+    """`--preset paper --batch-size 256` trains at 256 (the CLI once passed `args.batch_size or 256`, and the preset
+    resolution then replaced 256, the default, by the preset's 4096); an option the learner has no field for is an
+    error, not silently ignored."""
+    out = tmp_path / "paper"
+    assert main(["train", "simclr", "--dataset", "digits", "--preset", "paper", "--arch", "cnn_small",
+                 "--batch-size", "256", "--steps", "1", "--out", str(out), "-q", "--test-split", ""]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["arch"]["name"] == "cnn_small"
+    assert cfg["steps"] == 1 and cfg["params"]["batch_size"] == 256
+    assert cfg["params"]["optimizer"] == "lars" and cfg["params"]["temperature"] == 0.1  # the rest from the preset
+    capsys.readouterr()
+    assert main(["train", "fixmatch", "--dataset", "digits", "--labels", "x.json", "--epochs", "2",
+                 "--out", str(tmp_path / "x"), "-q"]) == 2
+    assert "--epochs is not an option of fixmatch" in capsys.readouterr().err
+    assert main(["train", "simclr", "--dataset", "digits", "--preset", "fast", "--steps", "1",
+                 "--out", str(tmp_path / "y"), "-q"]) == 2
+    assert "unknown simclr --preset 'fast'" in capsys.readouterr().err
+    assert main(["train", "mixmatch", "--dataset", "digits", "--out", str(tmp_path / "z"), "-q"]) == 2
+    assert "unknown learner 'mixmatch'" in capsys.readouterr().err
+    # a --param that has its own option would be overridden by that option's default: refused
+    assert main(["train", "simclr", "--dataset", "digits", "--steps", "1", "--param", "seed=3",
+                 "--out", str(tmp_path / "w"), "-q"]) == 2
+    assert "--param seed=... has its own option: use --seed" in capsys.readouterr().err
+
+
+def test_train_help_lists_every_registered_learner_and_preset():
+    from uslkit.cli import build_parser
+    from uslkit.train import LEARNERS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = sub.choices["train"].format_help()
+    for name, learner in LEARNERS.items():
+        assert name in text
+        for preset in learner.config.PRESETS:
+            assert preset in text.split(f"{name}:", 1)[1].split(";")[0], (name, preset)

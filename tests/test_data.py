@@ -25,6 +25,7 @@ import torchvision.datasets.svhn
 from PIL import Image
 
 from uslkit import data
+from uslkit.data import sources
 from uslkit.data import (
     CorruptDatasetError,
     DatasetNotFoundError,
@@ -101,7 +102,7 @@ def write_stl10(folder: Path, rng, n=(3, 2, 4)) -> dict:
         if split != "unlabeled":
             y.tofile(folder / f"{split}_y.bin")
         out[split] = (hwc, y)
-    (folder / "class_names.txt").write_text("\n".join(data._STL10_CLASSES) + "\n")
+    (folder / "class_names.txt").write_text("\n".join(sources._STL10_CLASSES) + "\n")
     return out
 
 
@@ -131,8 +132,8 @@ def rng():
 @pytest.fixture
 def no_system_dirs(monkeypatch, tmp_path):
     """Hide Debian's Fashion-MNIST and ~/.medmnist so only tmp_path is searched."""
-    monkeypatch.setattr(data, "_FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-debian")
-    monkeypatch.setattr(data, "_MEDMNIST_HOME", tmp_path / "no-medmnist-home")
+    monkeypatch.setattr(sources, "_FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(sources, "_MEDMNIST_HOME", tmp_path / "no-medmnist-home")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -174,6 +175,17 @@ def test_digits_splits_values_and_ids():
     np.testing.assert_array_equal(np.bincount(test.labels, minlength=10), np.bincount(ref.target) // 5)
     np.testing.assert_array_equal(test.images, full.images[test.ids])
     np.testing.assert_array_equal(test.labels, ref.target[test.ids])
+
+
+def test_pool_split_is_disjoint_from_test():
+    from uslkit.data import pool_split
+
+    assert pool_split("digits") == pool_split("Digits") == "fit"
+    assert pool_split("fashion-mnist") == pool_split("cifar10") == pool_split("imagefolder") == "train"
+    pool, test = load_dataset("digits", pool_split("digits")), load_dataset("digits", "test")
+    assert not np.intersect1d(pool.ids, test.ids).size
+    with pytest.raises(ValueError, match="unknown dataset"):
+        pool_split("mnistt")
 
 
 def test_subset_get_image_to_torch_on_arrays():
@@ -434,7 +446,7 @@ def test_stl10_column_major_and_splits(tmp_path, rng, tv_no_md5):
     train = load_dataset("stl10", root=tmp_path)
     np.testing.assert_array_equal(train.images, written["train"][0])
     np.testing.assert_array_equal(train.labels, written["train"][1].astype(np.int64) - 1)
-    assert train.class_names == data._STL10_CLASSES
+    assert train.class_names == sources._STL10_CLASSES
     tv = torchvision.datasets.STL10(str(tmp_path), split="train+unlabeled")
     both = load_dataset("stl10", "train+unlabeled", root=tmp_path)
     np.testing.assert_array_equal(both.images, tv.data.transpose(0, 2, 3, 1))

@@ -2,6 +2,7 @@
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,3 +254,98 @@ def test_cli_embed_ckpt(tmp_path, capsys):
     assert main(["embed", "--dataset", "digits", "--encoder", f"ckpt:{tmp_path / 'gone.pt'}", "--out",
                  str(tmp_path / "x.npy"), "-q"]) == 2
     assert "gone.pt" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ckpt:<path> with features="head" (the projection head's output, what USL selects on)
+# ----------------------------------------------------------------------------------------------------------
+def _save_with_head(path, *, seed=0, proj_dim=16, hidden=32):
+    """A model file laid out as a SimCLR run writes it: the encoder, and the projector's weights under
+    ``extra["extras"]["projector"]``; BN running statistics made non-trivial so eval mode is checked."""
+    import torch
+
+    from uslkit.train.models import build_model, save_model
+    from uslkit.train.simclr import SimCLRModule
+
+    torch.manual_seed(seed)
+    module = SimCLRModule(build_model("cnn_small", 0, in_channels=1, seed=seed), proj_dim=proj_dim, hidden=hidden)
+    with torch.no_grad():
+        module.projector[1].running_mean.normal_()
+        module.projector[1].running_var.uniform_(0.5, 2.0)
+    save_model(path, module.net, extra={"learner": "simclr", "extras": {"projector": module.projector.state_dict()}})
+    return module.eval()
+
+
+def test_ckpt_head_features_match_the_projector_by_hand(digits, tmp_path):
+    import torch
+
+    from uslkit.train.augment import normalize
+
+    module = _save_with_head(tmp_path / "m.pt")
+    enc = f"ckpt:{tmp_path / 'm.pt'}"
+    h = E.embed_dataset(digits, enc, features="head", batch_size=400, device="cpu", progress=False)
+    assert h.shape == (len(digits), 16) and h.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(h, axis=1), 1.0, atol=1e-5)
+    x = normalize(torch.from_numpy(digits.images[:7]).unsqueeze(1), "grey28")
+    with torch.no_grad():
+        ref = E.l2_normalize(module.projector(module.net.features(x)).numpy())
+        ref_backbone = E.l2_normalize(module.net.features(x).numpy())
+    np.testing.assert_allclose(h[:7], ref, atol=1e-5)
+    b = E.embed_dataset(digits, enc, batch_size=400, device="cpu", progress=False)  # default: backbone
+    assert b.shape == (len(digits), 128)
+    np.testing.assert_allclose(b[:7], ref_backbone, atol=1e-5)
+    np.testing.assert_array_equal(b, E.embed_dataset(digits, enc, features="backbone", batch_size=400,
+                                                     device="cpu", progress=False))
+
+
+def test_ckpt_head_errors(digits, tmp_path):
+    plain = _save_cnn(tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match=r"plain.pt has no projection head .*features='backbone'"):
+        E.embed_dataset(digits, f"ckpt:{plain}", features="head", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="features='head' needs a 'ckpt:<path>' encoder"):
+        E.embed_dataset(digits, "pixels", features="head", progress=False)
+    with pytest.raises(ValueError, match=r"features must be one of \('backbone', 'head'\), got 'proj'"):
+        E.embed_dataset(digits, f"ckpt:{plain}", features="proj", device="cpu", progress=False)
+
+
+def test_ckpt_head_and_backbone_are_cached_apart(tmp_path):
+    _save_with_head(tmp_path / "model.pt")
+    enc, cache = f"ckpt:{tmp_path / 'model.pt'}", tmp_path / "cache"
+    kw = dict(encoder=enc, cache_dir=cache, device="cpu", progress=False)
+    b, mb = E.compute_embeddings("digits", **kw)
+    h, mh = E.compute_embeddings("digits", features="head", **kw)
+    assert b.shape == (1797, 128) and h.shape == (1797, 16)
+    assert "features" not in mb["params"] and mh["params"]["features"] == "head"  # backbone sidecars unchanged
+    assert mb["path"] != mh["path"] and Path(mh["path"]).name.endswith("_head_s0.npy")
+    again, meta = E.compute_embeddings("digits", features="head", **kw)
+    assert meta["reused"] and np.array_equal(again, h)
+
+
+def test_ckpt_head_of_a_real_simclr_run(digits, tmp_path):
+    """The head is read from what train_simclr writes; model.pt and the training state agree."""
+    import torch
+
+    from uslkit.train.augment import normalize
+    from uslkit.train.simclr import train_simclr
+
+    small = digits.subset(np.arange(64))
+    res = train_simclr(small, preset="cpu", steps=1, batch_size=32, out_dir=tmp_path / "run", progress=False)
+    a = E.embed_dataset(small, f"ckpt:{tmp_path / 'run' / 'model.pt'}", features="head", device="cpu",
+                        progress=False)
+    net, projector = res.net.cpu().eval(), res.extras["projector"].cpu().eval()
+    with torch.no_grad():
+        ref = E.l2_normalize(projector(net.features(normalize(torch.from_numpy(small.images).unsqueeze(1),
+                                                                "grey28"))).numpy())
+    np.testing.assert_allclose(a, ref, atol=1e-5)
+    state = tmp_path / "run" / "state.pt"
+    if state.exists():
+        s = E.embed_dataset(small, f"ckpt:{state}", features="head", device="cpu", progress=False)
+        np.testing.assert_allclose(s, a, atol=1e-6)
+
+
+def test_cli_embed_features_head(tmp_path):
+    _save_with_head(tmp_path / "m.pt")
+    out = tmp_path / "emb.npy"
+    assert main(["embed", "--dataset", "digits", "--encoder", f"ckpt:{tmp_path / 'm.pt'}", "--features", "head",
+                 "--out", str(out), "-q"]) == 0
+    assert np.load(out).shape == (1797, 16)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
 from uslkit import evaluate as E
+from uslkit.evaluate import pseudo_label_stats
 
 
 def test_histogram_coverage_imbalance_by_hand():
@@ -171,3 +174,89 @@ def test_selection_report():
         E.selection_report([0], labels, 2, emb=emb, test_emb=emb)
     with pytest.raises(ValueError, match="outside"):
         E.selection_report([0], [0, 2], 2)
+
+
+# pseudo-label statistics of a classifier on a labelled pool
+
+def test_pseudo_label_stats_by_hand():
+    # 4 pool images, 3 classes; the softmax max reaches 0.9 only where a logit leads by 5 (p = 0.987)
+    logits = np.array([[5.0, 0, 0], [0, 5.0, 0], [0, 5.0, 0], [0, 0.1, 0]])
+    labels = np.array([0, 1, 2, 2])
+    rec = pseudo_label_stats(logits, labels, threshold=0.9, picked_labels=[0, 1, 1, 2], class_names=["a", "b", "c"])
+    assert rec["acc"] == 0.5 and rec["confident"] == 0.75 and rec["confident_acc"] == pytest.approx(2 / 3)
+    assert rec["confident_wrong"] == 0.25 and rec["picks"] == [1, 2, 1] and rec["n"] == 4
+    assert rec["pred_share"] == [0.25, 0.75, 0.0] and rec["true_share"] == [0.25, 0.25, 0.5]
+    assert rec["over"] == {"class": "b", "index": 1, "pred_share": 0.75, "true_share": 0.25, "picks": 2}
+    # nothing confident: no accuracy of the confident ones, no picks without picked_labels, index names
+    none = pseudo_label_stats(logits, labels, threshold=1.0)
+    assert none["confident"] == 0.0 and none["confident_acc"] is None and none["confident_wrong"] == 0.0
+    assert none["picks"] == [0, 0, 0] and none["over"]["class"] == "1"
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(labels=np.array([0, 1, 3, 2])), r"labels must be integers in \[0, 3\)"),
+    (dict(labels=np.array([0, 1, 2])), r"logits must be \(N, C\)"),
+    (dict(threshold=1.5), r"threshold must be in \[0, 1\]"),
+    (dict(picked_labels=[0, 5]), r"picked_labels must be in \[0, 3\)"),
+    (dict(class_names=["a", "b"]), "2 class names for 3 classes"),
+])
+def test_pseudo_label_stats_errors(kw, match):
+    args = dict(logits=np.zeros((4, 3)), labels=np.array([0, 1, 2, 2]))
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        pseudo_label_stats(args.pop("logits"), args.pop("labels"), **args)
+
+
+def test_import_does_not_load_torch():
+    code = ("import sys, uslkit.evaluate as E; assert 'torch' not in sys.modules; "
+            "E.nn_accuracy([[1.0]], [0], [[1.0]], [0]); assert 'torch' not in sys.modules; "
+            "E.predict; assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_knn_metrics_is_nn_accuracy():
+    rng = np.random.default_rng(2)
+    x_tr, x_te = rng.normal(size=(40, 3)), rng.normal(size=(20, 3))
+    y_tr, y_te = rng.integers(0, 3, 40), rng.integers(0, 3, 20)
+    assert E.knn_metrics(x_tr, y_tr, x_te, y_te) == {
+        "knn1": E.nn_accuracy(x_tr, y_tr, x_te, y_te),
+        "knn10_weighted": E.nn_accuracy(x_tr, y_tr, x_te, y_te, k=10, weighted=True, temperature=0.1)}
+
+
+def test_classification_metrics_by_hand():
+    m = E.classification_metrics([0, 1, 1, 2], [0, 1, 2, 2], 4)
+    assert m["top1"] == 0.75 and m["per_class"] == [1.0, 1.0, 0.5, None] and m["mean_per_class"] == 2.5 / 3
+
+
+@pytest.mark.parametrize("normalize", ["standardize", "l2"])
+def test_al_linear_probe(normalize):
+    rng = np.random.default_rng(0)
+    centres = np.array([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]])
+    y = rng.integers(0, 3, 200)
+    x = centres[y] + rng.normal(size=(200, 3))
+    kw = dict(batch_size=8, normalize=normalize, seed=1)
+    acc = E.al_linear_probe(x[:30], y[:30], x[30:], y[30:], **kw)
+    assert acc > 0.9
+    assert acc == E.al_linear_probe(x[:30], y[:30], x[30:], y[30:], **kw)
+
+
+def test_al_linear_probe_standardizes_with_given_statistics():
+    # after the L2 step the class sits in dimension 1 at about +-0.01 and dimension 0 is about 1 for all:
+    # standardised, dimension 1 becomes about +-1 and 20 epochs separate it; the L2 step alone does not
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    x = np.stack([np.full(40, 10.0), 0.1 * (2 * y - 1) + 0.01 * rng.normal(size=40)], axis=1)
+    kw = dict(epochs=20, milestones=(100,), batch_size=8)
+    assert E.al_linear_probe(x[:20], y[:20], x[20:], y[20:], normalize="standardize", **kw) == 1.0
+    assert E.al_linear_probe(x[:20], y[:20], x[20:], y[20:], normalize="l2", **kw) == 0.5
+    assert E.al_linear_probe(x[:20], y[:20], x[20:], y[20:], **kw) == 0.5  # the default: the reference code's L2
+    # statistics from another set (the whole pool, as FullBatchNorm): the same here, the pool being alike
+    assert E.al_linear_probe(x[:20], y[:20], x[20:], y[20:], normalize="standardize", stats_feats=x, **kw) == 1.0
+    with pytest.raises(ValueError, match="at least 2"):
+        E.al_linear_probe(x[:1], y[:1], x, y, normalize="standardize")
+    with pytest.raises(ValueError, match="at least 2 samples of dimension 2"):
+        E.al_linear_probe(x, y, x, y, normalize="standardize", stats_feats=x[:, :1])
+    with pytest.raises(ValueError, match="only used with normalize='standardize'"):
+        E.al_linear_probe(x, y, x, y, stats_feats=x)
+    with pytest.raises(ValueError, match="normalize"):
+        E.al_linear_probe(x, y, x, y, normalize="zscore")

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from uslkit import _io
-from uslkit._validate import check_budget, check_embeddings, check_indices, check_seed
+from uslkit._validate import (
+    check_budget,
+    check_choice,
+    check_cluster_ids,
+    check_embeddings,
+    check_indices,
+    check_positive_float,
+    check_seed,
+)
 
 
 def test_atomic_json_roundtrip_and_no_temp_left(tmp_path):
@@ -95,3 +103,31 @@ def test_check_indices():
         check_indices([3], 3)
     with pytest.raises(ValueError, match="duplicate"):
         check_indices([1, 1], 3)
+
+
+def test_to_jsonable_converts_and_names_what_fails():
+    from pathlib import Path
+
+    obj = {"a": (1, np.int64(2)), "b": np.arange(2), "c": np.float32(0.5), "p": Path("x/y"), "t": np.bool_(True)}
+    assert _io.to_jsonable(obj) == {"a": [1, 2], "b": [0, 1], "c": 0.5, "p": "x/y", "t": True}
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        _io.to_jsonable({"x": object()})
+    with pytest.raises(ValueError, match="params is not JSON serialisable"):
+        _io.to_jsonable({"x": object()}, name="params")
+
+
+def test_check_choice_positive_float_and_cluster_ids():
+    assert check_choice("a", ("a", "b"), name="mode") == "a"
+    with pytest.raises(ValueError, match=r"mode must be one of \('a', 'b'\), got 'c'"):
+        check_choice("c", ("a", "b"), name="mode")
+    assert check_positive_float("0.5", name="tol") == 0.5
+    for bad in (0, -1.0, float("inf"), float("nan"), "x", None):
+        with pytest.raises(ValueError, match="tol must be a positive"):
+            check_positive_float(bad, name="tol")
+    np.testing.assert_array_equal(check_cluster_ids([0.0, 2.0, 1.0], 3, 3), [0, 2, 1])
+    with pytest.raises(ValueError, match=r"labels must have shape \(3,\)"):
+        check_cluster_ids([0, 1], 3, 3)
+    with pytest.raises(ValueError, match="must hold integer cluster ids"):
+        check_cluster_ids([0.5, 1, 2], 3, 3)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 3\), got e.g. 3"):
+        check_cluster_ids([0, 3, 1], 3, 3)

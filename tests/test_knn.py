@@ -361,3 +361,17 @@ def test_ivf_trains_on_a_seeded_subsample(monkeypatch):
     b = knn(x, 5, mode="ivf", seed=3)
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_check_k_one_rule_for_knn_and_selection():
+    from uslkit._validate import check_k
+
+    assert check_k(19, 20) == 19 and check_k(20, 20, exclude_self=False) == 20
+    with pytest.raises(ValueError, match=r"k=20 is too large for 20 points: at most 19 \(each point's own index"):
+        check_k(20, 20)
+    with pytest.raises(ValueError, match=r"k=21 is too large for 20 points: at most 20$"):
+        check_k(21, 20, exclude_self=False)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        check_k(0, 20)
+    with pytest.raises(ValueError, match="k must be an integer"):
+        check_k(2.0, 20)

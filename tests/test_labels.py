@@ -120,6 +120,24 @@ def test_save_refuses_existing_file_and_leaves_no_temp(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sel.json"]
 
 
+def test_save_exist_ok_keeps_the_same_selection_and_refuses_another(tmp_path):
+    path = tmp_path / "sel.json"
+    sel = L.make_selection([1, 2], n=5, method="m", seed=0)
+    L.save_selection(sel, path)
+    before = path.read_text()
+    again = dataclasses.replace(L.make_selection([1, 2], n=5, method="m", seed=0), created="2000-01-01T00:00:00Z")
+    assert L.save_selection(again, path, exist_ok=True) == path and path.read_text() == before  # kept as it is
+    with pytest.raises(FileExistsError, match=r"another selection \(differing: \['indices', 'ids'\]\)"):
+        L.save_selection(L.make_selection([1, 3], n=5, method="m", seed=0), path, exist_ok=True)
+    with pytest.raises(FileExistsError, match=r"differing: \['seed'\]"):
+        L.save_selection(L.make_selection([1, 2], n=5, method="m", seed=1), path, exist_ok=True)
+    path.write_text("not json")
+    with pytest.raises(FileExistsError, match="not a readable labels file"):
+        L.save_selection(sel, path, exist_ok=True)
+    L.save_selection(sel, path, exist_ok=True, overwrite=True)
+    assert L.load_selection(path) == sel
+
+
 def test_save_validates_hand_built_selection(tmp_path):
     sel = L.make_selection([1, 2], n=3, method="m", seed=0)
     bad = dataclasses.replace(sel, budget=3)

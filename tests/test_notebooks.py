@@ -163,3 +163,17 @@ def test_embedded_splits_subsets_are_seeded_and_aligned():
     again = nbmod.embedded_splits("digits", pca=16, max_samples=300, max_test=100, root=ROOT / "data",
                                   progress=False)
     assert np.array_equal(pool.ids, again[0].ids) and np.array_equal(emb, again[2])
+
+
+def test_run_check_names_the_parameter_in_papermill_terms(monkeypatch, tmp_path):
+    monkeypatch.delenv(nbmod.SIZE_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    ns = _ns(selection_encoder="init", init="none", labels_file="", results_json="", overwrite=False)
+    run = nbmod.start("demo", ns, verbose=False)
+    assert run.check("selection_encoder", ("init", "pixels")) == "init"
+    with pytest.raises(ValueError, match=r"-p selection_encoder must be one of \['pixels'\], got 'init'"):
+        run.check("selection_encoder", ("pixels",))
+    with pytest.raises(ValueError, match=r"-p selection_encoder init needs -p init \(or -p labels_file\)"):
+        run.check("selection_encoder", needs="init", unless="labels_file")
+    ns2 = _ns(selection_encoder="init", init="none", labels_file="sel.json", results_json="", overwrite=False)
+    assert nbmod.start("demo", ns2, verbose=False).check("selection_encoder", needs="init", unless="labels_file")

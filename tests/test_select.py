@@ -140,7 +140,7 @@ def test_probcover_matches_dense_reference(delta):
 
 def test_probcover_purity_delta_matches_dense_purity():
     from uslkit.cluster import kmeans
-    from uslkit.select import _purity_delta2
+    from uslkit.select.probcover import _purity_delta2
 
     x, _ = _blobs(60, np.random.default_rng(3).standard_normal((4, 5)), 0.6, seed=8, normalise=True)
     clusters, _ = kmeans(x, 4, seed=0, niter=100)
@@ -271,7 +271,7 @@ def test_usl_regularized_selection_step_matches_select_usl():
 
 
 def test_usl_defaults_follow_table_14():
-    from uslkit.select import _usl_config
+    from uslkit.select import usl_config as _usl_config
 
     small = _usl_config(50_000, 40, preset=None)
     got = (small["k"], small["lam"], small["alpha"], small["momentum"], small["iterations"])
@@ -299,7 +299,7 @@ def test_chunked_computation_matches_single_block(method, monkeypatch):
     kw = dict(k=10, horizon=3) if method == "usl" else ({"num_classes": 4} if method == "probcover" else {})
     labeled = {"coreset": [5, 77]}.get(method)
     whole, s1 = select(method, x, 9, seed=1, labeled=labeled, return_scores=True, **kw)
-    monkeypatch.setattr("uslkit.select._CHUNK_ELEMS", 37)
+    monkeypatch.setattr("uslkit.select._common._CHUNK_ELEMS", 37)
     chunked, s2 = select(method, x, 9, seed=1, labeled=labeled, return_scores=True, **kw)
     assert whole.tolist() == chunked.tolist()
     np.testing.assert_allclose(s1, s2, rtol=1e-6)
@@ -371,6 +371,60 @@ def test_scores_higher_is_more_wanted():
     assert np.all(sc <= 0) and np.isfinite(sc).all()
     _, sc = select("random", x, 2, return_scores=True)
     assert np.isnan(sc).all()
+
+
+# --------------------------------------------------------------------------------------------------------
+# The dispatcher routes labels / num_classes; public helpers behind the methods
+# --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", [m for m in ALL if m != "stratified"])
+def test_select_ignores_oracle_labels_for_unsupervised_methods(method):
+    x, y = _blobs(30, np.random.default_rng(7).standard_normal((4, 6)), 0.5, seed=9, normalise=True)
+    kw = {"num_classes": 4} if method == "probcover" else {}
+    a, sa = select(method, x, 9, seed=2, return_scores=True, **kw)
+    b, sb = select(method, x, 9, seed=2, return_scores=True, labels=y, num_classes=4)
+    assert a.tolist() == b.tolist()
+    np.testing.assert_array_equal(sa, sb)
+
+
+def test_select_routes_labels_and_num_classes_only_where_taken():
+    x, y = _blobs(30, np.random.default_rng(7).standard_normal((4, 6)), 0.5, seed=9, normalise=True)
+    assert (select("stratified", x, 8, seed=1, labels=y, num_classes=4)
+            == select_stratified(x, 8, seed=1, labels=y)).all()
+    assert (select("probcover", x, 8, seed=1, labels=y, num_classes=4)
+            == select_probcover(x, 8, seed=1, num_classes=4)).all()
+    with pytest.raises(ValueError, match="does not take a labelled set"):  # labeled= still errors
+        select("usl", x, 8, labels=y, num_classes=4, labeled=[0])
+    with pytest.raises(ValueError, match="delta= .*num_classes="):  # num_classes=None reaches probcover
+        select("probcover", x, 8, labels=y)
+
+
+def test_usl_config_is_what_select_usl_runs():
+    from uslkit.select import usl_config
+
+    x, _ = _blobs(30, np.random.default_rng(2).standard_normal((5, 8)), 0.5, seed=4, normalise=True)
+    for preset in (None, "imagenet_moco"):
+        cfg = usl_config(len(x), 10, preset=preset, k=12)
+        assert select_usl(x, 10, seed=1, preset=preset, k=12).tolist() == select_usl(x, 10, seed=1, **cfg).tolist()
+    assert set(cfg) == {"k", "alpha", "lam", "momentum", "iterations", "horizon", "exclude_same_cluster",
+                        "kmeans_niter"}
+    with pytest.raises(ValueError, match=r"unknown USL hyperparameter\(s\) \['lamda'\]"):
+        usl_config(100, 10, lamda=0.5)
+    with pytest.raises(ValueError, match="k=100 is too large for 100 points"):
+        usl_config(100, 10, k=100)
+
+
+def test_purity_delta_is_the_radius_probcover_uses():
+    from uslkit.cluster import kmeans
+    from uslkit.select import purity_delta
+    from uslkit.select.probcover import _purity_delta2
+
+    x, _ = _blobs(60, np.random.default_rng(3).standard_normal((4, 5)), 0.6, seed=8, normalise=True)
+    clusters, _ = kmeans(x, 4, seed=2, niter=100)
+    assert purity_delta(x, 4, purity_threshold=0.9, seed=2) == np.sqrt(_purity_delta2(x, clusters, 0.9, None))
+    grid = [0.05, 0.1, 0.2, 5.0]
+    assert purity_delta(x, 4, purity_threshold=0.9, delta_grid=grid, seed=2) in grid[:3]
+    with pytest.raises(ValueError, match="num_classes must be >= 2"):
+        purity_delta(x, 1)
 
 
 # --------------------------------------------------------------------------------------------------------

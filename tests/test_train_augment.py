@@ -11,6 +11,9 @@ from torchvision.transforms.v2 import functional as F
 
 from uslkit.data import ImageDataset
 from uslkit.train import augment as A
+from uslkit.train.augment import batched as AB
+from uslkit.train.augment import policies as AP
+from uslkit.train.augment import sample as AS
 
 TRANSFORMS = {
     "test": lambda k: A.test_transform(k),
@@ -302,7 +305,7 @@ def test_batch_weak_flips_half_and_shifts_by_up_to_12_5_percent():
 def test_batch_flip_and_translation_match_the_per_sample_ops():
     x = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     flip, u = np.arange(12) % 3 == 0, A.sample_uniform(np.arange(12), 9, 2)
-    out = A._b_flip_pad_crop(x, flip, u)
+    out = AB._b_flip_pad_crop(x, flip, u)
     for i in range(12):
         top, left = int(u[i, 0] * 9), int(u[i, 1] * 9)  # randint(0, 2 * 4 + 1)
         img = F.pad(x[i].flip(-1) if flip[i] else x[i], [4, 4, 4, 4], padding_mode="reflect")
@@ -320,8 +323,8 @@ def test_batched_ops_match_the_per_sample_ops(name):
     for c in (3, 1):
         x = torch.cat([_batch(6, c, 32, seed=c), torch.full((1, c, 32, 32), 90, dtype=torch.uint8)])
         u = np.linspace(0.02, 0.98, len(x))
-        m = A._magnitudes(name, u)
-        got = A._BATCH_OPS[name](x.float(), m)
+        m = AB._magnitudes(name, u)
+        got = AB._BATCH_OPS[name](x.float(), m)
         ref = _op_reference(name, x, m)
         diff = (got - ref).abs()
         # exact, or 1 grey level off in a few pixels (float rounding of blends, pixel-centre ties of warps)
@@ -335,7 +338,7 @@ def test_batched_ops_match_the_per_sample_ops(name):
 
 
 def test_batched_ops_on_hand_checkable_images():
-    ops = A._BATCH_OPS
+    ops = AB._BATCH_OPS
     const = torch.full((2, 1, 8, 8), 200.0)
     assert torch.equal(ops["Solarize"](const, np.array([0.5, 0.9])),  # thresholds 128 and 230
                        torch.stack([torch.full((1, 8, 8), 55.0), const[1]]))
@@ -375,7 +378,7 @@ def test_batch_cutout_square():
     n = 300
     x = torch.zeros(n, 3, 32, 32)
     u = A.sample_uniform(np.arange(n), 0, 3)
-    out = A._b_cutout(x.clone(), u, 0.5)
+    out = AB._b_cutout(x.clone(), u, 0.5)
     mask = (out == 127).all(1)
     assert torch.equal(out, 127.0 * mask[:, None].expand_as(out).float())  # nothing else touched
     side = (u[:, 0] * 0.5 * 32).astype(int)  # Cutout's draws, as the per-sample op computes them
@@ -416,28 +419,28 @@ def test_batch_simclr_crop_jitter_and_grayscale(one_thread):
     n = 1000
     # crop boxes: same distribution as _SameSizeResizedCrop's torch draws (mean crop area)
     u = A.sample_uniform(np.arange(n), 4, 40).reshape(n, 10, 4)
-    top, left, ch, cw = A._crop_boxes(u, 32, 32)
+    top, left, ch, cw = AB._crop_boxes(u, 32, 32)
     assert (top >= 0).all() and (top + ch <= 32).all() and (left + cw <= 32).all() and (ch > 0).all()
-    crop = A._SameSizeResizedCrop(scale=(0.2, 1.0))
+    crop = AS._SameSizeResizedCrop(scale=(0.2, 1.0))
     torch.manual_seed(0)
     per = np.array([crop._params(32, 32) for _ in range(n)])
     areas, per_areas = ch * cw / 1024, per[:, 2] * per[:, 3] / 1024
     assert abs(areas.mean() - per_areas.mean()) < 0.025 and 0.19 < areas.min() and areas.max() <= 1
     # the resized crop itself: torchvision's resized_crop within one grey level
     x = _batch(40, 3, 32)
-    got = A._b_resized_crop(x.float(), top[:40], left[:40], ch[:40], cw[:40], np.zeros(40, bool))
+    got = AB._b_resized_crop(x.float(), top[:40], left[:40], ch[:40], cw[:40], np.zeros(40, bool))
     ref = torch.stack([F.resized_crop(x[i], int(top[i]), int(left[i]), int(ch[i]), int(cw[i]), [32, 32],
                                       antialias=True) for i in range(40)]).float()
     assert (got - ref).abs().max() <= 1
     # hue: torchvision's adjust_hue within one grey level
     shifts = np.linspace(-0.5, 0.5, 40)
     ref = torch.stack([F.adjust_hue(x[i], float(shifts[i])) for i in range(40)]).float()
-    diff = (A._b_hue(x.float(), shifts) - ref).abs()
+    diff = (AB._b_hue(x.float(), shifts) - ref).abs()
     assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
     # jitter p 0.8 and grayscale p 0.2 on a flat colour image (a crop of a flat image is flat)
     flat = torch.tensor([150, 60, 90], dtype=torch.uint8).view(1, 3, 1, 1).expand(n, 3, 32, 32)
     out = A.BatchAugment("rgb32", "simclr")(flat, np.arange(n))
-    mean, std = A._stats("rgb32", 3)
+    mean, std = AP.stats("rgb32", 3)
     pix = ((out * std + mean) * 255).round()[:, :, 0, 0]
     assert torch.equal(out, out[:, :, :1, :1].expand_as(out))
     grey = (pix[:, 0] == pix[:, 1]) & (pix[:, 1] == pix[:, 2])
@@ -452,7 +455,7 @@ def test_batch_simclr_crop_jitter_and_grayscale(one_thread):
 def test_simclr_crop_scale_in_both_paths():
     n = 400
     u = A.sample_uniform(np.arange(n), 4, 40).reshape(n, 10, 4)
-    top, left, ch, cw = A._crop_boxes(u, 28, 28, (0.6, 1.0))
+    top, left, ch, cw = AB._crop_boxes(u, 28, 28, (0.6, 1.0))
     areas = ch * cw / 784
     assert areas.min() > 0.55 and areas.max() <= 1 and abs(areas.mean() - 0.8) < 0.05
     # the option reaches the batched augmentation: a weak crop keeps more of a centred square
@@ -465,7 +468,7 @@ def test_simclr_crop_scale_in_both_paths():
     assert abs(kept[(0.9, 1.0)].mean().item() - 0.51) < 0.08
     assert "crop_scale=(0.9, 1.0)" in repr(A.BatchAugment("grey28", "simclr", crop_scale=(0.9, 1.0)))
     t = A.simclr_transform("grey28", crop_scale=(0.9, 1.0))
-    crop = next(step for step in t.steps if isinstance(step, A._SameSizeResizedCrop))
+    crop = next(step for step in t.steps if isinstance(step, AS._SameSizeResizedCrop))
     assert crop.scale == (0.9, 1.0)
     assert A.simclr_transform("grey28").steps[1].scale == (0.2, 1.0)
     for bad in ((0.0, 1.0), (0.5, 0.4), (0.5, 1.2), 0.5, ("a", 1)):
@@ -511,6 +514,16 @@ def test_batch_on_cuda_matches_cpu(policy):
         torch.testing.assert_close(out[i], aug(x[i : i + 1].cuda(), s[i : i + 1])[0], atol=1e-5, rtol=0)
 
 
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("policy,opts", [("strong", {"cutout_side": "fixed"}), ("simclr", {"jitter_strength": 1.0})])
+def test_batch_options_on_cuda_match_cpu(policy, opts):
+    x, s = _batch(16, 3, 32), np.arange(16)
+    aug = A.BatchAugment("rgb32", policy, **opts)
+    out = aug(x.cuda(), torch.from_numpy(s).cuda())
+    off = ((out.cpu() - aug(x, s)).abs() > 1.5 / 255 / 0.24).float().mean().item()
+    assert off < 0.01, off
+
 def test_batch_timing_print(one_thread):
     """Per-sample vs batched strong augmentation of 512 images (printed, not asserted; run with -s)."""
     import time
@@ -525,3 +538,141 @@ def test_batch_timing_print(one_thread):
         t2 = time.perf_counter()
         print(f"\nstrong {kind} 512x{c}x{h}x{h} (1 thread): per-sample {1e3 * (t1 - t0):.0f} ms, "
               f"batched {1e3 * (t2 - t1):.1f} ms")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# options: Cutout side (random / fixed), SimCLR jitter strength; splitmix64
+# ----------------------------------------------------------------------------------------------------------
+def _cutout_boxes(out, fill_value):
+    """Per image: (rows, cols) extent of the pixels equal to ``fill_value`` in every channel, or None."""
+    boxes = []
+    for img in out:
+        mask = (img == fill_value).all(0)
+        if not mask.any():
+            boxes.append(None)
+            continue
+        rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+        h, w = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+        assert int(mask.sum()) == h * w  # one square
+        boxes.append((h, w, int(rows.min()), int(cols.min())))
+    return boxes
+
+
+@pytest.mark.parametrize("size,side", [(32, 16), (28, 14)])
+def test_cutout_fixed_side_per_sample(size, side):
+    img = torch.zeros(3, size, size, dtype=torch.uint8)
+    t = A.Cutout(0.5, side="fixed")
+    outs = [A.seeded_call(t, img, s) for s in range(40)]
+    for s, box in enumerate(_cutout_boxes(outs, 127)):
+        torch.manual_seed(s)  # the same draws as the transform: side (ignored), centre row, centre column
+        torch.rand(())
+        cy, cx = float(torch.rand(())) * size, float(torch.rand(())) * size
+        y0, x0 = int(max(0.0, cy - side / 2)), int(max(0.0, cx - side / 2))
+        assert box == (min(size, y0 + side) - y0, min(size, x0 + side) - x0, y0, x0), s
+    assert max(b[0] for b in _cutout_boxes(outs, 127)) == side  # 16 px at 32 px, scaled with the image
+    assert "side='fixed'" in repr(t) and "side" not in repr(A.Cutout(0.5))
+    # the strong transform passes the option on; with no RandAugment ops a flat image shows only the square
+    flat = torch.full((3, 32, 32), 90, dtype=torch.uint8)
+    ref = A.normalize(flat, "rgb32")
+    areas = {mode: [int((A.seeded_call(A.strong_transform("rgb32", n_ops=0, cutout_side=mode), flat, s) != ref)
+                        .any(0).sum()) for s in range(60)] for mode in A.CUTOUT_SIDES}
+    assert min(areas["fixed"]) > 0 and max(areas["fixed"]) == 256 and areas["fixed"].count(256) > 10
+    assert min(areas["random"]) == 0 and max(areas["random"]) < 256  # random side, 15 px at most
+    with pytest.raises(ValueError, match="cutout_side"):
+        A.strong_transform("rgb32", cutout_side="big")
+    with pytest.raises(ValueError, match="cutout_side"):
+        A.Cutout(0.5, side="large")
+
+
+def test_cutout_fixed_side_batched():
+    n = 300
+    u = A.sample_uniform(np.arange(n), 0, 3)
+    out = AB._b_cutout(torch.zeros(n, 3, 32, 32), u, 0.5, side="fixed")
+    y0 = np.maximum(0.0, u[:, 1] * 32 - 8).astype(int)  # side 16 = 0.5 * 32, whatever u[:, 0]
+    x0 = np.maximum(0.0, u[:, 2] * 32 - 8).astype(int)
+    for i, box in enumerate(_cutout_boxes(out, 127)):
+        assert box == (min(32, y0[i] + 16) - y0[i], min(32, x0[i] + 16) - x0[i], y0[i], x0[i]), i
+    np.testing.assert_array_equal(AP.cutout_sides(u[:, 0], 0.5, 28, "fixed"), np.full(n, 14.0))
+    # through BatchAugment: a flat image with no RandAugment ops shows only the square
+    flat = torch.full((200, 3, 32, 32), 90, dtype=torch.uint8)
+    ref = A.normalize(flat[:1], "rgb32")
+    areas = {mode: (A.BatchAugment("rgb32", "strong", n_ops=0, cutout_side=mode)(flat, np.arange(200)) != ref)
+             .any(1).flatten(1).sum(1) for mode in A.CUTOUT_SIDES}
+    assert areas["fixed"].min() > 0 and areas["fixed"].max() == 256 and (areas["fixed"] == 256).sum() > 40
+    assert areas["random"].min() == 0 and areas["random"].max() < 256
+    assert "cutout_side='fixed'" in repr(A.BatchAugment("rgb32", "strong", cutout_side="fixed"))
+    with pytest.raises(ValueError, match="cutout_side"):
+        A.BatchAugment("rgb32", "strong", cutout_side="big")
+
+
+def test_simclr_jitter_strength_in_both_paths(one_thread):
+    """A flat grey image: the crop and contrast keep it flat, brightness scales it by ``U(1 - 0.8 s, 1 + 0.8 s)``
+    with probability 0.8, so its level spans ``100 * [1 - 0.8 s, 1 + 0.8 s]``."""
+    def levels(out):
+        mean, std = AP.stats("grey28", 1)
+        return ((out[:, :, 0, 0] * std[:, 0, 0] + mean[:, 0, 0]) * 255).round().flatten()
+
+    flat = torch.full((1, 28, 28), 100, dtype=torch.uint8)
+    for s, (lo, hi) in ((0.5, (60, 140)), (1.0, (20, 180))):
+        bat = levels(A.BatchAugment("grey28", "simclr", jitter_strength=s)(flat[None].expand(2000, -1, -1, -1),
+                                                                            np.arange(2000)))
+        per = levels(torch.stack([A.seeded_call(A.simclr_transform("grey28", jitter_strength=s), flat, k)
+                                  for k in range(300)]))
+        for v in (bat, per):
+            assert v.min() >= lo - 2 and v.max() <= hi, (s, v.min(), v.max())  # truncated float blends
+            assert v.min() < lo + 10 and v.max() > hi - 10, (s, v.min(), v.max())  # the whole range is used
+            assert abs((v != 100).float().mean().item() - 0.8) < 0.07  # jitter p 0.8
+    for out in (A.BatchAugment("grey28", "simclr", jitter_strength=0)(flat[None].expand(50, -1, -1, -1),
+                                                                       np.arange(50)),
+                torch.stack([A.seeded_call(A.simclr_transform("grey28", jitter_strength=0), flat, k)
+                             for k in range(50)])):
+        assert (levels(out) == 100).all()  # strength 0: no jitter
+    # colour kinds: ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s); the default is SimCLR's CIFAR strength 0.5
+    assert AP.SimCLRPolicy().jitter == (0.4, 0.4, 0.4, 0.1)
+    assert AP.simclr_policy("imagenet", jitter_strength=1.0).jitter == (0.8, 0.8, 0.8, 0.2)
+    t = A.simclr_transform("imagenet", jitter_strength=1.0)
+    jitter = next(step for step in t.steps if "RandomApply" in type(step).__name__).transforms[0]
+    assert np.allclose(jitter.brightness, (0.2, 1.8)) and np.allclose(jitter.hue, (-0.2, 0.2))
+    assert "jitter_strength=1.0" in repr(A.BatchAugment("rgb32", "simclr", jitter_strength=1.0))
+    rgb = _batch(8, 3, 32)
+    assert not torch.equal(A.BatchAugment("rgb32", "simclr", jitter_strength=1.0)(rgb, np.arange(8)),
+                           A.BatchAugment("rgb32", "simclr")(rgb, np.arange(8)))
+    for bad in (-0.1, 3.0, "1"):
+        with pytest.raises(ValueError, match="jitter_strength"):
+            A.simclr_transform("rgb32", jitter_strength=bad)
+        with pytest.raises(ValueError, match="jitter_strength"):
+            A.BatchAugment("rgb32", "simclr", jitter_strength=bad)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_views_pass_the_strong_and_simclr_options(batched):
+    from uslkit.train.batches import Views
+
+    ds = ImageDataset(name="x", split="train", images=np.zeros((4, 32, 32, 3), np.uint8), labels=[0, 1, 0, 1],
+                      class_names=["a", "b"], ids=[0, 1, 2, 3])
+    fm = Views(ds, ("weak", "strong"), batched=batched, cutout_side="fixed")
+    sc = Views(ds, ("simclr", "simclr"), batched=batched, jitter_strength=1.0, crop_scale=(0.5, 1.0))
+    if batched:
+        assert fm.augs[1].strong.cutout_side == "fixed"
+        assert sc.augs[0].simclr.jitter_strength == 1.0 and sc.augs[1].crop_scale == (0.5, 1.0)
+    else:
+        assert [s.side for s in fm.dataset.transform.t2.steps if isinstance(s, A.Cutout)] == ["fixed"]
+        jitter = next(s for s in sc.dataset.transform.t1.steps if "RandomApply" in type(s).__name__).transforms[0]
+        assert np.allclose(jitter.brightness, (0.2, 1.8))
+    assert "fixed" not in repr(Views(ds, ("weak", "strong"), batched=batched).dataset.transform)
+    with pytest.raises(ValueError, match="cutout_side"):
+        Views(ds, ("weak", "strong"), batched=batched, cutout_side="big")
+    with pytest.raises(ValueError, match="jitter_strength"):
+        Views(ds, ("simclr",), batched=batched, jitter_strength=-1)
+
+
+def test_splitmix64_one_definition():
+    from uslkit import _rng
+
+    assert _rng.splitmix64(0) == 0xE220A8397B1DCDAF  # the published first outputs of splitmix64 from state 0
+    assert _rng.splitmix64(_rng.GOLDEN) == 0x6E789E6AA1B965F4
+    x = np.random.default_rng(0).integers(0, 2**63, 1000, dtype=np.int64).astype(np.uint64) * np.uint64(2) + \
+        np.arange(1000, dtype=np.uint64)
+    np.testing.assert_array_equal(_rng.splitmix64_np(x), np.array([_rng.splitmix64(int(v)) for v in x],
+                                                                   dtype=np.uint64))
+    assert _rng.splitmix64(2**64 + 5) == _rng.splitmix64(5)  # modulo 2^64

@@ -329,16 +329,88 @@ def test_ddp_two_processes_gloo(tmp_path, selection):
 
 
 def test_fixmatch_presets_resolve_with_explicit_values_winning():
-    from uslkit.train.fixmatch import _DEFAULTS, FIXMATCH_PRESETS
-    from uslkit.train.loop import resolve_preset
+    from uslkit.train import FIXMATCH_PRESETS, FixMatchConfig
+    from uslkit.train.config import resolve_config
 
     def _resolve_preset(preset, given):
-        return resolve_preset("FixMatch", FIXMATCH_PRESETS, preset, given, _DEFAULTS)
+        return resolve_config(FixMatchConfig, None, preset, given)
 
-    cpu = _resolve_preset("cpu", dict(_DEFAULTS))
-    assert cpu == FIXMATCH_PRESETS["cpu"] and cpu["steps"] == 250 and cpu["ema_decay"] == 0.99
-    assert _resolve_preset("paper", dict(_DEFAULTS, steps=1000))["steps"] == 1000
-    assert _resolve_preset("paper", dict(_DEFAULTS))["arch"] == "wrn28_2"
-    assert _resolve_preset(None, dict(_DEFAULTS, mu=2))["mu"] == 2
+    cpu = _resolve_preset("cpu", {})
+    assert cpu == FIXMATCH_PRESETS["cpu"] and cpu.steps == 250 and cpu.ema_decay == 0.99
+    assert _resolve_preset("paper", dict(steps=1000)).steps == 1000
+    assert _resolve_preset("paper", {}).arch == "wrn28_2"
+    assert _resolve_preset(None, dict(mu=2)).mu == 2
     with pytest.raises(ValueError, match="unknown FixMatch preset"):
-        _resolve_preset("fast", dict(_DEFAULTS))
+        _resolve_preset("fast", {})
+
+
+def test_explicit_values_equal_to_the_defaults_beat_the_preset():
+    """The preset bug of issue 13: an explicit value equal to the function default was replaced by the preset's."""
+    from uslkit.train import FixMatchConfig, SimCLRConfig
+    from uslkit.train.config import resolve_config
+
+    assert resolve_config(FixMatchConfig, None, "cpu", dict(ema_decay=0.999)).ema_decay == 0.999
+    assert resolve_config(FixMatchConfig, None, "paper", dict(arch="cnn_small")).arch == "cnn_small"
+    assert resolve_config(SimCLRConfig, None, "paper", dict(batch_size=256)).batch_size == 256
+    # a config object is the base, overrides still win; config and preset together are refused
+    base = FixMatchConfig.preset("cpu")
+    assert resolve_config(FixMatchConfig, base, None, dict(mu=2)) == FixMatchConfig(steps=250, ema_decay=0.99, mu=2)
+    with pytest.raises(ValueError, match="not both"):
+        resolve_config(FixMatchConfig, base, "cpu", {})
+    with pytest.raises(ValueError, match=r"unknown FixMatch parameter\(s\) \['emadecay'\]"):
+        resolve_config(FixMatchConfig, None, None, dict(emadecay=0.9))
+    with pytest.raises(TypeError, match="FixMatchConfig"):
+        resolve_config(FixMatchConfig, SimCLRConfig(), None, {})
+    # the usl preset is the paper's with USL's weight decay
+    assert FixMatchConfig.preset("usl") == FixMatchConfig(arch="wrn28_2", steps=2**20, weight_decay=1e-3)
+
+
+def test_train_fixmatch_trains_with_the_explicit_value_not_the_presets(digits, selection, tmp_path):
+    train, _ = digits
+    res = _fix(train, selection, preset="cpu", ema_decay=0.999, out_dir=tmp_path / "fm")
+    cfg = json.loads((tmp_path / "fm" / "config.json").read_text())
+    assert cfg["ema_decay"] == 0.999 and cfg["params"]["ema_decay"] == 0.999 and cfg["steps"] == 6
+    assert res.ema is not None
+    # a config object gives the same run as the same values passed one by one
+    from uslkit.train import FixMatchConfig
+
+    cfg_obj = FixMatchConfig(steps=6, batch_size=8, mu=2, ema_decay=0.999)
+    res2 = train_fixmatch(train, selection, cfg_obj, seed=0, progress=False, ckpt_every=3, log_every=2)
+    assert _same_weights(res.net, res2.net)
+
+
+def test_fixmatch_cutout_and_simclr_jitter_options_reach_the_views_and_the_run_record(digits, selection, tmp_path):
+    train, _ = digits
+    a = _fix(train, selection, steps=2, out_dir=tmp_path / "random")
+    b = _fix(train, selection, steps=2, cutout="fixed", out_dir=tmp_path / "fixed")
+    pa = json.loads((tmp_path / "random" / "config.json").read_text())["params"]
+    pb = json.loads((tmp_path / "fixed" / "config.json").read_text())["params"]
+    assert "cutout" not in pa and pb["cutout"] == "fixed"  # the default is not recorded: older runs still resume
+    assert not _same_weights(a.net, b.net)
+    with pytest.raises(ValueError, match="cutout"):
+        _fix(train, selection, cutout="big")
+    s1 = train_simclr(train, steps=1, batch_size=32, progress=False, out_dir=tmp_path / "s05")
+    s2 = train_simclr(train, steps=1, batch_size=32, progress=False, jitter_strength=1.0, out_dir=tmp_path / "s1")
+    p2 = json.loads((tmp_path / "s1" / "config.json").read_text())["params"]
+    assert p2["jitter_strength"] == 1.0
+    assert "jitter_strength" not in json.loads((tmp_path / "s05" / "config.json").read_text())["params"]
+    assert not _same_weights(s1.net, s2.net)  # grey digits: brightness and contrast scale with the strength
+    from uslkit.train import SimCLRConfig
+
+    assert SimCLRConfig.preset("paper").jitter_strength == 1.0
+
+
+def test_run_folder_is_named_by_every_parameter_of_the_run(digits, tmp_path):
+    from uslkit.train import FixMatchConfig
+    from uslkit.train.config import run_folder
+
+    train, _ = digits
+    cfg = FixMatchConfig(steps=10)
+    a = run_folder(tmp_path, cfg, dataset=train, seed=0, init="m.pt")
+    assert a.parent == tmp_path and a.name.startswith(f"fixmatch_digits_n{len(train)}_cnn_small_s0_")
+    assert a == run_folder(tmp_path, FixMatchConfig(steps=10), dataset=train, seed=0, init="m.pt")
+    others = {run_folder(tmp_path, FixMatchConfig(steps=11), dataset=train, seed=0, init="m.pt"),
+              run_folder(tmp_path, cfg, dataset=train, seed=1, init="m.pt"),
+              run_folder(tmp_path, cfg, dataset=train, seed=0, init="n.pt"),
+              run_folder(tmp_path, FixMatchConfig(steps=10, cutout="fixed"), dataset=train, seed=0, init="m.pt")}
+    assert a not in others and len(others) == 4

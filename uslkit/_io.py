@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_save_npy",
     "read_json",
+    "to_jsonable",
     "git_commit",
     "provenance",
     "check_can_write",
@@ -78,6 +79,20 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def to_jsonable(obj: Any, *, name: str | None = None) -> Any:
+    """``obj`` as plain JSON values: numpy scalars/arrays, tuples and paths converted (a JSON round trip).
+
+    A value JSON cannot hold raises ``TypeError``; with ``name`` given, ``ValueError("<name> is not JSON
+    serialisable: ...")`` instead, for public functions validating their arguments.
+    """
+    try:
+        return json.loads(json.dumps(obj, default=_json_default))
+    except TypeError as e:
+        if name is None:
+            raise
+        raise ValueError(f"{name} is not JSON serialisable: {e}") from e
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -16,14 +16,16 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "parse_param"]
 
 
 class CLIError(Exception):
     """A user error reported as one line and exit status 2."""
 
 
-def _parse_param(text: str) -> tuple[str, Any]:
+def parse_param(text: str) -> tuple[str, Any]:
+    """``"KEY=VALUE"`` -> ``(key, value)``: dashes in the key become underscores, the value is parsed as JSON
+    (``true``/``false``/``none`` case-insensitively, else the plain string); an ``argparse`` type."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--param expects KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
@@ -75,7 +77,7 @@ def _cmd_embed(args) -> int:
         emb, meta = compute_embeddings(
             args.dataset, split=args.split, encoder=args.encoder, pca=args.pca, seed=args.seed,
             root=args.data_root, cache_dir=args.cache_dir, out=args.out, overwrite=args.overwrite,
-            weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
+            weights=args.weights, image_size=args.image_size, features=args.features, batch_size=args.batch_size,
             device=args.device, progress=not args.quiet, download=args.download,
         )
     except EmbeddingMismatchError as e:
@@ -137,15 +139,13 @@ def _cmd_select(args) -> int:
             )
     labeled = _load_labeled(args.labeled, emb.shape[0], dataset)
     params = dict(args.param or [])
-    if args.method == "stratified":
-        if dataset is None:
-            raise CLIError("method 'stratified' is an oracle baseline and needs the dataset's true labels "
-                           "(give --dataset or use embeddings with a sidecar)")
-        params["labels"] = dataset.labels
+    if args.method == "stratified" and dataset is None:
+        raise CLIError("method 'stratified' is an oracle baseline and needs the dataset's true labels "
+                       "(give --dataset or use embeddings with a sidecar)")
+    y = None if dataset is None else dataset.labels  # select() hands them to the stratified oracle only
     t0 = time.perf_counter()
-    idx = select(args.method, emb, args.budget, seed=args.seed, labeled=labeled, **params)
+    idx = select(args.method, emb, args.budget, seed=args.seed, labeled=labeled, labels=y, **params)
     dt = time.perf_counter() - t0
-    params.pop("labels", None)
     emb_info = {k: meta[k] for k in ("dataset", "split", "encoder", "params", "seed", "n", "dim",
                                       "data_fingerprint") if k in meta}
     emb_info["path"] = str(args.emb)
@@ -173,56 +173,69 @@ def _cmd_select(args) -> int:
 # ----------------------------------------------------------------------------------------------------------
 # train
 # ----------------------------------------------------------------------------------------------------------
+#: command-line options that set a learner's config field when given (each only where the config has it)
+_TRAIN_FIELD_OPTIONS = {"arch": "--arch", "mode": "--mode", "steps": "--steps", "epochs": "--epochs",
+                        "batch_size": "--batch-size"}
+#: run settings with their own option (``--out`` for out_dir)
+_TRAIN_RUN_OPTIONS = ("seed", "device", "overwrite", "num_workers", "ckpt_every", "log_every", "eval_every")
+
+
 def _cmd_train(args) -> int:
     from .data import load_dataset
+    from .train.registry import LEARNERS
 
-    params = dict(args.param or [])
-    import inspect
-
-    from . import train as train_mod
-
-    fn = {"simclr": train_mod.train_simclr, "fixmatch": train_mod.train_fixmatch, "finetune": train_mod.finetune}
-    unknown = sorted(set(params) - set(inspect.signature(fn[args.learner]).parameters))
+    if args.learner not in LEARNERS:
+        raise CLIError(f"unknown learner {args.learner!r}; valid: {sorted(LEARNERS)}")
+    learner = LEARNERS[args.learner]
+    kwargs = dict(args.param or [])
+    unknown = sorted(set(kwargs) - learner.keywords())
     if unknown:
-        raise CLIError(f"unknown {args.learner} parameter(s) {unknown}; "
-                       f"see help(uslkit.train.{fn[args.learner].__name__})")
-    common = dict(seed=args.seed, out_dir=args.out, device=args.device, overwrite=args.overwrite,
+        raise CLIError(f"unknown {learner.name} parameter(s) {unknown}; see help(uslkit.train.{learner.fn.__name__}) "
+                       f"and uslkit.train.{learner.config.__name__}")
+    own = {**_TRAIN_FIELD_OPTIONS, **{k: "--" + k.replace("_", "-") for k in _TRAIN_RUN_OPTIONS},
+           "preset": "--preset", "progress": "--quiet", "out_dir": "--out"}
+    clash = sorted(k for k in kwargs if k in own)
+    if clash:
+        raise CLIError(f"--param {clash[0]}=... has its own option: use {own[clash[0]]}")
+    fields = set(learner.config.field_names())
+    for key, flag in _TRAIN_FIELD_OPTIONS.items():
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key not in fields:
+            raise CLIError(f"{flag} is not an option of {learner.name}")
+        kwargs[key] = value
+    for what in learner.requires:
+        if getattr(args, what) is None:
+            raise CLIError(f"{learner.name} needs " + " and ".join(f"--{w}" for w in learner.requires)
+                           + " (" + ", ".join(_INPUT_HELP[w] for w in learner.requires) + ")")
+    for what in ("labels", "init"):
+        if getattr(args, what) is not None and what not in learner.accepts:
+            raise CLIError(f"--{what} is not an option of {learner.name}")
+    if args.preset is not None:
+        presets = learner.config.PRESETS
+        if args.preset not in presets:
+            raise CLIError(f"unknown {learner.name} --preset {args.preset!r}; valid: {sorted(presets)}")
+        kwargs["preset"] = args.preset
+    if learner.name == "simclr" and not ({"steps", "epochs"} & set(kwargs)) and args.preset is None:
+        raise CLIError("give --steps or --epochs (or --preset)")
+    kwargs.update(seed=args.seed, out_dir=args.out, device=args.device, overwrite=args.overwrite,
                   progress=not args.quiet, num_workers=args.num_workers)
     for key in ("ckpt_every", "log_every", "eval_every"):
         if getattr(args, key) is not None:
-            common[key] = getattr(args, key)
+            kwargs[key] = getattr(args, key)
     train = load_dataset(args.dataset, args.split, root=args.data_root, download=args.download)
     test = None
     if args.test_split:
         test = load_dataset(args.dataset, args.test_split, root=args.data_root, download=args.download)
-    if args.learner == "simclr":
-        from .train import train_simclr
-
-        length = {"steps": args.steps} if args.steps is not None else {"epochs": args.epochs}
-        if args.steps is None and args.epochs is None and args.preset is None:
-            raise CLIError("give --steps or --epochs (or --preset)")
-        res = train_simclr(train, preset=args.preset, arch=args.arch, batch_size=args.batch_size or 256,
-                           eval_sets=None if test is None else (train, test), **length, **common, **params)
-    elif args.learner == "fixmatch":
-        from .train import train_fixmatch
-
-        if args.labels is None:
-            raise CLIError("fixmatch needs --labels (an annotated labels file)")
-        extra = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
-        res = train_fixmatch(train, args.labels, preset=args.preset, arch=args.arch, init=args.init,
-                             test_set=test, **extra, **common, **params)
-    else:
-        from .train import finetune
-
-        if args.labels is None or args.init is None:
-            raise CLIError("finetune needs --labels and --init (a pretrained checkpoint)")
-        res = finetune(args.init, train, args.labels, mode=args.mode, batch_size=args.batch_size or 64,
-                       test_set=test, **({"epochs": args.epochs} if args.epochs is not None else {}), **common,
-                       **params)
+    res = learner.run(train, labels=args.labels, init=args.init, test_set=test, **kwargs)
     shown = {k: v for k, v in res.metrics.items() if not isinstance(v, list)}
     how = "loaded (already finished)" if res.reused else f"trained {res.step} steps"
     print(f"{args.learner}: {how} -> {args.out}; " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     return 0
+
+
+_INPUT_HELP = {"labels": "an annotated labels file", "init": "a pretrained checkpoint"}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -270,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", action="store_true", help="replace --out if it does not match")
     e.add_argument("--weights", default="imagenet", help="network weights: imagenet | none | a torchvision name")
     e.add_argument("--image-size", type=int, default=None, help="network input size (default 224)")
+    e.add_argument("--features", choices=("backbone", "head"), default="backbone",
+                   help="ckpt:<path> encoders: the backbone's pooled features (default) or the projection head's "
+                        "output (what USL selects on)")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if present)")
     e.add_argument("--data-root", default="data")
@@ -285,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="labels file to write (.json)")
     s.add_argument("--labeled", default=None, help="already-labelled samples: labels .json, index .npy or .txt")
-    s.add_argument("--param", type=_parse_param, action="append", metavar="KEY=VALUE",
+    s.add_argument("--param", type=parse_param, action="append", metavar="KEY=VALUE",
                    help="method parameter, repeatable (e.g. --param k=20 --param lam=0.5)")
     s.add_argument("--dataset", default=None, help="dataset name (default: from the embedding sidecar)")
     s.add_argument("--split", default=None)
@@ -300,19 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(resumable: rerun the same command after a kill), history.json, model.pt "
                                    "and results.json. Multi-GPU/CPU: torchrun --nproc_per_node=N -m uslkit "
                                    "train ...")
-    t.add_argument("learner", choices=["simclr", "fixmatch", "finetune"])
+    t.add_argument("learner", help="simclr | fixmatch | finetune (uslkit.train.registry.LEARNERS)")
     t.add_argument("--dataset", required=True)
     t.add_argument("--split", default="train")
     t.add_argument("--test-split", default="test", help="labelled split evaluated during/after training ('' = none)")
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--labels", default=None, help="annotated labels file (fixmatch, finetune)")
     t.add_argument("--init", default=None, help="pretrained checkpoint (model.pt of a SimCLR run)")
-    t.add_argument("--arch", default="cnn_small", help="cnn_small | resnet18_cifar | wrn28_2 | resnet50")
-    t.add_argument("--preset", default=None, help="fixmatch: 'paper' = WRN-28-2, 2^20 steps, FixMatch's settings; "
-                   "'cpu' = cnn_small, 250 steps, EMA 0.99 (start it from a SimCLR --init). simclr: 'paper' = "
-                   "ResNet-50, batch 4096, LARS, 100 epochs; 'cpu' = cnn_small, temperature 0.1, crops (0.5, 1), "
-                   "12 epochs")
-    t.add_argument("--mode", default="linear", choices=["linear", "full"], help="finetune: frozen backbone or all")
+    t.add_argument("--preset", default=None,
+                   help="simclr: paper | cpu; fixmatch: paper | usl | cpu; finetune: paper "
+                   "(uslkit.train.<Learner>Config.PRESETS); every option given here overrides the preset's value")
+    t.add_argument("--arch", default=None, help="cnn_small | resnet18_cifar | wrn28_2 | resnet50 (default: the "
+                   "config's, cnn_small)")
+    t.add_argument("--mode", default=None, choices=["linear", "full"], help="finetune: frozen backbone or all")
     t.add_argument("--steps", type=int, default=None)
     t.add_argument("--epochs", type=float, default=None)
     t.add_argument("--batch-size", type=int, default=None)
@@ -322,8 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ckpt-every", type=int, default=None)
     t.add_argument("--log-every", type=int, default=None)
     t.add_argument("--eval-every", type=int, default=None)
-    t.add_argument("--param", type=_parse_param, action="append", metavar="KEY=VALUE",
-                   help="any other keyword of the learner, repeatable (e.g. --param lr=0.05 --param mu=4)")
+    t.add_argument("--param", type=parse_param, action="append", metavar="KEY=VALUE",
+                   help="any other config field or keyword of the learner, repeatable (--param lr=0.05 --param mu=4)")
     t.add_argument("--data-root", default="data")
     t.add_argument("--download", action="store_true")
     t.add_argument("--overwrite", action="store_true", help="discard a different run in --out")

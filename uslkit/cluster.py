@@ -3,13 +3,14 @@
 Data flow: embeddings -> ``(labels, centroids)``; every public function returns that order, labels int64
 ``(n,)`` in ``[0, K)`` with EVERY cluster non-empty, centroids float32 ``(K, d)``.
 
-- :func:`kmeans`: seeded ``faiss.Kmeans`` on all points (USL paper 000 sec. 3.1; low-budget AL paper 001),
-  plus a repair step that guarantees no empty cluster (the USL reference code crashes on one, the low-budget
-  AL code drops it and returns fewer picks than the budget).
-- :func:`sinkhorn_knopp`: SeLa (paper 002) eqs. 6-8 solved like the reference self-label code.
+- :func:`kmeans`: seeded ``faiss.Kmeans`` on all points (USL, Wang, Lian & Yu 2022, sec. 3.1; low-budget AL,
+  Pourahmadi et al. 2022), plus a repair step that guarantees no empty cluster (the USL reference code
+  crashes on one, the low-budget AL code drops it and returns fewer picks than the budget).
+- :func:`sinkhorn_knopp`: SeLa (Asano, Rupprecht & Vedaldi 2020) eqs. 6-8 solved like the reference
+  self-label code.
 - :func:`sinkhorn_cluster`: SeLa's equipartitioned assignment used as a clustering tool on fixed features.
-- :func:`constrained_kmeans`: K-means with labelled points fixed to their clusters (NTKCPL paper 003,
-  Alg. 2, after Wagstaff et al. 2001; also the multi-batch K-means of paper 001).
+- :func:`constrained_kmeans`: K-means with labelled points fixed to their clusters (NTKCPL, Wen et al. 2023,
+  Alg. 2, after Wagstaff et al. 2001; also the multi-batch K-means of Pourahmadi et al. 2022).
 """
 
 from __future__ import annotations
@@ -18,8 +19,16 @@ import warnings
 
 import numpy as np
 
-from ._validate import check_embeddings, check_indices, check_positive_int, check_seed
+from ._validate import (
+    check_cluster_ids,
+    check_embeddings,
+    check_indices,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+)
 from .device import faiss_use_gpu
+from .embed import l2_normalize
 
 __all__ = ["constrained_kmeans", "kmeans", "kmeans_inertia", "sinkhorn_cluster", "sinkhorn_knopp"]
 
@@ -55,22 +64,13 @@ def kmeans(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd's K-means with faiss, seeded, on ALL points, with no empty cluster in the result.
 
-    USL (paper 000) clusters the embeddings into as many clusters as the budget; the low-budget AL code
-    (paper 001) uses ``faiss.Kmeans(niter=20, nredo=5)``. Defaults here: ``niter=20`` as paper 001 (the USL
-    reference code runs 100-200 plain Lloyd iterations; pass ``niter`` to match), ``nredo=1``.
-
-    Differences from a bare ``faiss.Kmeans``:
-
-    - ``max_points_per_centroid=None`` uses every point (faiss otherwise trains on a random subsample of
-      256 points per centroid, e.g. 2,560 points for a budget of 10); ``min_points_per_centroid`` is set to
-      1 so small problems (``n_clusters`` up to ``n``) train without warnings.
-    - Empty clusters are repaired after training: each empty cluster is re-seeded with the point of the
-      largest cluster that is farthest from that cluster's centroid (ties: lowest index), centroids are
-      recomputed as member means and all points re-assigned; this repeats up to 10 rounds. If a cluster
-      is still empty (only possible with exact duplicate points, which always go to the lowest-index of
-      identical centroids) the re-seeded points are kept in their new clusters by force, so duplicates
-      may be split across clusters; centroids are then the member means. Without repair the output is
-      faiss' centroids and the nearest-centroid assignment.
+    USL (Wang, Lian & Yu 2022) clusters into as many clusters as the budget; the low-budget AL code
+    (Pourahmadi et al. 2022) uses ``faiss.Kmeans(niter=20, nredo=5)``. Defaults: ``niter=20`` as the latter
+    (the USL reference code runs 100-200 plain Lloyd iterations; pass ``niter`` to match), ``nredo=1``.
+    Deviations from a bare ``faiss.Kmeans``: every point is used (no subsample of 256 per centroid), and
+    empty clusters are repaired: each is re-seeded with the point of the largest cluster farthest from its
+    centroid (ties: lowest index), then centroids = member means and points re-assigned, up to 10 rounds;
+    a cluster still empty (only with exact duplicates) keeps its re-seeded point by force.
 
     Args:
         x: embeddings ``(n, d)`` (converted to float32 C-contiguous).
@@ -141,7 +141,7 @@ def kmeans_inertia(x, labels, centroids) -> float:
     c = check_embeddings(centroids, name="centroids", dtype=np.float64)
     if c.shape[1] != x.shape[1]:
         raise ValueError(f"centroids have {c.shape[1]} features but x has {x.shape[1]}")
-    labels = _check_labels(labels, x.shape[0], c.shape[0])
+    labels = check_cluster_ids(labels, x.shape[0], c.shape[0])
     diff = x - c[labels]
     return float(np.einsum("nd,nd->", diff, diff))
 
@@ -152,7 +152,7 @@ def kmeans_inertia(x, labels, centroids) -> float:
 def sinkhorn_knopp(
     log_p, *, lam=10.0, tol=1e-2, max_iter=1000, check_every=10
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Equipartitioned soft assignment by Sinkhorn-Knopp (SeLa, paper 002, eqs. 6-8).
+    """Equipartitioned soft assignment by Sinkhorn-Knopp (SeLa, Asano et al. 2020, eqs. 6-8).
 
     Solves ``min_Q <Q, -log P> + 1/lam KL(Q || r c^T)`` over ``Q`` with uniform marginals (eq. 7), whose
     minimiser is ``Q = diag(c) P^lam diag(r)`` (eq. 8, here with samples as rows). As in the reference
@@ -177,8 +177,8 @@ def sinkhorn_knopp(
         by ``N`` for per-sample assignment probabilities.
     """
     lp = check_embeddings(log_p, name="log_p", dtype=np.float64)
-    lam = _check_positive_float(lam, "lam")
-    tol = _check_positive_float(tol, "tol")
+    lam = check_positive_float(lam, name="lam")
+    tol = check_positive_float(tol, name="tol")
     max_iter = check_positive_int(max_iter, name="max_iter")
     check_every = check_positive_int(check_every, name="check_every")
     n, k = lp.shape
@@ -219,7 +219,7 @@ def sinkhorn_cluster(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Equal-sized clusters on fixed embeddings by alternating SeLa assignment and centroid update.
 
-    SeLa (paper 002) learns the features; here the features are fixed and only the prototypes move:
+    SeLa (Asano et al. 2020) learns the features; here the features are fixed and only the prototypes move:
     rows of ``x`` and centroids are L2-normalised, ``log_p = log_softmax(x c^T / temperature)`` (cosine
     similarities, as prototype heads in SeLa/SwAV), labels = :func:`sinkhorn_knopp` ``(log_p, lam)``, then
     each centroid becomes the normalised mean of its members. Starts from spherical :func:`kmeans` with the
@@ -234,9 +234,7 @@ def sinkhorn_cluster(
         seed: seeds the K-means initialisation (the only randomness).
         lam: Sinkhorn power lambda (SeLa: 10 on CIFAR, 25 on ImageNet).
         temperature: softmax temperature on cosine similarities. With ``lam`` the plan is proportional to
-            ``exp(lam / temperature * cos)``; the default 0.5 makes that 20 (SwAV's epsilon 0.05). 0.1
-            (effective 100) made Sinkhorn miss its tolerance after 1000 iterations on Fashion-MNIST with
-            K = 10 and took 7x longer.
+            ``exp(lam / temperature * cos)``; the default 0.5 makes that 20 (SwAV's epsilon 0.05).
         n_iter: assignment / update rounds.
         tol, max_sk_iter: passed to :func:`sinkhorn_knopp` as ``tol``/``max_iter``.
         device: for the K-means initialisation.
@@ -251,18 +249,18 @@ def sinkhorn_cluster(
     k = check_positive_int(n_clusters, name="n_clusters")
     if k > n:
         raise ValueError(f"n_clusters={k} is larger than the number of points n={n}")
-    temperature = _check_positive_float(temperature, "temperature")
+    temperature = check_positive_float(temperature, name="temperature")
     n_iter = check_positive_int(n_iter, name="n_iter")
-    xn = _normalize(x.astype(np.float64))
+    xn = l2_normalize(x, dtype=np.float64)
     labels, cent = kmeans(xn.astype(np.float32), k, seed=seed, spherical=True, device=device)
-    cent = _normalize(cent.astype(np.float64))
+    cent = l2_normalize(cent, dtype=np.float64)
     for _ in range(n_iter):
         logits = xn @ cent.T / temperature
         logits -= logits.max(axis=1, keepdims=True)
         log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         new, q = sinkhorn_knopp(log_p, lam=lam, tol=tol, max_iter=max_sk_iter)
         new = _fill_empty_by_score(new, q)
-        cent = _normalize(_member_means(xn, new, k, fallback=cent))
+        cent = l2_normalize(_member_means(xn, new, k, fallback=cent), dtype=np.float64)
         if np.array_equal(new, labels):
             break
         labels = new
@@ -275,24 +273,17 @@ def sinkhorn_cluster(
 def constrained_kmeans(
     x, n_clusters, labeled_idx, *, labeled_clusters=None, seed=0, niter=20, device=None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """K-means in which labelled points stay in given clusters (NTKCPL, paper 003, Alg. 2).
+    """K-means in which labelled points stay in given clusters (NTKCPL, Wen et al. 2023, Alg. 2).
 
-    NTKCPL generates its cluster pseudo-labels with "constrained K-means" citing Wagstaff et al. (2001),
-    whose constraints from labelled data are must-link (same label) and cannot-link (different labels)
-    pairs, while unlabelled points move freely. Fixing each labelled point to a cluster id expresses exactly
-    those constraints: pass ``labeled_clusters`` = class labels (0..C-1, C <= K) and labelled points of one
-    class share a cluster, of different classes never do; clusters ``C..K-1`` start without labelled points.
-    This is also the "seeded, constrained K-means" of Basu et al. (2002) and, with the default of one
-    cluster per labelled point, the multi-batch K-means of paper 001 (earlier picks pinned to their own
-    clusters). The paper does not say which labelled-point constraints it used beyond [37]; the
-    fixed-assignment form above is our reading.
-
-    Algorithm: centroids of clusters with labelled members start at the mean of those members; the others
-    are drawn by k-means++ (D^2 sampling, seeded) from the unlabelled points, away from the existing
-    centroids. Then ``niter`` rounds of: assign every unlabelled point to its nearest centroid (labelled
-    points keep their cluster), recompute each centroid as the mean of ALL its members, labelled included;
-    stop early when the assignment no longer changes. An empty cluster is re-seeded with the unlabelled
-    point farthest from its centroid in the largest cluster, as in :func:`kmeans`.
+    NTKCPL's "constrained K-means" cites Wagstaff et al. (2001): must-link / cannot-link pairs from the
+    labels. Fixing each labelled point to a cluster id expresses them: ``labeled_clusters`` = class labels
+    puts a class's labelled points in one cluster and different classes apart (Basu et al. 2002's seeded,
+    constrained K-means); the default, one cluster per labelled point, is the multi-batch K-means of
+    Pourahmadi et al. (2022). The fixed-assignment form is our reading; the paper gives no more detail.
+    Clusters with labelled members start at their mean, the others by seeded k-means++ over unlabelled
+    points; then up to ``niter`` rounds of assigning unlabelled points to the nearest centroid and taking
+    member means (labelled included), stopping when nothing changes; empty clusters re-seeded as in
+    :func:`kmeans`.
 
     Args:
         x: embeddings ``(n, d)``.
@@ -326,7 +317,7 @@ def constrained_kmeans(
             )
         fixed = np.arange(lab.size, dtype=np.int64)
     else:
-        fixed = _check_labels(labeled_clusters, lab.size, k, name="labeled_clusters")
+        fixed = check_cluster_ids(labeled_clusters, lab.size, k, name="labeled_clusters")
     seed = check_seed(seed)
     niter = check_positive_int(niter, name="niter")
     use_gpu = faiss_use_gpu(device)
@@ -355,37 +346,6 @@ def constrained_kmeans(
 # --------------------------------------------------------------------------------------------------------
 # Private helpers
 # --------------------------------------------------------------------------------------------------------
-def _check_positive_float(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
-
-
-def _check_labels(labels, n: int, k: int, *, name: str = "labels") -> np.ndarray:
-    arr = np.asarray(labels)
-    if arr.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
-    if arr.size and arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0):
-            arr = arr.astype(np.int64)
-        else:
-            raise ValueError(f"{name} must hold integer cluster ids, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    bad = (arr < 0) | (arr >= k)
-    if bad.any():
-        raise ValueError(f"{name} must lie in [0, {k}), got e.g. {int(arr[bad][0])}")
-    return arr
-
-
-def _normalize(a: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(a, axis=1, keepdims=True)
-    return a / np.maximum(norm, 1e-12)
-
-
 def _assign(x: np.ndarray, centroids: np.ndarray, *, spherical: bool, use_gpu: bool):
     """Nearest centroid (L2, or max inner product when spherical): ``(labels int64, dissimilarity f64)``."""
     import faiss
@@ -446,7 +406,7 @@ def _repair_empty(x, labels, centroids, *, spherical, use_gpu):
         labels, cent = _reseed(x, labels.copy(), cent, counts, everyone, spherical=spherical)
         cent = _member_means(x.astype(np.float64), labels, k, fallback=cent)
         if spherical:
-            cent = _normalize(cent)
+            cent = l2_normalize(cent, dtype=np.float64)
         new, _ = _assign(x, cent.astype(np.float32), spherical=spherical, use_gpu=use_gpu)
         counts = np.bincount(new, minlength=k)
         if counts.min() > 0:
@@ -456,7 +416,7 @@ def _repair_empty(x, labels, centroids, *, spherical, use_gpu):
     labels, cent = _reseed(x, labels.copy(), cent, counts, everyone, spherical=spherical)
     cent = _member_means(x.astype(np.float64), labels, k, fallback=cent)
     if spherical:
-        cent = _normalize(cent)
+        cent = l2_normalize(cent, dtype=np.float64)
     return labels, cent.astype(np.float32)
 
 

@@ -4,7 +4,7 @@ Steps: load Fashion-MNIST (``data/`` or Debian's ``dataset-fashion-mnist``) -> 6
 of train and test (cached) -> each selection method at the budget, for several seeds -> labels files
 annotated by the simulated oracle -> evaluation (class coverage, balance, 1-NN and logistic-regression
 test accuracy of the labelled set) -> ``results.csv``, ``results.md``, ``results.json`` and figures in
-the output folder. Semi-supervised training (FixMatch) joins this job when the training core lands.
+the output folder. No model is trained (training: :mod:`uslkit.train`).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def run_demo(*, out_dir: str | Path = "papermill_runs/demo", budget: int = 40, s
     import matplotlib
 
     matplotlib.use("Agg")
-    from .data import load_dataset
+    from .data import load_dataset, pool_split
     from .embed import compute_embeddings
     from .evaluate import class_coverage, imbalance, linear_probe_accuracy, nn_accuracy
     from .labels import annotate, make_selection, save_selection
@@ -92,11 +92,10 @@ def run_demo(*, out_dir: str | Path = "papermill_runs/demo", budget: int = 40, s
     methods = tuple(methods or DEFAULT_METHODS)
     t_start = time.perf_counter()
     # download=True: Fashion-MNIST comes from data/ or Debian's package offline, else through torchvision
-    # digits' "test" split lies inside its "train" split; its disjoint pool is "fit" (see uslkit.data)
-    pool_split = "fit" if dataset == "digits" else "train"
-    train = load_dataset(dataset, pool_split, root=data_root, download=True)
+    split = pool_split(dataset)  # "fit" for digits, whose "test" lies inside "train"
+    train = load_dataset(dataset, split, root=data_root, download=True)
     test = load_dataset(dataset, "test", root=data_root, download=True)
-    emb, emb_meta = compute_embeddings(dataset, split=pool_split, pca=pca, root=data_root, progress=progress)
+    emb, emb_meta = compute_embeddings(dataset, split=split, pca=pca, root=data_root, progress=progress)
     test_emb, _ = compute_embeddings(dataset, split="test", pca=pca, root=data_root, progress=progress)
     if max_samples is not None and max_samples < len(train):
         train = train.subset(np.arange(max_samples))
@@ -109,11 +108,8 @@ def run_demo(*, out_dir: str | Path = "papermill_runs/demo", budget: int = 40, s
     selections = {}
     for method in methods:
         for seed in seeds:
-            kw = {"labels": train.labels} if method == "stratified" else {}
-            if method == "probcover":
-                kw["num_classes"] = train.num_classes
             t0 = time.perf_counter()
-            idx = select(method, emb, budget, seed=seed, **kw)
+            idx = select(method, emb, budget, seed=seed, labels=train.labels, num_classes=train.num_classes)
             dt = time.perf_counter() - t0
             sel = make_selection(idx, dataset=train, method=method, params={}, seed=seed,
                                  embedding={k: emb_meta.get(k) for k in ("encoder", "params", "path")})

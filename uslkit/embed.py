@@ -1,58 +1,49 @@
 """Encoders and embedding extraction, cached as ``.npy`` plus a JSON sidecar.
 
-Encoders by name (``ENCODERS``):
+Encoders (``ENCODERS``): ``pixels`` (pixels in [0, 1], optionally PCA to ``pca`` dimensions, see
+:func:`fit_pca`; always fitted on the ``train`` split so train and test share one space); ``resnet18`` /
+``resnet50`` (torchvision ImageNet models, pooled 512 / 2048-d features, images resized to ``image_size``,
+224 by default; ``weights="none"``: a seeded random network); ``clip_vit_b16`` (OpenCLIP ViT-B/16 image
+features, the ``clip`` extra); ``ckpt:<path>``, a kit-trained model (:func:`uslkit.train.models.load_model`,
+plain non-EMA weights) in eval mode on :func:`uslkit.train.augment.test_transform` images, returning the
+backbone's pooled features ``model.features(x)`` (``features="backbone"``, default) or the projection
+head's output ``projector(model.features(x))`` (``features="head"``; SimCLR's MLP, stored in its
+``model.pt``); its sidecar records the checkpoint's sha256 and arch.
 
-- ``pixels``: flattened pixels scaled to [0, 1], optionally projected by PCA to ``pca`` dimensions. The PCA
-  is always fitted on the dataset's ``train`` split (so train and test embeddings share one space), by an
-  exact eigendecomposition of the float64 covariance when the input has at most 4096 dimensions
-  (deterministic; the seed is recorded but not needed), otherwise by scikit-learn's randomized PCA
-  seeded with ``seed``. Eigenvector signs are fixed (largest-magnitude loading positive) so the output
-  does not depend on the LAPACK build.
-- ``resnet18`` / ``resnet50``: torchvision ImageNet models, penultimate (pooled) features (512 / 2048-d),
-  ImageNet normalisation, images resized to ``image_size`` (224 by default). Weights come from
-  torchvision's download; offline this fails with an error that says where to put the file.
-  ``weights="none"`` gives a randomly initialised network (seeded), useful for tests.
-- ``clip_vit_b16``: OpenCLIP ViT-B/16 image features (the ``clip`` extra; USL's ImageNet CLIP setting).
-- ``ckpt:<path>``: a kit-trained model (:func:`uslkit.train.models.load_model`; a ``uslkit-model`` file such
-  as SimCLR's ``model.pt``, or a training state, whose plain, non-EMA weights are used): the encoder's
-  pooled features ``model.features(x)`` in eval mode, with ``x`` the image under
-  :func:`uslkit.train.augment.test_transform` of the dataset's image kind (normalisation only for 28/32-px
-  images, at their own size unless ``image_size`` is given; resize + centre crop 224 for larger ones). The
-  model's ``in_channels`` must match the dataset (1 for grey, 3 for colour). The sidecar's parameters
-  record the checkpoint's sha256 and arch, so a checkpoint rewritten at the same path is never mistaken
-  for the old one.
+Every output is float32 ``(n, dim)``, L2-normalised row-wise, row ``i`` = sample id ``dataset.ids[i]``.
+Features each selection method was run on: USL (Wang, Lian & Yu 2022) on the L2-normalised projection-head
+output of a self-supervised model (USL reference code: CLD's 128-d projection on CIFAR, MoCo v2's
+2048-2048-128 MLP head on ImageNet), i.e. ``features="head"``; TypiClust (Hacohen et al. 2022) and
+ProbCover (Yehuda et al. 2022) on a SimCLR ResNet-18's 512-d backbone output, and K-means (Pourahmadi et
+al. 2022) on a frozen self-supervised backbone, i.e. ``features="backbone"``.
 
-Every output is float32, L2-normalised row-wise (USL and the low-budget AL paper both select on
-L2-normalised features), shape ``(n, dim)``, rows in the dataset's order (row ``i`` = sample id
-``dataset.ids[i]``).
-
-Caching: :func:`compute_embeddings` stores ``<cache_dir>/<dataset>/<split>/<tag>.npy`` with a sidecar
-``<tag>.json`` recording dataset, split, encoder, parameters, n, dim, a fingerprint of the dataset, the
-seed, uslkit version, git commit and creation time. A cache is reused only when its sidecar matches the
-request field by field and the array matches the recorded shape; otherwise it is recomputed (with a
-warning saying which field differed) and replaced atomically. An explicit ``out`` file is never silently
-replaced: a mismatching existing file raises unless ``overwrite=True``.
+Caching: :func:`compute_embeddings` stores ``<cache_dir>/<dataset>/<split>/<tag>.npy`` and a sidecar
+``<tag>.json`` (dataset, split, encoder, parameters, n, dim, data fingerprint, seed, provenance). A cache
+is reused only when its sidecar matches the request field by field; otherwise it is recomputed with a
+warning naming the field. An explicit ``out`` file is never silently replaced (``overwrite=True``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import _io
-from ._validate import check_positive_int, check_seed
+from ._pca import PCAModel, fit_pca
+from ._validate import check_choice, check_positive_int, check_seed
 
 __all__ = [
     "ENCODERS",
+    "FEATURES",
     "EmbeddingMismatchError",
     "WeightsUnavailableError",
     "embed_dataset",
@@ -63,11 +54,14 @@ __all__ = [
     "cache_path",
     "l2_normalize",
     "fit_pca",
+    "PCAModel",
 ]
 
 log = logging.getLogger(__name__)
 
 ENCODERS = ("pixels", "resnet18", "resnet50", "clip_vit_b16")
+#: what a ``ckpt:<path>`` encoder returns: the backbone's pooled features or the projection head's output
+FEATURES = ("backbone", "head")
 SIDECAR_FORMAT = "uslkit-embeddings"
 SIDECAR_VERSION = 1
 # Fields of the sidecar that must equal the request for a cached file to be reused.
@@ -89,65 +83,15 @@ class WeightsUnavailableError(RuntimeError):
 # ----------------------------------------------------------------------------------------------------------
 # small numerical pieces
 # ----------------------------------------------------------------------------------------------------------
-def l2_normalize(x: np.ndarray, *, eps: float = 1e-12) -> np.ndarray:
-    """Row-wise L2 normalisation to float32; all-zero rows stay zero. Shape ``(n, d) -> (n, d)``."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norms, eps), dtype=np.float32)
+def l2_normalize(x: np.ndarray, *, eps: float = 1e-12, dtype=np.float32) -> np.ndarray:
+    """Row-wise ``x / max(||x||_2, eps)``, computed in ``dtype``; all-zero rows stay zero.
 
-
-@dataclass(frozen=True)
-class PCAModel:
-    """A fitted PCA: ``transform(x) = (x - mean) @ components.T``."""
-
-    mean: np.ndarray  # (d_in,) float64
-    components: np.ndarray  # (d_out, d_in) float64, rows orthonormal, by decreasing variance
-    explained_variance_ratio: np.ndarray  # (d_out,)
-
-    def transform(self, x: np.ndarray, *, chunk: int = 16384) -> np.ndarray:
-        out = np.empty((x.shape[0], self.components.shape[0]), dtype=np.float32)
-        comp = self.components.T.astype(np.float32)
-        mean = self.mean.astype(np.float32)
-        for s in range(0, x.shape[0], chunk):
-            out[s : s + chunk] = (np.asarray(x[s : s + chunk], dtype=np.float32) - mean) @ comp
-        return out
-
-
-def fit_pca(x: np.ndarray, n_components: int, *, seed: int = 0) -> PCAModel:
-    """Fit PCA on ``x`` (n, d_in) to ``n_components`` dimensions.
-
-    Exact for ``d_in <= 4096`` (eigh of the float64 covariance, accumulated in chunks), randomized
-    (scikit-learn, ``random_state=seed``) above. Signs are fixed so the largest-magnitude loading of each
-    component is positive.
+    Shape ``(n, d) -> (n, d)``, C-contiguous ``dtype`` (float32 by default). ``eps=0`` divides by the norm
+    itself, for callers that have refused zero rows.
     """
-    n, d_in = x.shape
-    n_components = check_positive_int(n_components, name="pca", maximum=min(n, d_in))
-    mean = np.zeros(d_in, dtype=np.float64)
-    for s in range(0, n, 16384):
-        mean += np.asarray(x[s : s + 16384], dtype=np.float64).sum(axis=0)
-    mean /= n
-    if d_in <= 4096:
-        cov = np.zeros((d_in, d_in), dtype=np.float64)
-        for s in range(0, n, 16384):
-            c = np.asarray(x[s : s + 16384], dtype=np.float64) - mean
-            cov += c.T @ c
-        cov /= max(n - 1, 1)
-        evals, evecs = np.linalg.eigh(cov)
-        order = np.argsort(evals)[::-1][:n_components]
-        components = evecs[:, order].T
-        total = max(float(np.clip(evals, 0, None).sum()), 1e-300)
-        ratio = np.clip(evals[order], 0, None) / total
-    else:
-        from sklearn.decomposition import PCA
-
-        model = PCA(n_components=n_components, svd_solver="randomized", random_state=seed)
-        model.fit(np.asarray(x, dtype=np.float32))
-        components = model.components_.astype(np.float64)
-        ratio = model.explained_variance_ratio_
-    pivot = np.argmax(np.abs(components), axis=1)
-    signs = np.sign(components[np.arange(components.shape[0]), pivot])
-    signs[signs == 0] = 1.0
-    return PCAModel(mean=mean, components=components * signs[:, None], explained_variance_ratio=ratio)
+    x = np.asarray(x, dtype=dtype)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, eps), dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -230,9 +174,7 @@ class _ClipImage:
 def _network_features(dataset, encoder: str, *, weights: str, image_size: int, batch_size: int,
                       device, seed: int, progress: bool, num_workers: int) -> np.ndarray:
     import torch
-    from torch.utils.data import DataLoader
     from torchvision.transforms import v2 as T
-    from tqdm.auto import tqdm
 
     from .device import resolve_device
 
@@ -251,29 +193,31 @@ def _network_features(dataset, encoder: str, *, weights: str, image_size: int, b
         T.ToDtype(torch.float32, scale=True),
         T.Normalize(mean, std),
     ])
+    amp = torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda" else contextlib.nullcontext()
+    return _encode_all(dataset, model, dim, transform, dev=dev, amp=amp, tag=encoder, batch_size=batch_size,
+                       num_workers=num_workers, progress=progress)
+
+
+def _encode_all(dataset, encode, dim: int, transform, *, dev, tag: str, batch_size: int, num_workers: int,
+                progress: bool, amp=None) -> np.ndarray:
+    """``encode(transform(image))`` of every sample in order, in batches: float32 ``(len(dataset), dim)``."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
     loader = DataLoader(dataset.to_torch(transform=transform), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=dev.type == "cuda")
     out = np.empty((len(dataset), dim), dtype=np.float32)
     pos = 0
-    amp = torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda" else _nullcontext()
-    with torch.inference_mode(), amp:
-        for batch in tqdm(loader, desc=f"embed {dataset.name}/{dataset.split} [{encoder}]",
-                          disable=not progress, unit="batch"):
-            x = batch[0].to(dev, non_blocking=True)
-            f = model(x).float().cpu().numpy()
+    with torch.inference_mode(), amp or contextlib.nullcontext():
+        for batch in tqdm(loader, desc=f"embed {dataset.name}/{dataset.split} [{tag}]", disable=not progress,
+                          unit="batch"):
+            f = encode(batch[0].to(dev, non_blocking=True)).float().cpu().numpy()
             out[pos : pos + len(f)] = f
             pos += len(f)
     if pos != len(dataset):  # pragma: no cover - defensive
         raise RuntimeError(f"extracted {pos} embeddings for {len(dataset)} samples")
     return out
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _ckpt_path(encoder: str) -> Path:
@@ -294,19 +238,55 @@ def _canonical_encoder(encoder: str) -> str:
     return encoder
 
 
-def _ckpt_arch(path: Path) -> dict[str, Any]:
+def _ckpt_params(path: Path, features: str) -> dict[str, Any]:
+    """What identifies a checkpoint's embedding: its sha256, arch and (only when not the default, so backbone
+    sidecars stay as they were) ``features``."""
     from .train.models import read_checkpoint
 
-    return dict(read_checkpoint(path)["arch"])
+    obj = read_checkpoint(path)
+    params = {"checkpoint_sha256": _io.file_sha256(path), "arch": dict(obj["arch"])}
+    if features == "head":
+        _head_state(obj, path)
+        params["features"] = "head"
+    return params
+
+
+def _head_state(obj: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The projection head's weights in a read checkpoint: ``extra["extras"]["projector"]`` of a model file
+    (what a SimCLR run writes), ``extras["projector"]`` of a training state; ``ValueError`` when absent."""
+    extras = obj.get("extras") or (obj.get("extra") or {}).get("extras") or {}
+    state = extras.get("projector") if isinstance(extras, dict) else None
+    if not isinstance(state, dict) or not state:
+        learner = (obj.get("extra") or {}).get("learner") or (obj.get("config") or {}).get("learner")
+        raise ValueError(
+            f"checkpoint {path} has no projection head (learner {learner!r}, format {obj['format']!r}); a SimCLR "
+            "run's model.pt or state.pt holds one; use features='backbone' for the pooled features"
+        )
+    return state
+
+
+def _projection(net, path: Path):
+    """``SimCLRModule(net)`` with the checkpoint's projector loaded: ``(module, proj_dim)``."""
+    from .train.models import read_checkpoint
+    from .train.simclr import SimCLRModule
+
+    state = _head_state(read_checkpoint(path), path)
+    mats = [v for k, v in state.items() if k.endswith("weight") and getattr(v, "ndim", 0) == 2]
+    try:
+        hidden, proj_dim = int(mats[0].shape[0]), int(mats[-1].shape[0])
+        module = SimCLRModule(net, proj_dim=proj_dim, hidden=hidden)
+        module.projector.load_state_dict(state)
+    except (IndexError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"checkpoint {path}: its projection head is not SimCLR's Linear-BN-ReLU-Linear MLP over "
+                         f"{net.feat_dim}-d features ({first})") from e
+    return module, proj_dim
 
 
 def _ckpt_features(dataset, encoder: str, *, image_size, batch_size: int, device, progress: bool,
-                   num_workers: int) -> np.ndarray:
-    """Pooled features of a kit checkpoint: ``model.features(test_transform(kind)(image))`` in eval mode."""
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
+                   num_workers: int, features: str = "backbone") -> np.ndarray:
+    """``model.features(x)`` (``features="backbone"``) or ``projector(model.features(x))`` (``"head"``) of a
+    kit checkpoint in eval mode, ``x = test_transform(kind)(image)``."""
     from .device import resolve_device
     from .train.augment import image_kind, test_transform
     from .train.batches import image_channels
@@ -322,35 +302,29 @@ def _ckpt_features(dataset, encoder: str, *, image_size, batch_size: int, device
             f"{need}-channel images"
         )
     model = model.to(dev).eval()
+    encode, dim = model.features, model.feat_dim
+    if features == "head":
+        encode, dim = _projection(model, path)
+        encode.to(dev).eval()
     transform = test_transform(image_kind(dataset), image_size=image_size)
-    loader = DataLoader(dataset.to_torch(transform=transform), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, pin_memory=dev.type == "cuda")
-    out = np.empty((len(dataset), model.feat_dim), dtype=np.float32)
-    pos = 0
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc=f"embed {dataset.name}/{dataset.split} [{path.name}]",
-                          disable=not progress, unit="batch"):
-            f = model.features(batch[0].to(dev, non_blocking=True)).float().cpu().numpy()
-            out[pos : pos + len(f)] = f
-            pos += len(f)
-    if pos != len(dataset):  # pragma: no cover - defensive
-        raise RuntimeError(f"extracted {pos} embeddings for {len(dataset)} samples")
-    return out
+    return _encode_all(dataset, encode, dim, transform, dev=dev, tag=path.name, batch_size=batch_size,
+                       num_workers=num_workers, progress=progress)
 
 
-def _check_encoder_params(encoder: str, pca, weights: str, image_size) -> dict[str, Any]:
+def _check_encoder_params(encoder: str, pca, weights: str, image_size, features: str = "backbone") -> dict[str, Any]:
     if not isinstance(encoder, str):
         raise ValueError(f"encoder must be a string, got {encoder!r}")
     if encoder not in ENCODERS and not encoder.startswith("ckpt:"):
         raise ValueError(f"unknown encoder {encoder!r}; choose one of {ENCODERS} or 'ckpt:<path>'")
+    check_choice(features, FEATURES, name="features")
+    if features == "head" and not encoder.startswith("ckpt:"):
+        raise ValueError(f"features='head' needs a 'ckpt:<path>' encoder with a projection head; {encoder!r} has none")
     params: dict[str, Any] = {}
     if pca is not None:
         params["pca"] = check_positive_int(pca, name="pca")
         params["pca_fit_split"] = "train"
     if encoder.startswith("ckpt:"):
-        path = _ckpt_path(encoder)
-        params["checkpoint_sha256"] = _io.file_sha256(path)
-        params["arch"] = _ckpt_arch(path)
+        params.update(_ckpt_params(_ckpt_path(encoder), features))
         params["image_size"] = None if image_size is None else check_positive_int(image_size, name="image_size")
     elif encoder != "pixels":
         params["weights"] = weights
@@ -360,8 +334,9 @@ def _check_encoder_params(encoder: str, pca, weights: str, image_size) -> dict[s
 
 
 def embed_dataset(dataset, encoder: str = "pixels", *, pca: int | None = None, seed: int = 0,
-                  weights: str = "imagenet", image_size: int | None = None, batch_size: int = 256,
-                  device=None, progress: bool = True, num_workers: int = 0, pca_fit=None) -> np.ndarray:
+                  weights: str = "imagenet", image_size: int | None = None, features: str = "backbone",
+                  batch_size: int = 256, device=None, progress: bool = True, num_workers: int = 0,
+                  pca_fit=None) -> np.ndarray:
     """Embed every sample of ``dataset`` with ``encoder``; no caching (see :func:`compute_embeddings`).
 
     Args:
@@ -373,6 +348,8 @@ def embed_dataset(dataset, encoder: str = "pixels", *, pca: int | None = None, s
             (ignored by ``ckpt:`` encoders).
         image_size: network input size (default 224; ``ckpt:`` encoders: the images' own size for 28/32-px
             datasets, 224 for larger ones).
+        features: ``ckpt:`` encoders only: ``"backbone"`` (pooled features) or ``"head"`` (the projection
+            head's output, what USL selects on; see the module docstring).
         batch_size, device, num_workers, progress: extraction settings (device ``None`` = CUDA if present).
         pca_fit: the dataset to fit PCA on (the train split, so test embeddings share its space).
 
@@ -381,18 +358,19 @@ def embed_dataset(dataset, encoder: str = "pixels", *, pca: int | None = None, s
 
     Raises:
         FileNotFoundError: a ``ckpt:`` checkpoint does not exist.
-        ValueError: unknown encoder, bad parameters, a checkpoint that is not a uslkit model or whose
-            ``in_channels`` do not match the dataset's images.
+        ValueError: unknown encoder, bad parameters, a checkpoint that is not a uslkit model, whose
+            ``in_channels`` do not match the dataset's images, or (``features="head"``) that has no
+            projection head.
     """
     seed = check_seed(seed)
-    params = _check_encoder_params(encoder, pca, weights, image_size)
+    params = _check_encoder_params(encoder, pca, weights, image_size, features)
     batch_size = check_positive_int(batch_size, name="batch_size")
     if encoder == "pixels":
         feats = _pixels(dataset)
         fit_feats = feats if pca_fit is None else _pixels(pca_fit)
     elif encoder.startswith("ckpt:"):
         kw = dict(image_size=params["image_size"], batch_size=batch_size, device=device, progress=progress,
-                  num_workers=num_workers)
+                  num_workers=num_workers, features=features)
         feats = _ckpt_features(dataset, encoder, **kw)
         fit_feats = feats if (pca is None or pca_fit is None) else _ckpt_features(pca_fit, encoder, **kw)
     else:
@@ -466,7 +444,7 @@ def _fingerprint(dataset) -> str:
 
 
 def embedding_request(dataset, encoder: str, *, pca=None, seed: int = 0, weights: str = "imagenet",
-                      image_size=None) -> dict[str, Any]:
+                      image_size=None, features: str = "backbone") -> dict[str, Any]:
     """The sidecar fields that identify an embedding (everything a cache must match)."""
     return {
         "format": SIDECAR_FORMAT,
@@ -474,7 +452,7 @@ def embedding_request(dataset, encoder: str, *, pca=None, seed: int = 0, weights
         "dataset": dataset.name,
         "split": dataset.split,
         "encoder": _canonical_encoder(encoder),
-        "params": _check_encoder_params(encoder, pca, weights, image_size),
+        "params": _check_encoder_params(encoder, pca, weights, image_size, features),
         "seed": check_seed(seed),
         "n": len(dataset),
         "data_fingerprint": _fingerprint(dataset),
@@ -484,8 +462,9 @@ def embedding_request(dataset, encoder: str, *, pca=None, seed: int = 0, weights
 def cache_path(cache_dir: str | os.PathLike, request: dict[str, Any]) -> Path:
     """``<cache_dir>/<dataset>/<split>/<encoder>[_pca<d>][_<weights>_<size>]_s<seed>.npy``.
 
-    A ``ckpt:<path>`` encoder is tagged ``ckpt-<file stem>-<8 hex digits of the path's sha1>`` (one entry per
-    checkpoint path; a checkpoint rewritten in place is detected by the sha256 in the sidecar's params).
+    A ``ckpt:<path>`` encoder is tagged ``ckpt-<file stem>-<8 hex digits of the path's sha1>[_<size>][_head]``
+    (one entry per checkpoint path and feature kind; a checkpoint rewritten in place is detected by the sha256
+    in the sidecar's params).
     """
     p = request["params"]
     tag = request["encoder"]
@@ -495,6 +474,8 @@ def cache_path(cache_dir: str | os.PathLike, request: dict[str, Any]) -> Path:
         tag = f"ckpt-{stem}-{hashlib.sha1(ckpt.encode()).hexdigest()[:8]}"
         if p.get("image_size") is not None:
             tag += f"_{p['image_size']}"
+        if p.get("features", "backbone") != "backbone":
+            tag += f"_{p['features']}"
     if "pca" in p:
         tag += f"_pca{p['pca']}"
     if "weights" in p:
@@ -528,8 +509,8 @@ def compute_embeddings(dataset: str, *, split: str = "train", encoder: str = "pi
                        seed: int = 0, root: str | os.PathLike = "data",
                        cache_dir: str | os.PathLike | None = "data/embeddings", out: str | os.PathLike | None = None,
                        overwrite: bool = False, weights: str = "imagenet", image_size: int | None = None,
-                       batch_size: int = 256, device=None, progress: bool = True, download: bool = False,
-                       num_workers: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+                       features: str = "backbone", batch_size: int = 256, device=None, progress: bool = True,
+                       download: bool = False, num_workers: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
     """Load ``dataset``/``split``, embed it (or reuse a matching cache), and return ``(emb, meta)``.
 
     Args:
@@ -546,7 +527,8 @@ def compute_embeddings(dataset: str, *, split: str = "train", encoder: str = "pi
     from .data import load_dataset
 
     ds = load_dataset(dataset, split, root=root, download=download)
-    request = embedding_request(ds, encoder, pca=pca, seed=seed, weights=weights, image_size=image_size)
+    request = embedding_request(ds, encoder, pca=pca, seed=seed, weights=weights, image_size=image_size,
+                                features=features)
     target = Path(out) if out is not None else (cache_path(cache_dir, request) if cache_dir is not None else None)
     if target is not None:
         emb, why = _try_reuse(target, request)
@@ -568,8 +550,8 @@ def compute_embeddings(dataset: str, *, split: str = "train", encoder: str = "pi
     if pca is not None and split != "train":
         fit_ds = load_dataset(dataset, "train", root=root, download=download)
     emb = embed_dataset(ds, encoder, pca=pca, seed=seed, weights=weights, image_size=image_size,
-                        batch_size=batch_size, device=device, progress=progress, num_workers=num_workers,
-                        pca_fit=fit_ds)
+                        features=features, batch_size=batch_size, device=device, progress=progress,
+                        num_workers=num_workers, pca_fit=fit_ds)
     meta = dict(request, **_io.provenance(), normalized="l2")
     if target is not None:
         save_embeddings(target, emb, meta, overwrite=True)

@@ -9,8 +9,8 @@ driven from Python without a browser (that is how the tests run it)::
     ex.click(*ex.xy[123])         # what a click on the map does: the nearest sample and its neighbours
     ex.state()                    # {"dataset", "embedding", "method", "budget", "seed", "coverage", ...}
 
-The pool is a seeded random subset of ``max_points`` training samples, so selection (USL included) runs in
-about a second and the slider stays live; the map is computed once per (dataset, embedding, projection).
+The pool is a seeded random subset of ``max_points`` training samples, so selection (USL included) is quick
+enough for the slider to stay live; the map is computed once per (dataset, embedding, projection).
 Clicking on the map needs an interactive Matplotlib canvas (``pip install ipympl`` and ``%matplotlib
 widget``); with the inline backend the "sample" box does the same.
 """
@@ -41,7 +41,7 @@ def load_pool(dataset: str, embedding: str, *, max_points: int, seed: int = 0, r
     """
     from pathlib import Path
 
-    from .data import load_dataset
+    from .data import load_dataset, pool_split
     from .embed import compute_embeddings
 
     if embedding.startswith("ckpt:"):
@@ -50,7 +50,7 @@ def load_pool(dataset: str, embedding: str, *, max_points: int, seed: int = 0, r
         kw = dict(EMBEDDINGS[embedding])
     else:
         raise ValueError(f"unknown embedding {embedding!r}; choose one of {sorted(EMBEDDINGS)} or 'ckpt:<path>'")
-    split = "fit" if dataset == "digits" else "train"
+    split = pool_split(dataset)
     ds = load_dataset(dataset, split, root=root, download=True)
     emb, _ = compute_embeddings(dataset, split=split, root=root, cache_dir=Path(root) / "embeddings",
                                 progress=False, **kw)
@@ -152,12 +152,10 @@ class SelectionExplorer:
         from .select import select
 
         images, labels, names, emb = self.pool
-        kw = {"labels": labels} if self.method.value == "stratified" else {}
-        if self.method.value == "probcover":
-            kw["num_classes"] = len(names)
         try:
             self.selected = np.asarray(select(self.method.value, emb, int(self.budget.value),
-                                              seed=int(self.seed.value), **kw), dtype=np.int64)
+                                              seed=int(self.seed.value), labels=labels, num_classes=len(names)),
+                                       dtype=np.int64)
             self.error = None
         except Exception as e:  # shown in the app instead of an exception in a widget callback
             self.selected = np.zeros(0, dtype=np.int64)

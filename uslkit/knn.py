@@ -1,60 +1,28 @@
-"""k-nearest-neighbour graph and kNN density (USL, paper 000, eq. 3).
+"""k-nearest-neighbour graph and kNN density (USL, Wang, Lian & Yu 2022, eq. 3).
 
 Data flow: embeddings -> :func:`knn` -> ``(dists, idx)`` -> :func:`density_from_dists`.
 
-All searches return a fixed ``(dists, idx)`` order: ``dists`` float32 ``(m, k)`` ascending, ``idx`` int64
-``(m, k)``, the order of the exact distances between the float32 points (what a float64 brute force
-gives), ties broken by the lower index. faiss (GPU when ``faiss_gpu_count() > 0``, CPU otherwise) finds
-``k + 1 + 8`` candidates per query; uslkit then re-ranks them:
+Every search returns ``(dists, idx)``: ``dists`` float32 ``(m, k)`` ascending, ``idx`` int64 ``(m, k)``, in
+the order of the exact distances between the float32 points (a float64 brute force's order), ties broken
+by the lower index. faiss (GPU when present) finds ``k + 1 + 8`` candidates per query; uslkit re-ranks them:
+(1) distances recomputed from the float32 coordinate differences (faiss ``fvec_L2sqr_by_idx``, no
+cancellation, each within ``(d + 2) 2^-24`` relative of the exact value; the query's own index dropped);
+(2) one sort per row of the int64 keys ``bits(d2) << 31 | index``; (3) runs closer than twice that rounding
+re-sorted by float64 distances. Output distances have float32 precision, bit-identical on one machine.
 
-1. distances recomputed from the float32 coordinate differences (faiss ``fvec_L2sqr_by_idx``: nothing is
-   gathered, multi-threaded, no cancellation, unlike the ``|q|^2 + |x|^2 - 2 q.x`` in float32 that faiss
-   computes with BLAS or on a GPU), each within ``(d + 2) 2^-24`` (relative) of the exact value; the
-   query's own index is dropped;
-2. one sort per row of the int64 keys ``bits(d2) << 31 | index`` (no lexsort);
-3. runs of neighbours whose values are closer than twice that rounding are re-sorted by float64 distances
-   (on Fashion-MNIST 60,000 x 64, k = 400: about 8 of the 409 candidates of a row).
+Exact mode also proves that no point outside a candidate list belongs to the top k: faiss searches
+``x - mean``, and its float32 squared distance of any point is within ``slack = 2 (d + 8) 2^-24 (|q'| +
+max_i |x'_i|)^2`` of the exact one (the ``d u |a||b|`` bound of a float32 dot product, plus centring, norms
+and our rounding, doubled). A row whose k-th distance is below ``D_last - slack`` (``D_last``: the largest
+distance faiss returned) is exact; the others are searched again with a doubled list until they pass or the
+list covers the whole database.
 
-Output distances are the step-1 values (float64 ones, rounded, for the re-sorted runs): float32
-precision, deterministic bit for bit on one machine (another CPU may round faiss' SIMD sums differently).
-
-Exact mode also proves that no point outside a candidate list belongs to the top k. faiss searches
-``x - mean`` (translation changes no distance and shrinks the norms), and its float32 squared distance
-``D`` of any point is within ``slack = 2 (d + 8) 2^-24 (|q'| + max_i |x'_i|)^2`` of the exact one (``'`` =
-centred; the standard bound ``d u |a||b|`` for a float32 dot product of length ``d``, plus the centring,
-the norms and our own rounding, doubled). Every point faiss did not return has ``D >= D_last``, the largest
-``D`` it returned, so a row whose k-th distance ``r_k`` (rounding included) is below ``D_last - slack`` is
-exact; the others (on Fashion-MNIST, k = 20 or 400: none of the 60,000 rows; rows with exact duplicates
-tied past the end of the list) are searched again with a doubled list until they pass or the list covers
-the whole database.
-
-Approximate modes (IVF, HNSW) re-rank what they find in the same way; measure their recall with
-``knn(..., return_recall=True)`` or :func:`estimate_recall`. IVF: ``nlist = min(4 sqrt(n), n / 39)``,
-``nprobe =`` :data:`IVF_NPROBE`, coarse quantizer trained on at most :data:`IVF_TRAIN_POINTS_PER_LIST`
-seeded points per list. Measured recall@k (:func:`estimate_recall`, 1000 seeded rows; faiss-cpu 1.15):
-
-    data                                              nlist     k   nprobe 8   nprobe 16   nprobe 32
-    Fashion-MNIST train, PCA-64, L2-normalised         980    20      0.965       0.993       0.999
-    (60,000 x 64)                                      980   400      0.756       0.905       0.983
-    Gaussian mixture, 100 components, spread 0.5,     4000    20      0.508       0.775       0.992
-    L2-normalised (1,000,000 x 128)                   4000   400        -         0.715         -
-
-Recall depends on the data (an isotropic Gaussian blob has no local structure for IVF's cells to follow):
-check it with ``return_recall=True`` and raise ``nprobe`` where it matters.
-
-Time on a 2-core CPU, against faiss' own ``IndexFlatL2.search`` in the same run (best of 3-5 interleaved
-runs): exact 60,000 x 64 (Fashion-MNIST), k = 20 in 1.06x its time (4.5 s against 4.2 s), k = 400 in
-1.24x (8.8 s against 7.1 s; the previous float64 gather-and-lexsort re-ranking took 2.4x); with one
-thread each (another job on the other core) 1.12x and 1.16x. IVF on the 1,000,000 x 128 mixture, with
-another job sharing the CPU: k = 20 with the defaults 317 s end to end (training on 256,000 points and
-adding 98 s, search and re-ranking about 200 s, recall estimate); search and re-ranking 120 s with
-nprobe 8 and 340 s with nprobe 32; k = 400, nprobe 16: 404 s.
-
-Memory: faiss computes distances in fixed internal tiles (4096 queries x 1024 database rows on CPU) and
-holds a centred copy of ``x``; uslkit holds about ``48 x chunk_size x k_search`` bytes per query chunk
-(``chunk_size`` at most 4096, less when :data:`CHUNK_MEMORY_BYTES` requires). No ``n x n`` matrix is ever
-built, so 1,000,000 x 128 runs in a few GB (exact search is then O(n^2 d): minutes on a GPU, hours on a
-laptop CPU; use ``mode="ivf"`` there).
+Approximate modes (IVF, HNSW) re-rank what they find in the same way; their recall depends on the data:
+measure it with ``knn(..., return_recall=True)`` or :func:`estimate_recall` and raise ``nprobe`` where it
+matters (recall and timings: ``benchmarks/RESULTS.md``). IVF: ``nlist = min(4 sqrt(n), n / 39)``,
+``nprobe =`` :data:`IVF_NPROBE`, quantizer trained on at most :data:`IVF_TRAIN_POINTS_PER_LIST` seeded
+points per list. Memory: no ``n x n`` matrix; about ``48 x chunk x k_search`` bytes per query chunk
+(:data:`CHUNK_MEMORY_BYTES`) plus faiss' centred copy of ``x``.
 """
 
 from __future__ import annotations
@@ -64,7 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._validate import check_embeddings, check_positive_int, check_seed
+from ._validate import check_choice, check_embeddings, check_k, check_positive_int, check_seed
 from .device import faiss_use_gpu
 
 logger = logging.getLogger(__name__)
@@ -82,8 +50,7 @@ __all__ = [
     "knn_density",
 ]
 
-#: ``mode="auto"`` searches exactly up to this many database points and with IVF above. 200,000 x 128
-#: exact takes about a minute on a 16-core CPU and seconds on a GPU; above that exact search is O(n^2).
+#: ``mode="auto"`` searches exactly up to this many database points and with IVF above (exact is O(n^2 d)).
 AUTO_EXACT_MAX_N = 200_000
 
 #: Memory budget (bytes) for one chunk of query rows during the exact re-ranking of candidates.
@@ -93,9 +60,7 @@ CHUNK_MEMORY_BYTES = 512 * 2**20
 #: duplicates gets a large finite density (1 / DENSITY_EPS) instead of ``inf``.
 DENSITY_EPS = 1e-12
 
-#: Default IVF ``nprobe`` (lists visited per query). A small constant suits CPUs: the old default
-#: ``nlist // 8`` visited 500 of 4000 lists at 1,000,000 x 128 and took over 11 minutes for k = 20.
-#: Measured recall@k: see the module docstring.
+#: Default IVF ``nprobe`` (lists visited per query); a small constant suits CPUs.
 IVF_NPROBE = 16
 
 #: IVF's coarse quantizer (K-means with ``nlist`` centroids) is trained on a seeded sample of at most this
@@ -150,12 +115,9 @@ def knn(
             Other points at distance 0 (exact duplicates of row ``i``) are kept, at distance 0. Ignored when
             ``queries`` is given (queries have no index in ``x``).
         squared: return squared L2 distances instead of true L2 distances.
-        mode: ``"exact"`` (faiss flat index, brute force), ``"ivf"`` (IndexIVFFlat, ``nlist`` =
-            ``min(4 sqrt(n), n / 39)``, coarse quantizer trained on a ``seed``-ed sample of at most
-            :data:`IVF_TRAIN_POINTS_PER_LIST` points per list), ``"hnsw"`` (IndexHNSWFlat, M = 32, CPU only)
-            or ``"auto"`` (exact when ``n <= AUTO_EXACT_MAX_N``, IVF above). Approximate modes return
-            exact distances for the neighbours they find; rows for which they find fewer than ``k`` are
-            completed by exact search.
+        mode: ``"exact"`` (faiss flat index), ``"ivf"`` (IndexIVFFlat, see the module docstring), ``"hnsw"``
+            (IndexHNSWFlat, M = 32, CPU only) or ``"auto"`` (exact when ``n <= AUTO_EXACT_MAX_N``, IVF
+            above); rows for which an approximate mode finds fewer than ``k`` are completed exactly.
         chunk_size: query rows per faiss call; ``None``: 4096, or fewer if :data:`CHUNK_MEMORY_BYTES`
             requires.
         device: ``None``/``"auto"`` (faiss GPU if available), ``"cpu"`` or ``"cuda"``/``"gpu"``.
@@ -190,8 +152,8 @@ def knn(
     k_max = n - 1 if self_ids is not None else n
     if k_max < 1:
         raise ValueError(f"x has {n} row(s): no neighbours left after excluding each point itself")
-    k = _check_k(k, k_max, n, self_ids is not None)
-    mode = _check_mode(mode)
+    k = check_k(k, n, exclude_self=self_ids is not None)
+    mode = check_choice(mode, _MODES, name="mode")
     use_gpu = faiss_use_gpu(device)
     seed = check_seed(seed)
     if nprobe is not None:
@@ -256,7 +218,7 @@ def estimate_recall(x, idx, k, *, n_sample=1000, seed=0, queries=None, exclude_s
             f"idx must be an integer array of shape ({q.shape[0]}, >= k), got {idx.dtype} {idx.shape}"
         )
     use_self = queries is None and exclude_self
-    k = _check_k(k, n - 1 if use_self else n, n, use_self)
+    k = check_k(k, n, exclude_self=use_self)
     if k > idx.shape[1]:
         raise ValueError(f"k={k} but idx has only {idx.shape[1]} columns")
     n_sample = check_positive_int(n_sample, name="n_sample")
@@ -303,7 +265,7 @@ def density_from_dists(dists, *, variant="paper") -> np.ndarray:
         float64 ``(n,)`` densities. The mean distance is clipped at :data:`DENSITY_EPS` first, so a point
         whose neighbours are all exact duplicates gets the large finite density ``1 / DENSITY_EPS``.
     """
-    variant = _check_variant(variant)
+    variant = check_choice(variant, _VARIANTS, name="variant")
     dists = np.asarray(dists)
     if dists.ndim != 2 or dists.shape[1] < 1 or dists.dtype.kind not in "fiu":
         raise ValueError(f"dists must be a numeric (n, k) array with k >= 1, got {dists.dtype} {dists.shape}")
@@ -341,36 +303,13 @@ def knn_density(
         float64 ``(n,)`` densities, or ``(density, dists, idx)`` when ``return_knn``: ``dists``/``idx`` are
         :func:`knn`'s output (float32 true L2 distances, own index excluded) whatever the variant.
     """
-    variant = _check_variant(variant)
+    variant = check_choice(variant, _VARIANTS, name="variant")
     x = check_embeddings(x, name="x")
     if variant == "reference" and not isinstance(k, bool) and isinstance(k, (int, np.integer)) and k < 2:
         raise ValueError(f"variant='reference' needs k >= 2, got k={k}")
     dists, idx = knn(x, k, mode=mode, device=device, seed=seed, progress=progress)
     density = density_from_dists(dists, variant=variant)
     return (density, dists, idx) if return_knn else density
-
-
-# --------------------------------------------------------------------------------------------------------
-# Validation helpers
-# --------------------------------------------------------------------------------------------------------
-def _check_k(k, k_max: int, n: int, excl: bool) -> int:
-    k = check_positive_int(k, name="k")
-    if k > k_max:
-        why = " (each point's own index is excluded)" if excl else ""
-        raise ValueError(f"k={k} is too large for {n} points: at most {k_max}{why}")
-    return k
-
-
-def _check_mode(mode) -> str:
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    return mode
-
-
-def _check_variant(variant) -> str:
-    if variant not in _VARIANTS:
-        raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
-    return variant
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -436,8 +375,8 @@ def _build_index(x: np.ndarray, mode: str, *, use_gpu: bool, seed: int, nprobe: 
 
 def _default_chunk(m: int, k_search: int) -> int:
     """Query rows per faiss call: faiss' own query block (4096 on CPU), fewer when the re-ranking arrays
-    (~48 bytes per candidate) would exceed :data:`CHUNK_MEMORY_BYTES`. Larger chunks are not faster: the
-    re-ranking's temporaries then fall out of the cache (2.3 s instead of 0.9 s for 60,000 x 64, k = 400)."""
+    (~48 bytes per candidate) would exceed :data:`CHUNK_MEMORY_BYTES`; larger chunks make the re-ranking's
+    temporaries fall out of the cache."""
     per_row = k_search * 48  # faiss distances/ids, exact distances, sort keys, masks and temporaries
     return int(max(1, min(m, 4096, CHUNK_MEMORY_BYTES // per_row)))
 

@@ -14,8 +14,8 @@ which
    replaces the parameters named in ``small`` by their small values, *in the notebook's namespace*, so
    the following cells read the plain names; every other value (and every papermill run without the
    variable) is left alone. Names listed in ``USLKIT_NB_KEEP`` (comma-separated; the sweep script sets it to
-   the parameters it passes) keep their given values at the small size too. This is the "parameter-freezing
-   step": the notebook file is never edited;
+   the parameters it passes) keep their given values at the small size too. The notebook file is never
+   edited;
 3. returns a :class:`NotebookRun` that resolves paths against the project root and writes the results.
 
 :meth:`NotebookRun.save_results` writes ``{"notebook", "size", "params", "requested", "metrics", versions, ...}`` as
@@ -117,6 +117,23 @@ class NotebookRun:
     def small(self) -> bool:
         return self.size == "small"
 
+    def check(self, name: str, choices=None, *, unless: str | None = None, needs: str | None = None) -> Any:
+        """Validate the parameter ``name`` in the caller's terms (``-p name ...``) and return its value.
+
+        ``choices``: the valid values. ``needs``/``unless``: ``name``'s value requires the parameter ``needs`` to
+        be set (neither ``""`` nor ``"none"``) unless the parameter ``unless`` is set.
+
+        Raises:
+            ValueError: naming the parameter, its value and what would be valid.
+        """
+        value = self.params.get(name)
+        if choices is not None and value not in choices:
+            raise ValueError(f"-p {name} must be one of {list(choices)}, got {value!r}")
+        if needs is not None and _unset(self.params.get(needs)) and (unless is None or _unset(self.params.get(unless))):
+            raise ValueError(f"-p {name} {value} needs -p {needs}" + (f" (or -p {unless})" if unless else "")
+                             + f"; got {needs}={self.params.get(needs)!r}")
+        return value
+
     def save_results(self, metrics: Mapping[str, Any], *, extra: Mapping[str, Any] | None = None) -> Path:
         """Write the results JSON (parameters, metrics, versions, wall time) atomically; returns its path.
 
@@ -199,16 +216,16 @@ def embedded_splits(dataset: str, *, encoder: str = "pixels", pca: int | None = 
     """
     import numpy as np
 
-    from .data import load_dataset
+    from .data import load_dataset, pool_split
     from .embed import compute_embeddings
 
     root = Path(root)
-    pool_split = "fit" if dataset == "digits" else "train"
+    split = pool_split(dataset)
     kw = dict(encoder=encoder, pca=pca or None, root=root, cache_dir=root / "embeddings", progress=progress,
               download=True)
-    pool = load_dataset(dataset, pool_split, root=root, download=True)
+    pool = load_dataset(dataset, split, root=root, download=True)
     test = load_dataset(dataset, "test", root=root, download=True)
-    emb, _ = compute_embeddings(dataset, split=pool_split, **kw)
+    emb, _ = compute_embeddings(dataset, split=split, **kw)
     test_emb, _ = compute_embeddings(dataset, split="test", **kw)
     rng = np.random.default_rng(subset_seed)
     if max_samples and max_samples < len(pool):
@@ -218,3 +235,7 @@ def embedded_splits(dataset: str, *, encoder: str = "pixels", pca: int | None = 
         keep = np.sort(rng.choice(len(test), size=max_test, replace=False))
         test, test_emb = test.subset(keep), test_emb[keep]
     return pool, test, np.ascontiguousarray(emb), np.ascontiguousarray(test_emb)
+
+
+def _unset(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))

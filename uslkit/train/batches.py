@@ -20,33 +20,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .._rng import GOLDEN, MASK64, splitmix64, splitmix64_np
 from .._validate import check_positive_int, check_seed
 
 __all__ = ["StepStream", "ViewDataset", "StepLoader", "mix_seed", "images_as_tensor"]
 
-_M64 = (1 << 64) - 1
-
 
 def mix_seed(*parts: int) -> int:
     """A 63-bit seed from integers (splitmix64 over the parts), stable across runs and platforms."""
-    h = 0x9E3779B97F4A7C15
+    h = GOLDEN
     for p in parts:
-        h = _splitmix64((h ^ (int(p) & _M64)) & _M64)
+        h = splitmix64((h ^ (int(p) & MASK64)) & MASK64)
     return h >> 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _M64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
-
-
-def _splitmix64_np(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
 
 
 class StepStream:
@@ -117,7 +102,7 @@ class StepStream:
         if self.indices is not None:
             out = self.indices[out]
         base = np.uint64(mix_seed(self.seed, self.stream))
-        seeds = (_splitmix64_np(pos.astype(np.uint64) ^ base) >> np.uint64(1)).astype(np.int64)
+        seeds = (splitmix64_np(pos.astype(np.uint64) ^ base) >> np.uint64(1)).astype(np.int64)
         return out, seeds
 
     def epoch_of(self, step: int) -> float:
@@ -229,6 +214,11 @@ _PER_SAMPLE = {"test": "test_transform", "weak": "weak_transform", "strong": "st
                "simclr": "simclr_transform"}
 
 
+def _given(**options) -> dict[str, Any]:
+    """The options that are not ``None`` (the rest keep the policy's defaults)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 class Views:
     """How a learner turns a stream's batch into its augmented views.
 
@@ -245,10 +235,15 @@ class Views:
         batched: force the batched (``True``) or per-sample (``False``) path; ``None`` = batched when possible.
         crop_scale: area range of the ``"simclr"`` crops (``None``: the kind's default), see
             :func:`uslkit.train.augment.simclr_transform`.
+        jitter_strength: colour-jitter strength ``s`` of the ``"simclr"`` views (``None``: 0.5), see
+            :func:`uslkit.train.augment.simclr_transform`.
+        cutout_side: ``"random"`` or ``"fixed"`` Cutout side of the ``"strong"`` views (``None``: random),
+            see :func:`uslkit.train.augment.strong_transform`.
     """
 
     def __init__(self, dataset, policies: tuple[str, ...], *, labels=None, batched: bool | None = None,
-                 crop_scale: tuple[float, float] | None = None):
+                 crop_scale: tuple[float, float] | None = None, jitter_strength: float | None = None,
+                 cutout_side: str | None = None):
         from . import augment
 
         if not policies or any(p not in _PER_SAMPLE for p in policies):
@@ -261,7 +256,10 @@ class Views:
                              f"is of kind {self.kind!r}")
         self.batched = possible if batched is None else bool(batched)
         self.policies = tuple(policies)
-        opts = {"simclr": {} if crop_scale is None else {"crop_scale": augment.check_crop_scale(crop_scale)}}
+        opts = {"simclr": _given(crop_scale=crop_scale, jitter_strength=jitter_strength),
+                "strong": _given(cutout_side=cutout_side)}
+        augment.simclr_policy(self.kind, **opts["simclr"])  # validates the options whatever the policies
+        augment.StrongPolicy(**opts["strong"])
         if self.batched:
             self.augs = [augment.BatchAugment(self.kind, p, **opts.get(p, {})) for p in policies]
             transform = None
@@ -280,6 +278,6 @@ class Views:
         s = np.asarray(seeds.cpu() if torch.is_tensor(seeds) else seeds, dtype=np.int64).astype(np.uint64)
         out = []
         for j, aug in enumerate(self.augs):
-            sj = s if j == 0 else (_splitmix64_np(s ^ np.uint64(mix_seed(j))) >> np.uint64(1))
+            sj = s if j == 0 else (splitmix64_np(s ^ np.uint64(mix_seed(j))) >> np.uint64(1))
             out.append(aug(x, sj.astype(np.int64)))
         return out

@@ -11,43 +11,38 @@ The labelled set is read from a labels file (:mod:`uslkit.labels`), checked agai
 unlabelled set is the whole training pool (the USL toolbox keeps all of it, labelled samples included); the
 labelled list is repeated to fill the steps, as the USL toolbox does.
 
-Presets (``preset=``): ``"paper"`` is FixMatch's CIFAR-10 setting (WRN-28-2, 2^20 steps, batch 64, mu 7,
-lr 0.03, wd 5e-4, EMA 0.999; notes sec. 8) for a GPU; ``None`` uses the keyword values (FixMatch's
-hyperparameters with the small CNN), which a CPU can run at small scale. ``init`` starts from a
-self-supervised encoder (``out_dir/model.pt`` of :func:`uslkit.train.simclr.train_simclr`).
+Hyperparameters: :class:`uslkit.train.config.FixMatchConfig` (presets ``"paper"``, ``"usl"``, ``"cpu"``).
+``init`` starts from a self-supervised encoder (``out_dir/model.pt`` of :func:`uslkit.train.simclr.train_simclr`).
 
 Pseudo-label monitor: when every image of the pool has a ground-truth label (a benchmark such as Fashion-MNIST
 used as if unlabelled), the history also logs ``pseudo_acc`` (accuracy of the weak-view pseudo-labels of
 the unlabelled batches) and ``mask_correct`` (share of the unlabelled batch that is confident AND right), so
 ``mask - mask_correct`` is the share trained on a confident wrong label: the confirmation that stalls
-FixMatch. The labels are only read for these two numbers, never by the loss (a test checks that the
-weights are bit-identical with the monitor off).
+FixMatch. The labels are only read for these two numbers, never by the loss.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._validate import check_positive_int
+from .._io import file_sha256
+from ..labels import Selection, check_against_dataset, load_selection
+from .augment import image_kind
 from .batches import StepLoader, StepStream, Views, image_channels
-from .loop import RunSettings, TrainResult, decay_groups, fixmatch_cosine_lr, resolve_preset, run_loop
+from .config import FixMatchConfig, resolve_config, split_settings
+from .loop import RunSettings, TrainResult, decay_groups, fixmatch_cosine_lr, run_loop
 from .losses import fixmatch_loss
+from .models import build_model, load_model
 
-__all__ = ["FIXMATCH_PRESETS", "FixMatchModule", "labeled_set", "train_fixmatch", "load_init_encoder"]
+__all__ = ["FIXMATCH_PRESETS", "FixMatchConfig", "FixMatchModule", "labeled_set", "train_fixmatch",
+           "load_init_encoder"]
 
-#: ``"paper"``: FixMatch's CIFAR-10 setting (paper / reference code; USL used weight decay 1e-3 for its runs).
-#: ``"cpu"``: the CPU-scale setting of ``benchmarks/bench_train_fmnist.py`` and ``notebooks/04_fixmatch``: the
-#: paper's losses and batch shape on the small CNN for 250 steps (about 8 min on 2 cores for 28x28 images),
-#: meant to start from a self-supervised encoder (``init=``); the EMA decay is 0.99 because 0.999 would still
-#: weigh the initial weights by 0.999^250 = 0.78 at the end.
-FIXMATCH_PRESETS: dict[str, dict] = {
-    "paper": dict(arch="wrn28_2", steps=2**20, batch_size=64, mu=7, lr=0.03, momentum=0.9, nesterov=True,
-                  weight_decay=5e-4, threshold=0.95, lambda_u=1.0, ema_decay=0.999),
-    "cpu": dict(arch="cnn_small", steps=250, batch_size=64, mu=7, lr=0.03, momentum=0.9, nesterov=True,
-                weight_decay=5e-4, threshold=0.95, lambda_u=1.0, ema_decay=0.99),
-}
+#: the presets, name -> :class:`FixMatchConfig` (``FixMatchConfig.PRESETS``).
+FIXMATCH_PRESETS = FixMatchConfig.PRESETS
 
 
 class FixMatchModule(nn.Module):
@@ -70,8 +65,6 @@ def labeled_set(selection, dataset):
             label is outside ``[0, num_classes)``, or it extends earlier rounds (``labeled_before``), whose
             labels are not in this file.
     """
-    from ..labels import Selection, check_against_dataset, load_selection
-
     sel = selection if isinstance(selection, Selection) else load_selection(selection, dataset=dataset)
     check_against_dataset(sel, dataset)
     if sel.labeled_before:
@@ -91,8 +84,6 @@ def load_init_encoder(net: nn.Module, path) -> None:
     Raises:
         ValueError: the checkpoint's architecture name or input channels differ from ``net``'s.
     """
-    from .models import load_model
-
     src = load_model(path)
     for key in ("name", "in_channels"):
         if src.arch.get(key) != net.arch.get(key):
@@ -104,53 +95,30 @@ def load_init_encoder(net: nn.Module, path) -> None:
 def train_fixmatch(
     train_set,
     selection,
+    config: FixMatchConfig | None = None,
     *,
     preset: str | None = None,
-    arch: str = "cnn_small",
     init=None,
-    steps: int | None = None,
-    batch_size: int = 64,
-    mu: int = 7,
-    lr: float = 0.03,
-    momentum: float = 0.9,
-    nesterov: bool = True,
-    weight_decay: float = 5e-4,
-    threshold: float = 0.95,
-    lambda_u: float = 1.0,
-    ema_decay: float = 0.999,
     test_set=None,
-    seed: int = 0,
-    out_dir=None,
-    device=None,
-    amp=None,
-    ckpt_every: int = 500,
-    log_every: int = 50,
-    eval_every: int | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    num_workers: int = 0,
     arch_kwargs: dict | None = None,
     batched_augment: bool | None = None,
     monitor_pseudo_labels: bool | None = None,
+    **kwargs,
 ) -> TrainResult:
     """Train FixMatch on ``train_set`` with the labelled samples of ``selection``.
 
     Args:
         train_set: :class:`uslkit.data.ImageDataset`, the pool the labels file was made for.
         selection: labels file path or :class:`uslkit.labels.Selection`, annotated (see :func:`labeled_set`).
-        preset: ``None`` or a key of :data:`FIXMATCH_PRESETS`; explicit keyword values that differ from the
-            function defaults override it.
-        arch: :func:`uslkit.train.models.build_model` name.
+        config: a :class:`FixMatchConfig` (default: its defaults, or the preset).
+        preset: a key of ``FixMatchConfig.PRESETS`` instead of ``config``.
+        **kwargs: fields of :class:`FixMatchConfig` (``steps=``, ``lr=``, ``ema_decay=``, ...), each one given
+            replacing the config's value whatever it equals (:func:`uslkit.train.config.resolve_config`), and run
+            settings (``seed``, ``out_dir``, ``device``, ``amp``, ``ckpt_every``, ``log_every``, ``eval_every``,
+            ``overwrite``, ``progress``, ``num_workers``: :class:`uslkit.train.loop.RunSettings`).
         init: optional checkpoint whose encoder initialises the network (:func:`load_init_encoder`).
-        steps: optimisation steps (required unless the preset sets them).
-        batch_size, mu: labelled images per step and unlabelled-per-labelled ratio.
-        lr, momentum, nesterov, weight_decay: SGD; weight decay on weights, not on biases and BN.
-        threshold, lambda_u: FixMatch's ``tau`` and unlabelled weight.
-        ema_decay: EMA of the weights used for evaluation (0.999).
         test_set: labelled :class:`uslkit.data.ImageDataset` for top-1 / per-class accuracy of the model and its
             EMA at each evaluation and at the end.
-        seed, out_dir, device, amp, ckpt_every, log_every, eval_every, overwrite, progress, num_workers: see
-            :class:`uslkit.train.loop.RunSettings`.
         arch_kwargs: extra :func:`uslkit.train.models.build_model` arguments.
         batched_augment: see :class:`uslkit.train.batches.Views` (``None``: batched for small in-memory images).
         monitor_pseudo_labels: log ``pseudo_acc`` and ``mask_correct`` from the pool's ground-truth labels
@@ -161,24 +129,19 @@ def train_fixmatch(
         :class:`uslkit.train.loop.TrainResult`; ``metrics`` has ``top1``/``ema_top1``/``per_class``/... when a
         ``test_set`` is given.
     """
-    from .augment import image_kind
-    from .models import build_model
-
-    given = dict(arch=arch, steps=steps, batch_size=batch_size, mu=mu, lr=lr, momentum=momentum, nesterov=nesterov,
-                 weight_decay=weight_decay, threshold=threshold, lambda_u=lambda_u, ema_decay=ema_decay)
-    cfg = resolve_preset("FixMatch", FIXMATCH_PRESETS, preset, given, _DEFAULTS)
-    if cfg["steps"] is None:
+    overrides, run = split_settings(FixMatchConfig, kwargs)
+    cfg = resolve_config(FixMatchConfig, config, preset, overrides)
+    if cfg.steps is None:
         raise ValueError("steps is required (or preset='paper' for FixMatch's 2^20, preset='cpu' for 250)")
-    steps = check_positive_int(cfg["steps"], name="steps")
-    batch_size = check_positive_int(cfg["batch_size"], name="batch_size")
-    mu = check_positive_int(cfg["mu"], name="mu")
+    settings = RunSettings(steps=cfg.steps, **run)
+    steps, batch_size, mu, seed, num_workers = cfg.steps, cfg.batch_size, cfg.mu, settings.seed, settings.num_workers
     idx, lab = labeled_set(selection, train_set)
     truth = _monitor_labels(train_set, monitor_pseudo_labels)
     truth_on: dict = {}  # the labels on each device the batches come on
     kind = image_kind(train_set)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = build_model(cfg["arch"], train_set.num_classes, in_channels=image_channels(train_set),
+        net = build_model(cfg.arch, train_set.num_classes, in_channels=image_channels(train_set),
                           **(arch_kwargs or {}))
     if init is not None:
         load_init_encoder(net, init)
@@ -186,21 +149,21 @@ def train_fixmatch(
     labels_full = np.full(len(train_set), -1, dtype=np.int64)
     labels_full[idx] = lab
     lab_views = Views(train_set, ("weak",), labels=labels_full, batched=batched_augment)
-    ulb_views = Views(train_set, ("weak", "strong"), batched=batched_augment)
+    ulb_views = Views(train_set, ("weak", "strong"), batched=batched_augment, cutout_side=cfg.cutout)
     loaders = {
         "labeled": StepLoader(lab_views.dataset, StepStream(len(idx), batch_size, seed=seed, stream=1, indices=idx),
                               num_workers=num_workers),
         "unlabeled": StepLoader(ulb_views.dataset, StepStream(len(train_set), batch_size * mu, seed=seed, stream=2),
                                 num_workers=num_workers),
     }
-    params = dict(cfg, dataset=getattr(train_set, "name", None), split=getattr(train_set, "split", None),
+    params = dict(cfg.run_params(), dataset=getattr(train_set, "name", None), split=getattr(train_set, "split", None),
                   n=len(train_set), labeled=idx.tolist(), labels=lab.tolist(), kind=kind,
                   augment="batched" if ulb_views.batched else "per-sample",
                   init=None if init is None else _file_digest(init))
 
     def make_optimizer(m):
-        return torch.optim.SGD(decay_groups(m, cfg["weight_decay"]), lr=cfg["lr"], momentum=cfg["momentum"],
-                               nesterov=cfg["nesterov"])
+        return torch.optim.SGD(decay_groups(m, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov)
 
     def step_fn(model, batches, step):
         (x,) = lab_views(batches["labeled"])
@@ -209,7 +172,7 @@ def train_fixmatch(
         logits = model(torch.cat([x, uw, us]))
         lx = logits[: x.shape[0]]
         lw, ls = logits[x.shape[0]:].chunk(2)
-        loss, st = fixmatch_loss(lx, y, lw, ls, threshold=cfg["threshold"], lambda_u=cfg["lambda_u"])
+        loss, st = fixmatch_loss(lx, y, lw, ls, threshold=cfg.threshold, lambda_u=cfg.lambda_u)
         stats = {"loss_x": st["loss_x"], "loss_u": st["loss_u"], "mask": st["mask"]}
         if truth is not None:  # monitoring only: these labels never reach the loss
             ui = batches["unlabeled"][2]
@@ -222,21 +185,14 @@ def train_fixmatch(
 
     eval_fn = None
     if test_set is not None:
-        from .evaluation import evaluate_classifier
+        from ..evaluate import evaluate_classifier
 
         def eval_fn(net_, ema_):
             return evaluate_classifier(net_, test_set, ema=ema_, kind=kind)
 
-    settings = RunSettings(steps=steps, seed=seed, out_dir=out_dir, device=device, amp=amp, ckpt_every=ckpt_every,
-                           log_every=log_every, eval_every=eval_every, overwrite=overwrite, progress=progress,
-                           num_workers=num_workers)
     return run_loop(learner="fixmatch", params=params, module=module, make_optimizer=make_optimizer,
-                    lr_at=fixmatch_cosine_lr(cfg["lr"], steps), loaders=loaders, step_fn=step_fn, settings=settings,
-                    ema_decay=cfg["ema_decay"], eval_fn=eval_fn)
-
-
-_DEFAULTS = dict(arch="cnn_small", steps=None, batch_size=64, mu=7, lr=0.03, momentum=0.9, nesterov=True,
-                 weight_decay=5e-4, threshold=0.95, lambda_u=1.0, ema_decay=0.999)
+                    lr_at=fixmatch_cosine_lr(cfg.lr, steps), loaders=loaders, step_fn=step_fn, settings=settings,
+                    ema_decay=cfg.ema_decay, eval_fn=eval_fn)
 
 
 def _monitor_labels(train_set, monitor) -> torch.Tensor | None:
@@ -254,10 +210,6 @@ def _monitor_labels(train_set, monitor) -> torch.Tensor | None:
 
 
 def _file_digest(path) -> dict:
-    from pathlib import Path
-
-    from .._io import file_sha256
-
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"init checkpoint {p} does not exist")

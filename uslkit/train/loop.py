@@ -139,19 +139,6 @@ def decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
-def resolve_preset(learner: str, presets: dict[str, dict], preset: str | None, given: dict,
-                   defaults: dict) -> dict:
-    """A learner's settings: ``given`` when ``preset`` is None, else the preset's values overridden by every
-    ``given`` value that differs from the function default in ``defaults``."""
-    if preset is None:
-        return dict(given)
-    if preset not in presets:
-        raise ValueError(f"unknown {learner} preset {preset!r}; valid: {[None, *presets]}")
-    cfg = dict(presets[preset])
-    cfg.update({k: v for k, v in given.items() if v != defaults[k]})
-    return cfg
-
-
 def cosine_lr(base: float, steps: int, *, warmup: int = 0, final: float = 0.0) -> Callable[[int], float]:
     """``lr(step)``: linear warm-up over ``warmup`` steps, then half-cosine from ``base`` to ``final``."""
     def lr(step: int) -> float:
@@ -214,7 +201,7 @@ def run_loop(
     net = module.net
     arch = dict(getattr(net, "arch", {}) or {})
     config = {"learner": learner, "arch": arch, "steps": s.steps, "seed": s.seed, "ema_decay": ema_decay,
-              "params": _jsonable(params)}
+              "params": _io.to_jsonable(params)}
     module.to(device)
     optimizer = make_optimizer(module)
     ema = ModelEMA(net, ema_decay) if ema_decay is not None else None
@@ -341,12 +328,6 @@ def _to_device(obj, device):
 def _batch_len(batch) -> int:
     """Samples (not views) in a ``(images or views, labels, indices, seeds)`` batch."""
     return int(batch[1].shape[0])
-
-
-def _jsonable(obj):
-    import json
-
-    return json.loads(json.dumps(obj, default=_io._json_default))
 
 
 def _extras(module) -> dict[str, torch.nn.Module]:

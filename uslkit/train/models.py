@@ -9,7 +9,7 @@ by the loss side). ``Net.arch`` is a JSON-able dict that rebuilds the same archi
 Architectures (:data:`MODELS`):
 
 - ``cnn_small``: a 0.28 M-parameter CNN for 28x28 grey / 32x32 colour images, small enough to train on a
-  2-core CPU (a few minutes per Fashion-MNIST epoch; timing in :func:`_cnn_small`), 128-d.
+  CPU (:func:`_cnn_small`), 128-d.
 - ``resnet18_cifar``: ResNet-18 with the CIFAR stem of He et al. (2016) as used by SimCLR / USL for
   CIFAR: a 3x3 stride-1 first convolution and no max-pool (torchvision's ResNet-18 otherwise), 512-d.
 - ``wrn28_2``: Wide-ResNet-28-2 (Zagoruyko & Komodakis, BMVC 2016) exactly as FixMatch (Sohn et al.,
@@ -32,7 +32,6 @@ loop's ``uslkit-train-state`` files (``{"format": "uslkit-train-state", "arch": 
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 from pathlib import Path
@@ -121,13 +120,8 @@ def _cnn_small(in_channels: int) -> tuple[nn.Module, int]:
 
     277,600 encoder parameters with 1 input channel (278,176 with 3); 278,890 with a 10-class head and
     1 channel. Input of any size >= 4x4 (28x28 -> 14x14 -> 7x7; 32x32 -> 16 -> 8; sklearn's 8x8 digits ->
-    4 -> 2). Kaiming-normal (fan_out, ReLU) convolution init, as torchvision's ResNets.
-
-    Speed: forward + backward of a batch of 256 28x28 grey images (10-class head, cross-entropy, train
-    mode) took 1.16 s (median of 5, after 2 warm-up batches) on a 2-core AMD EPYC VM, torch 2.14.1 with
-    2 threads, measured while another CPU-bound benchmark was running on the same two cores (load
-    average ~2), i.e. about 4.5 min per Fashion-MNIST epoch (60k images) under that load; an idle
-    machine is faster (not measured).
+    4 -> 2). Kaiming-normal (fan_out, ReLU) convolution init, as torchvision's ResNets. Step times:
+    ``benchmarks/RESULTS.md``.
     """
     layers = _conv_bn_relu(in_channels, 32) + [nn.MaxPool2d(2)]
     layers += _conv_bn_relu(32, 64) + _conv_bn_relu(64, 64) + [nn.MaxPool2d(2)]
@@ -387,10 +381,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj))
-
-
 def check_arch(arch: dict[str, Any], model_or_arch, *, what: str = "checkpoint") -> None:
     """Raise ``ValueError`` unless ``arch`` describes the same architecture as ``model_or_arch``.
 
@@ -413,7 +403,7 @@ def check_arch(arch: dict[str, Any], model_or_arch, *, what: str = "checkpoint")
         raise ValueError(f"expected a uslkit Net or an arch dict, got {type(model_or_arch).__name__}")
     if not isinstance(arch, dict):
         raise ValueError(f"{what} arch must be a dict, got {type(arch).__name__}")
-    a, b = _jsonable(arch), _jsonable(other)
+    a, b = _io.to_jsonable(arch), _io.to_jsonable(other)
     if a != b:
         diff = "; ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
         raise ValueError(f"{what} has arch {a} but the model has arch {b} (differs in {diff})")
@@ -468,7 +458,7 @@ def save_model(path: str | os.PathLike, model: Net, *, extra: dict[str, Any] | N
     ckpt = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
-        "arch": _jsonable(net.arch),
+        "arch": _io.to_jsonable(net.arch),
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "extra": extra,
         **_io.provenance(),
@@ -559,7 +549,7 @@ def load_model(path: str | os.PathLike, *, map_location="cpu", expect: dict[str,
             raise ValueError(f"expect must be a dict of arch entries, got {expect!r}")
         for key, want in expect.items():
             have = arch.get(key)
-            if _jsonable(have) != _jsonable(want):
+            if _io.to_jsonable(have) != _io.to_jsonable(want):
                 raise ValueError(f"{path}: checkpoint has arch {key}={have!r} but expected {want!r}")
     key = "state_dict" if obj["format"] == MODEL_FORMAT else "model"
     if use_ema:
