@@ -168,6 +168,14 @@ def test_train_options_given_on_the_command_line_beat_the_preset(tmp_path, capsy
     assert "unknown simclr --preset 'fast'" in capsys.readouterr().err
     assert main(["train", "mixmatch", "--dataset", "digits", "--out", str(tmp_path / "z"), "-q"]) == 2
     assert "unknown learner 'mixmatch'" in capsys.readouterr().err
+    assert main(["train", "simclr", "--dataset", "digits", "--out", str(tmp_path / "v"), "-q"]) == 2
+    assert "simclr needs --steps or --epochs (or a --preset that sets it)" in capsys.readouterr().err
+    assert main(["train", "fixmatch", "--dataset", "digits", "--labels", "x.json", "--out", str(tmp_path / "v"),
+                 "-q"]) == 2
+    assert "fixmatch needs --steps (or a --preset that sets it)" in capsys.readouterr().err
+    assert main(["train", "simclr", "--dataset", "digits", "--steps", "1", "--init", "m.pt", "--out",
+                 str(tmp_path / "v"), "-q"]) == 2
+    assert "--init is not an option of simclr" in capsys.readouterr().err
     # a --param that has its own option would be overridden by that option's default: refused
     assert main(["train", "simclr", "--dataset", "digits", "--steps", "1", "--param", "seed=3",
                  "--out", str(tmp_path / "w"), "-q"]) == 2

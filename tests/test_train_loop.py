@@ -1,5 +1,6 @@
 """The shared loop machinery and the learners on tiny data (sklearn's digits, 8x8 grey)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -361,6 +362,13 @@ def test_explicit_values_equal_to_the_defaults_beat_the_preset():
         resolve_config(FixMatchConfig, None, None, dict(emadecay=0.9))
     with pytest.raises(TypeError, match="FixMatchConfig"):
         resolve_config(FixMatchConfig, SimCLRConfig(), None, {})
+    # one of SimCLR's lengths replaces the other; a run without a length is refused, naming what it needs
+    assert resolve_config(SimCLRConfig, None, "cpu", dict(steps=1)) == dataclasses.replace(
+        SimCLRConfig.preset("cpu"), steps=1, epochs=None)
+    assert resolve_config(SimCLRConfig, None, None, dict(epochs=2.0)).missing() == []
+    assert SimCLRConfig().missing() == [("steps", "epochs")] and FixMatchConfig().missing() == [("steps",)]
+    with pytest.raises(ValueError, match="FixMatch needs steps"):
+        FixMatchConfig().check_complete()
     # the usl preset is the paper's with USL's weight decay
     assert FixMatchConfig.preset("usl") == FixMatchConfig(arch="wrn28_2", steps=2**20, weight_decay=1e-3)
 

@@ -182,6 +182,7 @@ _TRAIN_RUN_OPTIONS = ("seed", "device", "overwrite", "num_workers", "ckpt_every"
 
 def _cmd_train(args) -> int:
     from .data import load_dataset
+    from .train.config import resolve_config
     from .train.registry import LEARNERS
 
     if args.learner not in LEARNERS:
@@ -205,20 +206,17 @@ def _cmd_train(args) -> int:
         if key not in fields:
             raise CLIError(f"{flag} is not an option of {learner.name}")
         kwargs[key] = value
-    for what in learner.requires:
-        if getattr(args, what) is None:
-            raise CLIError(f"{learner.name} needs " + " and ".join(f"--{w}" for w in learner.requires)
-                           + " (" + ", ".join(_INPUT_HELP[w] for w in learner.requires) + ")")
-    for what in ("labels", "init"):
-        if getattr(args, what) is not None and what not in learner.accepts:
-            raise CLIError(f"--{what} is not an option of {learner.name}")
+    learner.check_inputs(labels=args.labels, init=args.init, prefix="--")
     if args.preset is not None:
         presets = learner.config.PRESETS
         if args.preset not in presets:
             raise CLIError(f"unknown {learner.name} --preset {args.preset!r}; valid: {sorted(presets)}")
         kwargs["preset"] = args.preset
-    if learner.name == "simclr" and not ({"steps", "epochs"} & set(kwargs)) and args.preset is None:
-        raise CLIError("give --steps or --epochs (or --preset)")
+    # what the run still needs, said before any data is loaded, in command-line terms
+    cfg = resolve_config(learner.config, None, args.preset, {k: v for k, v in kwargs.items() if k in fields})
+    for group in cfg.missing():
+        raise CLIError(f"{learner.name} needs " + " or ".join("--" + k.replace("_", "-") for k in group)
+                       + " (or a --preset that sets it)")
     kwargs.update(seed=args.seed, out_dir=args.out, device=args.device, overwrite=args.overwrite,
                   progress=not args.quiet, num_workers=args.num_workers)
     for key in ("ckpt_every", "log_every", "eval_every"):
@@ -233,9 +231,6 @@ def _cmd_train(args) -> int:
     how = "loaded (already finished)" if res.reused else f"trained {res.step} steps"
     print(f"{args.learner}: {how} -> {args.out}; " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     return 0
-
-
-_INPUT_HELP = {"labels": "an annotated labels file", "init": "a pretrained checkpoint"}
 
 
 # ----------------------------------------------------------------------------------------------------------

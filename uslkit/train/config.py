@@ -46,6 +46,10 @@ class LearnerConfig:
 
     LEARNER: ClassVar[str] = ""
     PRESETS: ClassVar[dict[str, "LearnerConfig"]] = {}
+    #: groups of fields that replace each other: an override of one clears the others (SimCLR's steps / epochs)
+    ALTERNATIVES: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    #: groups of fields of which a run needs one set (FixMatch: steps; SimCLR: steps or epochs)
+    REQUIRED: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -57,6 +61,18 @@ class LearnerConfig:
         if name not in cls.PRESETS:
             raise ValueError(f"unknown {cls.LEARNER} preset {name!r}; valid: {[None, *cls.PRESETS]}")
         return cls.PRESETS[name]
+
+    def missing(self) -> list[tuple[str, ...]]:
+        """The groups of :attr:`REQUIRED` with no field set: a run needs one field of each."""
+        return [group for group in self.REQUIRED if all(getattr(self, k) is None for k in group)]
+
+    def check_complete(self) -> None:
+        """Raise ``ValueError`` naming what a run still needs (:meth:`missing`), e.g. ``steps``."""
+        missing = self.missing()
+        if missing:
+            presets = ", ".join(f"{name!r}" for name in self.PRESETS)
+            raise ValueError(f"{self.LEARNER} needs " + " and ".join(" or ".join(g) for g in missing)
+                             + f" (or a preset that sets it: {presets})")
 
     def run_params(self) -> dict[str, Any]:
         """The fields as the run folder records them (tuples as lists; see :func:`recorded_if_changed`)."""
@@ -88,6 +104,9 @@ def resolve_config(cls: type[LearnerConfig], config: LearnerConfig | None, prese
     if unknown:
         raise ValueError(f"unknown {cls.LEARNER} parameter(s) {unknown}; valid: {sorted(cls.field_names())}")
     base = config if config is not None else cls.preset(preset) if preset is not None else cls()
+    for group in cls.ALTERNATIVES:  # giving one of a group clears the base's others
+        if any(overrides.get(k) is not None for k in group):
+            overrides = {**{k: None for k in group}, **overrides}
     return dataclasses.replace(base, **overrides)
 
 
@@ -140,6 +159,7 @@ class FixMatchConfig(LearnerConfig):
     """
 
     LEARNER: ClassVar[str] = "FixMatch"
+    REQUIRED: ClassVar[tuple[tuple[str, ...], ...]] = (("steps",),)
 
     arch: str = "cnn_small"
     steps: int | None = None
@@ -206,6 +226,8 @@ class SimCLRConfig(LearnerConfig):
     """
 
     LEARNER: ClassVar[str] = "SimCLR"
+    ALTERNATIVES: ClassVar[tuple[tuple[str, ...], ...]] = (("steps", "epochs"),)
+    REQUIRED: ClassVar[tuple[tuple[str, ...], ...]] = (("steps", "epochs"),)
 
     arch: str = "cnn_small"
     steps: int | None = None

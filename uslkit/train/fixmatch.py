@@ -131,8 +131,7 @@ def train_fixmatch(
     """
     overrides, run = split_settings(FixMatchConfig, kwargs)
     cfg = resolve_config(FixMatchConfig, config, preset, overrides)
-    if cfg.steps is None:
-        raise ValueError("steps is required (or preset='paper' for FixMatch's 2^20, preset='cpu' for 250)")
+    cfg.check_complete()
     settings = RunSettings(steps=cfg.steps, **run)
     steps, batch_size, mu, seed, num_workers = cfg.steps, cfg.batch_size, cfg.mu, settings.seed, settings.num_workers
     idx, lab = labeled_set(selection, train_set)

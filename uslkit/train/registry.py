@@ -18,6 +18,8 @@ from .simclr import train_simclr
 
 __all__ = ["Learner", "LEARNERS"]
 
+_INPUT_HELP = {"labels": "an annotated labels file", "init": "a pretrained checkpoint"}
+
 
 @dataclass(frozen=True)
 class Learner:
@@ -33,14 +35,21 @@ class Learner:
     summary: str
     call: Callable
 
+    def check_inputs(self, *, labels=None, init=None, prefix: str = "") -> None:
+        """``ValueError`` when a required input is missing or a given one is not taken; ``prefix`` spells the
+        names in the caller's terms (``"--"`` on the command line)."""
+        given = {"labels": labels, "init": init}
+        missing = [w for w in self.requires if given[w] is None]
+        if missing:
+            raise ValueError(f"{self.name} needs " + " and ".join(prefix + w for w in self.requires)
+                             + " (" + ", ".join(_INPUT_HELP[w] for w in self.requires) + ")")
+        extra = [w for w, v in given.items() if v is not None and w not in self.accepts]
+        if extra:
+            raise ValueError(f"{prefix}{extra[0]} is not an option of {self.name}")
+
     def run(self, train_set, *, labels=None, init=None, test_set=None, **kwargs):
         """Run the learner; ``kwargs`` are config fields, ``preset``/``config`` and run settings."""
-        for what in self.requires:
-            if {"labels": labels, "init": init}[what] is None:
-                raise ValueError(f"{self.name} needs {what}")
-        for what, value in (("labels", labels), ("init", init)):
-            if value is not None and what not in self.accepts:
-                raise ValueError(f"{self.name} does not take {what}")
+        self.check_inputs(labels=labels, init=init)
         return self.call(self.fn, train_set, labels, init, test_set, kwargs)
 
     def keywords(self) -> set[str]:

@@ -23,7 +23,6 @@ import dataclasses
 import torch
 from torch import nn
 
-from .._validate import check_positive_int
 from .config import SimCLRConfig, resolve_config, split_settings
 from .augment import image_kind
 from .batches import StepLoader, StepStream, Views, image_channels
@@ -70,7 +69,8 @@ def train_simclr(
         config: a :class:`SimCLRConfig` (default: its defaults, or the preset).
         preset: a key of ``SimCLRConfig.PRESETS`` instead of ``config``.
         **kwargs: fields of :class:`SimCLRConfig` (``steps=``, ``epochs=``, ``batch_size=``, ...), each one given
-            replacing the config's value (giving ``steps`` clears the config's ``epochs`` and vice versa), and run
+            replacing the config's value (giving ``steps`` clears the config's ``epochs`` and vice versa: the
+            config's ``ALTERNATIVES``), and run
             settings (``seed``, ``out_dir``, ...: :class:`uslkit.train.loop.RunSettings`).
         eval_sets: optional ``(train_set, test_set)`` with labels: kNN accuracy of the embedding (1-NN cosine
             and weighted 10-NN) is logged at each evaluation; only used for monitoring.
@@ -81,15 +81,13 @@ def train_simclr(
         :class:`uslkit.train.loop.TrainResult` (``net``: the encoder, ``extras["projector"]``).
     """
     overrides, run = split_settings(SimCLRConfig, kwargs)
-    for a, b in (("steps", "epochs"), ("epochs", "steps")):  # one length replaces the other
-        if overrides.get(a) is not None and b not in overrides:
-            overrides[b] = None
     cfg = resolve_config(SimCLRConfig, config, preset, overrides)
     n = len(dataset)
     batch_size = cfg.batch_size
     if batch_size > n:
         raise ValueError(f"batch_size {batch_size} is larger than the dataset ({n} images)")
-    steps = _steps_from(cfg.steps, cfg.epochs, n, batch_size)
+    cfg.check_complete()
+    steps = cfg.steps if cfg.steps is not None else max(1, round(float(cfg.epochs) * n / batch_size))
     settings = RunSettings(steps=steps, **run)
     seed, num_workers = settings.seed, settings.num_workers
     lr = float(cfg.lr if cfg.lr is not None else (0.3 if cfg.optimizer == "lars" else 0.06) * batch_size / 256)
@@ -141,13 +139,3 @@ def _knn_eval_fn(train_set, test_set, *, kind):
         return knn_metrics(ftr, train_set.labels, fte, test_set.labels)
 
     return eval_fn
-
-
-def _steps_from(steps, epochs, n: int, batch_size: int) -> int:
-    if (steps is None) == (epochs is None):
-        raise ValueError("give exactly one of steps and epochs")
-    if steps is not None:
-        return check_positive_int(steps, name="steps")
-    if not epochs > 0:
-        raise ValueError(f"epochs must be > 0, got {epochs}")
-    return max(1, round(float(epochs) * n / batch_size))
