@@ -11,11 +11,26 @@ A grid file (YAML)::
       budgets: [10, 20, 40]
       seeds: [0, 1, 2]
 
-Every grid and fixed key must be a parameter of every notebook in the file (checked with
-``papermill.inspect_notebook`` before anything runs). A scalar given for a parameter whose default is a list
-(``methods``, ``budgets``, ``seeds``) is passed as a one-element list, so one grid crosses list-taking
-notebooks run by run. Each run writes ``<name>/<notebook>__<key>-<value>__....ipynb`` and, through the
-notebook's ``results_json`` parameter, the ``.json`` beside it.
+A grid key may instead map names to *variants*, each a mapping of parameters set together; the names are
+crossed like values and the run is named by the variant's name. Learners with their options are crossed with
+selections this way (``papermill_runs/learners_methods.yaml``)::
+
+    grid:
+      method: [random, usl]
+      learner:                        # a variant name -> the parameters it sets
+        fixmatch: {learner: fixmatch}
+        flexmatch: {learner: fixmatch, learner_params: {threshold_mode: flexmatch}}
+        finetune: {learner: finetune, preset: paper}
+
+Every fixed key, list-valued grid key and variant parameter must be a parameter of every notebook in the file
+(checked with ``papermill.inspect_notebook`` before anything runs); a parameter is set by one of them only. A
+scalar given for a parameter whose default is a list (``methods``, ``budgets``, ``seeds``) is passed as a
+one-element list, so one grid crosses list-taking notebooks run by run. Each run writes
+``<name>/<notebook>__<key>-<value>__....ipynb`` and, through the notebook's ``results_json`` parameter, the
+``.json`` beside it. For a notebook with a ``learner`` parameter every run's learner, ``preset``,
+``learner_params`` and ``init`` are checked at the start (:func:`uslkit.notebook.learner_config`), so an unknown
+learner stops the sweep before anything runs, with the valid names. Different learners or learner options never
+share a run: the run name holds the variant and the notebook's training folders are named by the learner's config.
 
 A run whose JSON already exists with the same parameters is skipped (a killed sweep resumes where it stopped);
 one with other parameters is an error unless ``--overwrite``. A failing cell is reported with the executed
@@ -24,7 +39,8 @@ notebook's path and the cell's error, the sweep goes on, and the exit status is 
 ``aggregate`` reads every results JSON of a sweep folder (never notebook outputs): a notebook whose metrics hold
 ``rows`` (one per method, budget and seed) contributes those rows, any other contributes one row of its
 parameters and scalar metrics. It writes ``results.csv``, ``summary.md`` (mean +- std over seeds per method and
-budget for every numeric metric) and one ``<metric>_vs_budget.png`` per metric.
+budget for every numeric metric; per method and learner when the rows hold more than one ``learner``) and one
+``<metric>_vs_budget.png`` per metric.
 
     python papermill_runs/sweep.py run papermill_runs/fmnist_methods.yaml        # then aggregates
     python papermill_runs/sweep.py run papermill_runs/fmnist_methods.yaml --size small --dry-run
@@ -34,6 +50,7 @@ budget for every numeric metric) and one ``<metric>_vs_budget.png`` per metric.
 from __future__ import annotations
 
 import argparse
+import ast
 import itertools
 import json
 import os
@@ -63,15 +80,26 @@ def load_grid(path: Path) -> dict:
     if not nbs:
         raise SystemExit(f"{path}: 'notebooks' must list at least one notebook")
     grid = cfg.get("grid") or {}
-    if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
-        raise SystemExit(f"{path}: 'grid' maps parameter names to non-empty lists of values")
+    if not isinstance(grid, dict) or any(not _is_values(v) and not _is_variants(v) for v in grid.values()):
+        raise SystemExit(f"{path}: 'grid' maps parameter names to non-empty lists of values, or a name to "
+                         "variants (a mapping of variant names to mappings of parameters)")
     return {"name": str(cfg.get("name") or path.stem), "notebooks": [str(n) for n in nbs],
             "fixed": dict(cfg.get("fixed") or {}), "grid": grid}
+
+
+def _is_values(v) -> bool:
+    return isinstance(v, list) and bool(v)
+
+
+def _is_variants(v) -> bool:
+    return isinstance(v, dict) and bool(v) and all(isinstance(p, dict) and p for p in v.values())
 
 
 def _value_tag(v) -> str:
     if isinstance(v, (list, tuple)):
         return "+".join(_value_tag(x) for x in v)
+    if isinstance(v, dict):
+        return "+".join(f"{_value_tag(k)}={_value_tag(v[k])}" for k in sorted(v))
     return _SAFE.sub("_", str(v))
 
 
@@ -80,11 +108,75 @@ def run_name(notebook: Path, point: dict) -> str:
     return "__".join([notebook.stem, *(f"{k}-{_value_tag(point[k])}" for k in sorted(point))])
 
 
+def _grid_parameters(cfg: dict) -> list[str]:
+    """The notebook parameters the grid file sets: fixed keys, list-valued grid keys, variants' parameters.
+
+    Raises:
+        SystemExit: a parameter set in two places (fixed and grid, or two grid keys).
+    """
+    seen: dict[str, str] = {k: "fixed" for k in cfg["fixed"]}
+    for key, spec in cfg["grid"].items():
+        names = sorted({p for v in spec.values() for p in v}) if _is_variants(spec) else [key]
+        for p in names:
+            if p in seen:
+                raise SystemExit(f"parameter {p!r} is set both by {seen[p]} and by grid key {key!r}; set it once")
+            seen[p] = f"grid key {key!r}"
+    return list(seen)
+
+
+def _literal_defaults(declared: dict) -> dict:
+    """A notebook's parameter defaults as values (papermill reports their source text)."""
+    out = {}
+    for k, d in declared.items():
+        try:
+            out[k] = ast.literal_eval(str(d.get("default", "")))
+        except (ValueError, SyntaxError):
+            continue
+    return out
+
+
+def check_learners(runs: list[dict]) -> None:
+    """For notebooks with a ``learner`` parameter: each run's learner, preset, learner_params and init resolve
+    (:func:`uslkit.notebook.learner_config`, the notebook's own first check; values of its parameters named as
+    config fields complete the config, and one the sweep sets that the learner's config lacks is an error, as
+    ``-p`` is in the notebook), so a bad one stops the sweep before anything runs.
+
+    Raises:
+        SystemExit: listing every run that would fail and why (an unknown learner's message lists the valid ones).
+    """
+    from uslkit.notebook import labelled_learners, learner_config
+    from uslkit.train.registry import LEARNERS
+
+    # the notebook's hyperparameter parameters: fields of some learner's config (arch: its own argument, which a
+    # learner without that field ignores, as the notebook does)
+    config_fields = {f for name in labelled_learners() for f in LEARNERS[name].config.field_names()} - {"arch"}
+    errors = {}
+    for run in runs:
+        if "learner" not in run["defaults"]:
+            continue
+        values = {**run["defaults"], **run["params"]}
+        fields = {k: v for k, v in values.items() if k not in ("learner", "preset", "learner_params", "init")}
+        # what the sweep sets is given with -p: a field the learner lacks stops the sweep (the notebook refuses it)
+        given = [k for k in run["params"] if k in config_fields and run["params"][k] is not None]
+        try:
+            learner_config(values["learner"], preset=values.get("preset"), learner_params=values.get("learner_params"),
+                           init=values.get("init"), given=given, **fields)
+        except ValueError as e:
+            errors.setdefault(str(e), []).append(run["output"].stem)
+    if errors:
+        lines = [f"{msg} ({len(names)} run(s), e.g. {names[0]})" for msg, names in errors.items()]
+        raise SystemExit("learner check failed before any run:\n  " + "\n  ".join(lines))
+
+
 def plan(cfg: dict, out_dir: Path) -> list[dict]:
-    """Every run of the grid: notebook, parameters, output paths. Validates parameter names and types."""
+    """Every run of the grid: notebook, parameters, output paths. Validates parameter names and types, and the
+    learners of notebooks that take one (:func:`check_learners`)."""
     import papermill as pm
 
     keys = list(cfg["grid"])
+    axes = [list(cfg["grid"][k].items()) if _is_variants(cfg["grid"][k]) else [(v, {k: v}) for v in cfg["grid"][k]]
+            for k in keys]  # per key: (value or variant name, the parameters it sets)
+    set_params = _grid_parameters(cfg)
     runs = []
     for nb in cfg["notebooks"]:
         nb_path = (ROOT / nb) if not Path(nb).is_absolute() else Path(nb)
@@ -93,20 +185,24 @@ def plan(cfg: dict, out_dir: Path) -> list[dict]:
         declared = pm.inspect_notebook(str(nb_path))
         if not declared:
             raise SystemExit(f"{nb_path} has no cell tagged 'parameters'")
-        for k in [*cfg["fixed"], *keys]:
+        for k in set_params:
             if k not in declared:
                 raise SystemExit(f"{k!r} is not a parameter of {nb_path.name}; its parameters: {sorted(declared)}")
         list_params = {k for k, d in declared.items() if str(d.get("default", "")).lstrip().startswith("[")}
-        for values in itertools.product(*(cfg["grid"][k] for k in keys)):
-            point = dict(zip(keys, values))
-            params = {**cfg["fixed"], **point}
+        defaults = _literal_defaults(declared)
+        for choice in itertools.product(*axes):
+            point = {k: tag for k, (tag, _) in zip(keys, choice)}
+            params = dict(cfg["fixed"])
+            for _, sets in choice:
+                params.update(sets)
             params = {k: ([v] if k in list_params and not isinstance(v, list) else v) for k, v in params.items()}
             name = run_name(nb_path, point)
             runs.append({"notebook": nb_path, "params": params, "output": out_dir / f"{name}.ipynb",
-                         "results": out_dir / f"{name}.json"})
+                         "results": out_dir / f"{name}.json", "defaults": defaults})
     names = [r["output"] for r in runs]
     if len(set(names)) != len(names):
         raise SystemExit("two grid points map to the same output name; make the values distinguishable")
+    check_learners(runs)
     return runs
 
 
@@ -213,6 +309,10 @@ def aggregate(folder: Path) -> Path:
         raise SystemExit(f"no results JSON in {folder}")
     df = pd.DataFrame(rows)
     _io.atomic_write_text(folder / "results.csv", df.to_csv(index=False))
+    group = "method"  # the rows of each table (and lines of each figure)
+    if "method" in df and "learner" in df and df["learner"].nunique() > 1:
+        group = "method / learner"
+        df[group] = df["method"].astype(str) + " / " + df["learner"].astype(str)
     notebooks = sorted(df["notebook"].dropna().unique().tolist())
     sizes = sorted(df["size"].dropna().unique().tolist())
     lines = [f"# Sweep {folder.name}", "", f"{len(df)} rows from {df['run'].nunique()} runs of {notebooks}; "
@@ -223,16 +323,16 @@ def aggregate(folder: Path) -> Path:
             continue
         lines += [f"## {m}", ""]
         if by_budget:
-            g = df.groupby(["method", "budget"])[m].agg(["mean", "std", "count"])
+            g = df.groupby([group, "budget"])[m].agg(["mean", "std", "count"])
             budgets = sorted(df["budget"].dropna().unique().tolist())
-            methods = list(dict.fromkeys(df["method"].dropna().tolist()))
-            lines += ["| method | " + " | ".join(f"budget {b}" for b in budgets) + " |",
+            methods = list(dict.fromkeys(df[group].dropna().tolist()))
+            lines += [f"| {group} | " + " | ".join(f"budget {b}" for b in budgets) + " |",
                       "|---|" + "---|" * len(budgets)]
             for meth in methods:
                 cells = [_cell(*g.loc[(meth, b)]) if (meth, b) in g.index else "-" for b in budgets]
                 lines.append(f"| {meth} | " + " | ".join(cells) + " |")
             if len(budgets) > 1:
-                fig = metric_curves(df.to_dict("records"), x="budget", y=m, hue="method", percent=False)
+                fig = metric_curves(df.to_dict("records"), x="budget", y=m, hue=group, percent=False)
                 fig.savefig(folder / f"{m}_vs_budget.png", dpi=100, bbox_inches="tight")
                 plt.close(fig)
         else:

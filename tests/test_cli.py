@@ -166,8 +166,10 @@ def test_train_options_given_on_the_command_line_beat_the_preset(tmp_path, capsy
     assert main(["train", "simclr", "--dataset", "digits", "--preset", "fast", "--steps", "1",
                  "--out", str(tmp_path / "y"), "-q"]) == 2
     assert "unknown simclr --preset 'fast'" in capsys.readouterr().err
-    assert main(["train", "mixmatch", "--dataset", "digits", "--out", str(tmp_path / "z"), "-q"]) == 2
-    assert "unknown learner 'mixmatch'" in capsys.readouterr().err
+    assert main(["train", "remixmatch", "--dataset", "digits", "--out", str(tmp_path / "z"), "-q"]) == 2
+    assert "unknown learner 'remixmatch'" in capsys.readouterr().err
+    assert main(["train", "mixmatch", "--dataset", "digits", "--steps", "1", "--out", str(tmp_path / "z"), "-q"]) == 2
+    assert "mixmatch needs --labels" in capsys.readouterr().err
     assert main(["train", "simclr", "--dataset", "digits", "--out", str(tmp_path / "v"), "-q"]) == 2
     assert "simclr needs --steps or --epochs (or a --preset that sets it)" in capsys.readouterr().err
     assert main(["train", "fixmatch", "--dataset", "digits", "--labels", "x.json", "--out", str(tmp_path / "v"),

@@ -99,3 +99,39 @@ def test_bad_inputs_name_the_problem():
         plots.per_class_bars({"a": [0.1, 0.2], "b": [0.1]})
     with pytest.raises(ValueError, match="rows"):
         plots.selection_map(np.zeros((3, 2)), np.zeros(4, dtype=int), [0])
+
+
+def _usl_t_history(evals=5, heads=2, k=4):
+    out = [dict(step=1, loss=1.0)]  # a log entry without evaluation is skipped
+    for e in range(evals):
+        sizes = [[10 - e, 5, e, 0][:k], [3, 3, 3, 1][:k]][:heads]
+        out.append(dict(step=10 * (e + 1), loss=0.5, cluster_sizes=sizes, confidence=[0.1 * e, 0.2][:heads],
+                        nonempty=[sum(s > 0 for s in row) for row in sizes]))
+    return out
+
+
+def test_cluster_history_plots_sorted_sizes_per_head_and_the_curves_per_step():
+    fig = plots.cluster_history(_usl_t_history(evals=5), max_curves=3)
+    assert [ax.get_title() for ax in fig.axes] == ["head 0: sorted cluster sizes", "head 1: sorted cluster sizes",
+                                                   "mean confidence", "non-empty clusters"]
+    lines = fig.axes[0].get_lines()
+    # 3 of the 5 evaluations, the first and last included, each head's sizes sorted in decreasing order
+    assert [ln.get_label() for ln in lines] == ["step 10", "step 30", "step 50"]
+    assert lines[0].get_ydata().tolist() == [10, 5, 0, 0] and lines[2].get_ydata().tolist() == [6, 5, 4, 0]
+    assert fig.axes[1].get_lines()[0].get_ydata().tolist() == [3, 3, 3, 1]
+    conf = fig.axes[2].get_lines()[0]
+    assert conf.get_xdata().tolist() == [10, 20, 30, 40, 50]
+    assert conf.get_ydata() == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert fig.axes[3].get_lines()[0].get_ydata().tolist() == [2, 3, 3, 3, 3]
+    assert len(plots.cluster_history(_usl_t_history(evals=2)).axes[0].get_lines()) == 2  # fewer evals than curves
+
+
+def test_cluster_history_bad_input_names_the_problem():
+    with pytest.raises(ValueError, match="no evaluation with cluster_sizes"):
+        plots.cluster_history([{"step": 1, "loss": 0.3}])
+    bad = _usl_t_history()
+    bad[-1]["confidence"] = [0.5]
+    with pytest.raises(ValueError, match=r"step 50 has 1 heads in 'confidence', expected 2"):
+        plots.cluster_history(bad)
+    with pytest.raises(ValueError, match="max_curves must be a positive int, got 0"):
+        plots.cluster_history(_usl_t_history(), max_curves=0)

@@ -127,3 +127,111 @@ def test_sweep_runs_resumes_and_reports_the_failing_notebook(tmp_path, capsys):
     sweep.main(["run", str(grid), "--out", str(out)])
     assert "done already, skipped" in capsys.readouterr().out
     assert (out / "nb__x-1.json").stat().st_mtime_ns == before
+
+
+# ---- crossing selections with learners (notebook 04's learner parameter) ------------------------------------
+
+_NB04 = "notebooks/04_fixmatch.ipynb"
+
+
+def test_plan_crosses_selections_with_learner_variants_and_names_every_run(tmp_path):
+    cfg = sweep.load_grid(_grid(tmp_path, f"name: t\nnotebooks: [{_NB04}]\nfixed: {{budget: 40}}\n"
+                                          "grid:\n  method: [random, usl]\n  learner:\n"
+                                          "    fixmatch: {learner: fixmatch}\n"
+                                          "    fm_t09: {learner: fixmatch, learner_params: {threshold: 0.9}}\n"
+                                          "    finetune: {learner: finetune, preset: paper}\n"))
+    runs = sweep.plan(cfg, tmp_path / "out")
+    names = [r["output"].name for r in runs]
+    assert names == ["04_fixmatch__learner-fixmatch__method-random.ipynb",
+                     "04_fixmatch__learner-fm_t09__method-random.ipynb",
+                     "04_fixmatch__learner-finetune__method-random.ipynb",
+                     "04_fixmatch__learner-fixmatch__method-usl.ipynb",
+                     "04_fixmatch__learner-fm_t09__method-usl.ipynb",
+                     "04_fixmatch__learner-finetune__method-usl.ipynb"]
+    assert runs[1]["params"] == {"budget": 40, "method": "random", "learner": "fixmatch",
+                                 "learner_params": {"threshold": 0.9}}
+    assert runs[2]["params"] == {"budget": 40, "method": "random", "learner": "finetune", "preset": "paper"}
+    assert len({r["results"] for r in runs}) == 6
+
+
+def test_a_list_of_learners_and_dict_values_are_crossed_with_distinct_names(tmp_path):
+    cfg = sweep.load_grid(_grid(tmp_path, f"notebooks: [{_NB04}]\nfixed: {{preset: ''}}\n"
+                                          "grid:\n  learner: [fixmatch]\n  steps: [5]\n"
+                                          "  learner_params: [{}, {threshold: 0.9, lambda_u: 2}]\n"))
+    runs = sweep.plan(cfg, tmp_path)
+    assert [r["output"].stem for r in runs] == [
+        "04_fixmatch__learner-fixmatch__learner_params-__steps-5",
+        "04_fixmatch__learner-fixmatch__learner_params-lambda_u=2+threshold=0.9__steps-5"]
+
+
+def test_unknown_or_unfit_learners_stop_the_sweep_before_any_run(tmp_path):
+    def plan(grid):
+        return sweep.plan(sweep.load_grid(_grid(tmp_path, f"notebooks: [{_NB04}]\n" + grid)), tmp_path)
+
+    with pytest.raises(SystemExit, match=r"-p learner must be one of \[.*'finetune', 'fixmatch'.*\], got 'nope' "
+                                         r"\(2 run\(s\), e.g. 04_fixmatch__learner-nope__seed-0\)"):
+        plan("grid: {learner: [fixmatch, nope], seed: [0, 1]}\n")
+    with pytest.raises(SystemExit, match=r"-p learner must be one of .* got 'simclr'"):  # reads no labels file
+        plan("grid: {learner: [simclr]}\n")
+    with pytest.raises(SystemExit, match=r"-p preset 'cpu' is not a preset of finetune"):  # the notebook's default
+        plan("grid: {learner: [finetune]}\n")
+    with pytest.raises(SystemExit, match=r"-p learner finetune needs -p init"):
+        plan("fixed: {init: none, preset: paper}\ngrid: {learner: [finetune]}\n")
+    with pytest.raises(SystemExit, match=r"-p learner_params \['bogus'\] are not fields of FixMatchConfig"):
+        plan("grid:\n  learner:\n    x: {learner: fixmatch, learner_params: {bogus: 1}}\n")
+    with pytest.raises(SystemExit, match=r"-p learner fixmatch needs steps"):  # no preset, no steps
+        plan("fixed: {preset: none}\ngrid: {learner: [fixmatch]}\n")
+    assert len(plan("fixed: {preset: none}\ngrid: {learner: [fixmatch], steps: [5]}\n")) == 1
+    # a field the learner's config lacks, set by the sweep (-p mu 4): refused as the notebook refuses it
+    with pytest.raises(SystemExit, match=r"-p mu is not an option of finetune \(FinetuneConfig fields: "):
+        plan("fixed: {init: m.pt, preset: paper, mu: 4}\ngrid: {learner: [finetune, fixmatch]}\n")
+    with pytest.raises(SystemExit, match=r"steps is given both as -p steps and in -p learner_params; give it once"):
+        plan("fixed: {steps: 5}\ngrid:\n  learner:\n    x: {learner: fixmatch, learner_params: {steps: 3}}\n")
+    # the notebook's other parameters (dataset, method, budget, seed) and arch are not config fields given
+    assert len(plan("fixed: {init: m.pt, preset: paper, arch: wrn28_2, budget: 10}\n"
+                    "grid: {learner: [finetune], method: [usl, random]}\n")) == 2
+
+
+def test_variants_are_validated(tmp_path):
+    with pytest.raises(SystemExit, match="variants"):
+        sweep.load_grid(_grid(tmp_path, f"notebooks: [{_NB04}]\ngrid: {{learner: {{a: fixmatch}}}}\n"))
+    with pytest.raises(SystemExit, match="variants"):
+        sweep.load_grid(_grid(tmp_path, f"notebooks: [{_NB04}]\ngrid: {{learner: {{a: {{}}}}}}\n"))
+    twice = sweep.load_grid(_grid(tmp_path, f"notebooks: [{_NB04}]\nfixed: {{preset: cpu}}\n"
+                                            "grid: {learner: {ft: {learner: finetune, preset: paper}}}\n"))
+    with pytest.raises(SystemExit, match="'preset' is set both by fixed and by grid key 'learner'"):
+        sweep.plan(twice, tmp_path)
+    unknown = sweep.load_grid(_grid(tmp_path, f"notebooks: [{_NB04}]\n"
+                                              "grid: {learner: {a: {learner: fixmatch, nope: 1}}}\n"))
+    with pytest.raises(SystemExit, match="'nope' is not a parameter of 04_fixmatch.ipynb"):
+        sweep.plan(unknown, tmp_path)
+
+
+def test_learners_methods_grid_crosses_two_selections_with_six_learners_or_names_the_missing_ones(tmp_path):
+    from uslkit.notebook import labelled_learners
+
+    path = ROOT / "papermill_runs" / "learners_methods.yaml"
+    cfg = sweep.load_grid(path)
+    variants = cfg["grid"]["learner"]
+    assert list(variants) == ["fixmatch", "fixmatch_da", "flexmatch", "mixmatch", "comatch", "finetune"]
+    assert cfg["grid"]["method"] == ["random", "usl"] and cfg["fixed"]["budget"] == 40
+    missing = sorted({v["learner"] for v in variants.values()} - set(labelled_learners()))
+    if missing:  # the learners of issue 14 not registered yet: a clear stop at the start
+        with pytest.raises(SystemExit, match=f"got '{missing[0]}'"):
+            sweep.plan(cfg, tmp_path)
+        return
+    runs = sweep.plan(cfg, tmp_path)
+    assert len(runs) == 2 * 6 * len(cfg["grid"]["seed"])
+    assert len({r["output"] for r in runs}) == len(runs)
+
+
+def test_aggregate_groups_by_method_and_learner_when_learners_differ(tmp_path):
+    for learner, accs in (("fixmatch", (0.7, 0.9)), ("fixmatch[threshold_mode=flexmatch]", (0.8, 0.8))):
+        for s, a in enumerate(accs):
+            _record(tmp_path / f"fm_{learner}_{s}.json", "04", {"method": "usl", "budget": 40, "seed": s,
+                                                              "learner": "fixmatch"},
+                    {"method": "usl", "learner": learner, "budget": 40, "seed": s, "top1": a})
+    md = sweep.aggregate(tmp_path).read_text()
+    assert "| method / learner | budget 40 |" in md
+    assert "| usl / fixmatch | 0.8000 +- 0.1414 (n=2) |" in md
+    assert "| usl / fixmatch[threshold_mode=flexmatch] | 0.8000 +- 0.0000 (n=2) |" in md

@@ -165,13 +165,13 @@ def test_picklable_with_same_seeded_output(name):
     img = _smooth(3, 32)
     t2 = pickle.loads(pickle.dumps(t))
     assert torch.equal(A.seeded_call(t, img, 9), A.seeded_call(t2, img, 9))
-    pair = pickle.loads(pickle.dumps(A.TwoViews(A.weak_transform("rgb32"), t)))
+    pair = pickle.loads(pickle.dumps(A.MultiViews(A.weak_transform("rgb32"), t)))
     v1, v2 = A.seeded_call(pair, img, 9)
     assert v1.shape == v2.shape == (3, 32, 32)
 
 
 def test_two_views_differ():
-    t = A.TwoViews(A.simclr_transform("grey28"))
+    t = A.MultiViews(A.simclr_transform("grey28"))
     v1, v2 = A.seeded_call(t, _smooth(1, 28), 0)
     assert not torch.equal(v1, v2)
 

@@ -115,6 +115,35 @@ def _load_labeled(path: str | None, n: int, dataset) -> Any:
     return check_indices(arr.ravel(), n, name="--labeled")
 
 
+def _usl_t_run_dir(args, params: dict) -> Path:
+    """``--method usl_t``: check ``--param`` and ``--preset`` in command-line terms before any data is loaded and
+    return the run folder (``--run-dir``, default ``<--out without its suffix>_run``)."""
+    from .train.config import RUN_SETTINGS, USLTConfig, resolve_config
+
+    own = {"seed": "--seed", "out_dir": "--run-dir", "preset": "--preset", "feats": "--emb"}
+    fields = set(USLTConfig.field_names())
+    valid = fields | {"head", "batched_augment"} | (set(RUN_SETTINGS) - set(own))
+    for key in params:
+        if key in own:
+            raise CLIError(f"--param {key}=... is set by its own option ({own[key]})")
+        if key not in valid:
+            raise CLIError(f"--param {key}=... is not an option of usl_t; valid: USLTConfig fields {sorted(fields)}, "
+                           f"head, batched_augment and run settings {sorted(set(RUN_SETTINGS) - set(own))}")
+    if args.preset is not None and args.preset not in USLTConfig.PRESETS:
+        raise CLIError(f"unknown usl_t --preset {args.preset!r}; valid: {', '.join(USLTConfig.PRESETS)}")
+    cfg = resolve_config(USLTConfig, None, args.preset, {k: v for k, v in params.items() if k in fields})
+    if cfg.missing():
+        raise CLIError("usl_t needs --param steps=N or --param epochs=X (or a --preset that sets one: "
+                       f"{', '.join(USLTConfig.PRESETS)})")
+    head = params.get("head", 0)
+    if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < cfg.heads:
+        raise CLIError(f"--param head={head!r} is not a head: 0 <= head < heads={cfg.heads}")
+    if args.run_dir is not None:
+        return Path(args.run_dir)
+    out = Path(args.out)
+    return out.with_name(out.stem + "_run")
+
+
 def _cmd_select(args) -> int:
     import time
 
@@ -125,6 +154,14 @@ def _cmd_select(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} already exists; pass --overwrite to replace it")
+    usl_t = args.method == "usl_t"  # trains on the images from an encoder: not a select() method
+    for flag, value in (("--init", args.init), ("--preset", args.preset), ("--run-dir", args.run_dir)):
+        if value is not None and not usl_t:
+            raise CLIError(f"{flag} is an option of --method usl_t only")
+    if usl_t and args.init is None:
+        raise CLIError("method usl_t needs --init MODEL.pt (the encoder checkpoint it trains from)")
+    params = dict(args.param or [])
+    run_dir = _usl_t_run_dir(args, params) if usl_t else None
     emb, meta = load_embeddings(args.emb)
     dataset = None
     name = args.dataset or meta.get("dataset")
@@ -138,13 +175,23 @@ def _cmd_select(args) -> int:
                 f"mismatched ids: {args.emb} has {emb.shape[0]} rows but {name}/{split} has {len(dataset)} samples"
             )
     labeled = _load_labeled(args.labeled, emb.shape[0], dataset)
-    params = dict(args.param or [])
     if args.method == "stratified" and dataset is None:
         raise CLIError("method 'stratified' is an oracle baseline and needs the dataset's true labels "
                        "(give --dataset or use embeddings with a sidecar)")
     y = None if dataset is None else dataset.labels  # select() hands them to the stratified oracle only
     t0 = time.perf_counter()
-    idx = select(args.method, emb, args.budget, seed=args.seed, labeled=labeled, labels=y, **params)
+    if usl_t:
+        from .select.usl_t import check_embedding_for_encoder, select_usl_t
+
+        if dataset is None or labeled is not None:
+            raise CLIError("method usl_t trains on the images (give --dataset or an embedding with a sidecar, not "
+                           "--no-dataset) and selects from scratch (no --labeled)")
+        check_embedding_for_encoder(meta, dataset, args.init)
+        idx, info = select_usl_t(dataset, args.init, args.budget, feats=emb, seed=args.seed, out_dir=run_dir,
+                                 preset=args.preset, **params)
+        params = info["params"]
+    else:
+        idx = select(args.method, emb, args.budget, seed=args.seed, labeled=labeled, labels=y, **params)
     dt = time.perf_counter() - t0
     emb_info = {k: meta[k] for k in ("dataset", "split", "encoder", "params", "seed", "n", "dim",
                                       "data_fingerprint") if k in meta}
@@ -292,12 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a selection method on embeddings and write a uslkit labels file.")
     s.add_argument("--emb", required=True, help="embeddings .npy (with its JSON sidecar from `uslkit embed`)")
     s.add_argument("--budget", type=int, required=True)
-    s.add_argument("--method", default="usl", help="selection method (see uslkit.select.METHODS)")
+    s.add_argument("--method", default="usl", help="selection method (see uslkit.select.METHODS), or usl_t "
+                   "(trains on the images from --init: uslkit.select.select_usl_t)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="labels file to write (.json)")
     s.add_argument("--labeled", default=None, help="already-labelled samples: labels .json, index .npy or .txt")
     s.add_argument("--param", type=parse_param, action="append", metavar="KEY=VALUE",
-                   help="method parameter, repeatable (e.g. --param k=20 --param lam=0.5)")
+                   help="method parameter, repeatable (e.g. --param k=20 --param lam=0.5; usl_t: USLTConfig fields, "
+                   "head, batched_augment and run settings other than seed and out_dir, e.g. --param steps=500)")
+    s.add_argument("--init", default=None, help="usl_t: encoder checkpoint (model.pt of a SimCLR run)")
+    s.add_argument("--preset", default=None, help="usl_t: cifar | imagenet | cpu (uslkit.train.USLTConfig.PRESETS)")
+    s.add_argument("--run-dir", default=None, help="usl_t: run folder (checkpointed and resumable: rerun the same "
+                   "command after a kill; holds probs.npy, history.json); default: --out without its suffix + "
+                   "'_run' (sel.json -> sel_run/)")
     s.add_argument("--dataset", default=None, help="dataset name (default: from the embedding sidecar)")
     s.add_argument("--split", default=None)
     s.add_argument("--data-root", default="data")
@@ -311,16 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(resumable: rerun the same command after a kill), history.json, model.pt "
                                    "and results.json. Multi-GPU/CPU: torchrun --nproc_per_node=N -m uslkit "
                                    "train ...")
-    t.add_argument("learner", help="simclr | fixmatch | finetune (uslkit.train.registry.LEARNERS)")
+    t.add_argument("learner", help="simclr | fixmatch | mixmatch | comatch | finetune (uslkit.train.registry.LEARNERS)")
     t.add_argument("--dataset", required=True)
     t.add_argument("--split", default="train")
     t.add_argument("--test-split", default="test", help="labelled split evaluated during/after training ('' = none)")
     t.add_argument("--out", required=True, help="run folder")
-    t.add_argument("--labels", default=None, help="annotated labels file (fixmatch, finetune)")
+    t.add_argument("--labels", default=None, help="annotated labels file (fixmatch, mixmatch, comatch, finetune)")
     t.add_argument("--init", default=None, help="pretrained checkpoint (model.pt of a SimCLR run)")
     t.add_argument("--preset", default=None,
-                   help="simclr: paper | cpu; fixmatch: paper | usl | cpu; finetune: paper "
-                   "(uslkit.train.<Learner>Config.PRESETS); every option given here overrides the preset's value")
+                   help="simclr: paper | cpu; fixmatch: paper | usl | cpu; mixmatch: paper | cpu; "
+                   "comatch: paper | cpu; finetune: paper (uslkit.train.<Learner>Config.PRESETS); every option "
+                   "given here overrides the preset's value")
     t.add_argument("--arch", default=None, help="cnn_small | resnet18_cifar | wrn28_2 | resnet50 (default: the "
                    "config's, cnn_small)")
     t.add_argument("--mode", default=None, choices=["linear", "full"], help="finetune: frozen backbone or all")

@@ -23,6 +23,11 @@ JSON, atomically, to the ``results_json`` parameter (the sweep script passes the
 with ``.json``) or, when that is empty, to ``papermill_runs/<notebook>/<notebook>-<hash of params>.json``.
 An existing file written with other parameters is an error unless the ``overwrite`` parameter is true;
 the same parameters replace it (a rerun). Aggregation reads these files, never notebook outputs.
+
+A notebook that trains takes its learner by name (``-p learner fixmatch``, any entry of
+:data:`uslkit.train.LEARNERS` that reads a labels file): :func:`learner_config` turns ``learner``, ``preset``,
+``learner_params`` and the notebook's hyperparameter parameters into the learner and its config, with
+one-line errors in ``-p`` terms, before any data is loaded.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, MutableMapping
+from typing import Any, Mapping, MutableMapping, Sequence
 
 from . import _io
 
 __all__ = ["SIZE_ENV", "KEEP_ENV", "NotebookRun", "start", "project_root", "collect_parameters", "params_hash",
-           "embedded_splits"]
+           "embedded_splits", "pretrain_simclr", "labelled_learners", "learner_config", "learner_label",
+           "check_given_once"]
 
 SIZE_ENV = "USLKIT_NB_SIZE"
 KEEP_ENV = "USLKIT_NB_KEEP"
@@ -133,6 +139,21 @@ class NotebookRun:
             raise ValueError(f"-p {name} {value} needs -p {needs}" + (f" (or -p {unless})" if unless else "")
                              + f"; got {needs}={self.params.get(needs)!r}")
         return value
+
+    def learner_config(self, learner: str, *, preset: str | None, learner_params: Mapping[str, Any] | None,
+                       init: Any = None, arch: str | None = None, **fields: Any):
+        """:func:`learner_config` with ``given`` = the ``fields`` the caller set (requested value not ``None``), so
+        that the small size's values (``steps``, ``mu``, ...) are left out where the learner has no such field
+        while one given with ``-p`` is an error there. ``fields`` are named as the notebook's parameters."""
+        given = [k for k in fields if self.requested.get(k) is not None]
+        return learner_config(learner, preset=preset, learner_params=learner_params, init=init, arch=arch,
+                              given=given, **fields)
+
+    def check_given_once(self, fields: Mapping[str, str], params: Mapping[str, Any] | None, *, dict_name: str) -> None:
+        """:func:`check_given_once` for the notebook parameters in ``fields`` (config field -> parameter name)
+        that the caller set (requested value not ``None``; the small size's values do not count)."""
+        given = {k: name for k, name in fields.items() if self.requested.get(name) is not None}
+        check_given_once(given, params or {}, dict_name=dict_name)
 
     def save_results(self, metrics: Mapping[str, Any], *, extra: Mapping[str, Any] | None = None) -> Path:
         """Write the results JSON (parameters, metrics, versions, wall time) atomically; returns its path.
@@ -235,6 +256,134 @@ def embedded_splits(dataset: str, *, encoder: str = "pixels", pca: int | None = 
         keep = np.sort(rng.choice(len(test), size=max_test, replace=False))
         test, test_emb = test.subset(keep), test_emb[keep]
     return pool, test, np.ascontiguousarray(emb), np.ascontiguousarray(test_emb)
+
+
+def pretrain_simclr(pool, work_dir: str | os.PathLike, *, arch: str | None, epochs: float, steps: int, batch_size: int,
+                    temperature: float, crop_min: float, seed: int, overwrite: bool = False):
+    """The notebooks' label-free SimCLR encoder of ``pool``: trained in a run folder under ``work_dir`` or, when
+    that folder already holds the finished run, reused (:func:`uslkit.train.simclr.train_simclr`).
+
+    The config is ``SimCLRConfig(arch, batch_size, temperature, crop_scale=(crop_min, 1), steps or epochs)``
+    (``arch`` ``None``: ``SimCLRConfig``'s default, ``cnn_small``; ``steps`` > 0 wins over ``epochs``: both are
+    always passed, because the notebooks' parameters hold an epoch count that their small size shortens with a
+    step count, and ``steps`` 0 means "use ``epochs``"); the folder is :func:`uslkit.train.config.run_folder` of
+    that config, the pool and ``seed``, so every notebook passing the same values and ``work_dir`` shares one
+    encoder and any other value trains a new one. Notebook 04's defaults are ``SimCLRConfig.PRESETS["cpu"]``.
+
+    Returns:
+        :class:`uslkit.train.loop.TrainResult`; the encoder checkpoint is ``out_dir / "model.pt"``, ``reused``
+        says whether it was loaded.
+    """
+    from .train import SimCLRConfig, train_simclr
+    from .train.config import run_folder
+
+    length = dict(steps=steps) if steps else dict(epochs=epochs)
+    net = {} if arch is None else dict(arch=arch)
+    cfg = SimCLRConfig(**net, batch_size=batch_size, temperature=temperature, crop_scale=(crop_min, 1.0),
+                       **length)
+    return train_simclr(pool, cfg, seed=seed, overwrite=overwrite,
+                        out_dir=run_folder(work_dir, cfg, dataset=pool, seed=seed))
+
+
+def labelled_learners() -> list[str]:
+    """The learners of :data:`uslkit.train.LEARNERS` that train on a labels file (notebook 04's ``-p learner``)."""
+    from .train.registry import LEARNERS
+
+    return sorted(name for name, lrn in LEARNERS.items() if "labels" in lrn.accepts)
+
+
+def learner_config(learner: str, *, preset: str | None = None, learner_params: Mapping[str, Any] | None = None,
+                   init: Any = None, arch: str | None = None, given: Sequence[str] = (), **fields: Any):
+    """``(Learner, config)``: a registered learner and the config a notebook run of it trains with, checked
+    before any data is loaded; errors are one line in the notebook's terms (``-p name``).
+
+    The config is ``resolve_config(learner.config, None, preset, overrides)``
+    (:func:`uslkit.train.config.resolve_config`) where ``overrides`` are, in increasing precedence:
+
+    1. ``arch`` (not ``None``) where the learner's config has an ``arch`` field (``None``: the preset's; a learner
+       without one, e.g. ``finetune``, takes the network of its ``init`` checkpoint);
+    2. each of ``fields`` whose value is not ``None`` and that is a field of the learner's config (``None``: the
+       preset's value); one named in ``given`` that is not a field is an error, the others are left out;
+    3. ``learner_params``: config fields of that learner (``{"threshold_mode": "flexmatch"}``).
+
+    Args:
+        learner: a key of :data:`uslkit.train.LEARNERS` that takes a labels file (:func:`labelled_learners`).
+        preset: a key of the learner config's ``PRESETS``; ``None``, ``""`` or ``"none"``: its defaults.
+        learner_params: config fields of the learner; each wins over the preset and over ``fields``.
+        init: the notebook's ``init`` parameter (``None``, ``""`` or ``"none"``: no checkpoint), checked against
+            what the learner requires and accepts.
+        arch: the network (``None``: the preset's); notebook 04 pretrains SimCLR with the resolved config's.
+        given: the names in ``fields`` the caller set explicitly.
+        **fields: notebook parameters named as config fields (``steps``, ``batch_size``, ``lr``, ...).
+
+    Raises:
+        ValueError: an unknown learner or one that takes no labels file (the message lists the valid ones), a
+            preset the learner does not have, ``init`` missing where the learner needs it or given where it
+            takes none, a ``given`` field or ``learner_params`` key that is not a field of the learner's config,
+            a field given both ways, a config still incomplete (e.g. FixMatch without ``steps``), or the config's
+            own validation error.
+    """
+    from .train.config import resolve_config
+    from .train.registry import LEARNERS
+
+    valid = labelled_learners()
+    if learner not in valid:
+        raise ValueError(f"-p learner must be one of {valid}, got {learner!r}")
+    lrn = LEARNERS[learner]
+    cls = lrn.config
+    names = set(cls.field_names())
+    preset = None if _unset(preset) else preset
+    if preset is not None and preset not in cls.PRESETS:
+        raise ValueError(f"-p preset {preset!r} is not a preset of {learner} ({cls.__name__}.PRESETS: "
+                         f"{sorted(cls.PRESETS)}); '' or 'none' trains from its defaults")
+    if "init" in lrn.requires and _unset(init):
+        raise ValueError(f"-p learner {learner} needs -p init (a pretrained checkpoint); got init={init!r}")
+    if "init" not in lrn.accepts and not _unset(init):
+        raise ValueError(f"-p learner {learner} takes no initial checkpoint; got init={init!r} (use -p init none)")
+    if learner_params is None:
+        learner_params = {}
+    if not isinstance(learner_params, Mapping):
+        raise ValueError(f"-p learner_params must be a dict of {learner} config fields, got {learner_params!r}")
+    unknown = sorted(set(learner_params) - names)
+    if unknown:
+        raise ValueError(f"-p learner_params {unknown} are not fields of {cls.__name__}; valid: {sorted(names)}")
+    not_fields = sorted(k for k in given if k not in names)
+    if not_fields:
+        raise ValueError(f"-p {not_fields[0]} is not an option of {learner} ({cls.__name__} fields: {sorted(names)})")
+    check_given_once({k: k for k in given}, learner_params, dict_name="learner_params")
+    overrides = {"arch": arch} if arch is not None and "arch" in names else {}
+    overrides.update({k: v for k, v in fields.items() if v is not None and k in names})
+    overrides.update(learner_params)
+    cfg = resolve_config(cls, None, preset, overrides)
+    missing = cfg.missing()
+    if missing:
+        raise ValueError(f"-p learner {learner} needs " + " and ".join(" or ".join(g) for g in missing)
+                         + f" (a -p preset that sets it: {sorted(cls.PRESETS)}, or -p learner_params)")
+    return lrn, cfg
+
+
+def check_given_once(given: Mapping[str, str], params: Mapping[str, Any], *, dict_name: str) -> None:
+    """Refuse a config field set both by its own notebook parameter and in a dict parameter of fields.
+
+    Args:
+        given: config field -> the notebook parameter that set it explicitly (``{"steps": "usl_t_steps"}``).
+        params: the dict parameter's fields (``learner_params``, ``usl_t_params``).
+        dict_name: that parameter's name, for the message.
+
+    Raises:
+        ValueError: ``"<field> is given both as -p <parameter> and in -p <dict_name>; give it once"``.
+    """
+    twice = sorted(k for k in given if k in params)
+    if twice:
+        raise ValueError(f"{twice[0]} is given both as -p {given[twice[0]]} and in -p {dict_name}; give it once")
+
+
+def learner_label(learner: str, learner_params: Mapping[str, Any] | None = None) -> str:
+    """A learner and its ``learner_params`` as one short label for tables: ``"fixmatch"``,
+    ``"fixmatch[threshold_mode=flexmatch]"`` (keys sorted)."""
+    if not learner_params:
+        return learner
+    return learner + "[" + ",".join(f"{k}={learner_params[k]}" for k in sorted(learner_params)) + "]"
 
 
 def _unset(value: Any) -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 
 __all__ = ["embedding_2d", "selection_map", "class_histograms", "accuracy_bars", "image_grid", "neighbor_grid",
            "summarize", "metric_curves", "coverage_vs_budget", "accuracy_vs_budget", "learning_curves",
-           "per_class_bars", "series"]
+           "per_class_bars", "series", "cluster_history"]
 
 
 def embedding_2d(emb: np.ndarray, *, method: str = "tsne", seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
@@ -332,5 +332,61 @@ def series(x: Sequence, ys: Mapping[str, Sequence[float]], *, xlabel: str = "", 
     ax.grid(alpha=0.3)
     if len(ys) > 1:
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cluster_history(history: Sequence[Mapping], *, max_curves: int = 8):
+    """Clustering heads over training (USL-T's ``history.json``): per head, the cluster sizes sorted in decreasing
+    order at up to ``max_curves`` evaluations (evenly spaced, first and last included; colour = step), then each
+    head's mean confidence and its number of non-empty clusters against step.
+
+    Args:
+        history: entries with ``step`` and, at evaluations, ``cluster_sizes`` (per head, ``K`` counts),
+            ``confidence`` (per head) and ``nonempty`` (per head), as :func:`uslkit.train.usl_t.train_usl_t` logs.
+        max_curves: most size curves per head panel.
+    """
+    import matplotlib.pyplot as plt
+
+    evals = [h for h in history if h.get("cluster_sizes") is not None]
+    if not evals:
+        raise ValueError("no evaluation with cluster_sizes in the history (USL-T logs them every eval_every steps)")
+    if isinstance(max_curves, bool) or not isinstance(max_curves, int) or max_curves < 1:
+        raise ValueError(f"max_curves must be a positive int, got {max_curves!r}")
+    heads = len(evals[0]["cluster_sizes"])
+    for h in evals:
+        for key in ("cluster_sizes", "confidence", "nonempty"):
+            if len(h.get(key, ())) != heads:
+                raise ValueError(f"history entry at step {h.get('step')} has {len(h.get(key, ()))} heads in {key!r}, "
+                                 f"expected {heads}")
+    shown = [evals[i] for i in np.unique(np.linspace(0, len(evals) - 1, min(max_curves, len(evals))).round()
+                                         .astype(int))]
+    steps = [h["step"] for h in evals]
+    cmap = plt.get_cmap("viridis")
+    lo, hi = shown[0]["step"], shown[-1]["step"]
+    fig, axes = plt.subplots(1, heads + 2, figsize=(3.2 * (heads + 2), 3.2), squeeze=False)
+    axes = axes[0]
+    for j in range(heads):
+        ax = axes[j]
+        for h in shown:
+            sizes = np.sort(np.asarray(h["cluster_sizes"][j]))[::-1]
+            ax.plot(np.arange(1, sizes.size + 1), sizes, color=cmap((h["step"] - lo) / max(hi - lo, 1)),
+                    label=f"step {h['step']}")
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_title(f"head {j}: sorted cluster sizes")
+        ax.set_xlabel("cluster rank")
+        ax.grid(alpha=0.3)
+        if j == 0:
+            ax.set_ylabel("samples")
+            ax.legend(fontsize=6)
+    for ax, key, title in ((axes[heads], "confidence", "mean confidence"),
+                           (axes[heads + 1], "nonempty", "non-empty clusters")):
+        for j in range(heads):
+            ax.plot(steps, [h[key][j] for h in evals], marker="o" if len(steps) < 30 else None, ms=3,
+                    label=f"head {j}")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

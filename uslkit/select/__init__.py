@@ -23,6 +23,9 @@ module per family; :func:`select` dispatches by name through :data:`METHODS`. Th
 ``coreset``      greedy k-center (Sener & Savarese 2018)
 ``sela``         densest point of each SeLa Sinkhorn cluster (Asano et al. 2020 + USL density), ablation
 ================ =====================================================================================
+
+USL-T (:mod:`.usl_t`, Wang, Lian & Yu 2022, sec. 2.3) trains clustering heads on the images, so it is not in
+:data:`METHODS`: :func:`select_usl_t` trains and picks, :func:`usl_t_pick` picks from a run's probabilities.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .probcover import purity_delta, select_probcover
 from .sela import select_sela
 from .typiclust import select_typiclust
 from .usl import USL_PRESETS, select_usl, usl_config, usl_regularized_selection
+from .usl_t import select_usl_t, usl_t_pick
 
 __all__ = [
     "select",
@@ -57,6 +61,8 @@ __all__ = [
     "purity_delta",
     "select_coreset",
     "select_sela",
+    "select_usl_t",
+    "usl_t_pick",
 ]
 
 #: Method name -> function. Every function takes ``(emb, budget, *, seed, return_scores, ...)``.
@@ -102,6 +108,10 @@ def select(method: str, emb, budget: int, *, seed=0, labeled=None, labels=None, 
     Returns:
         int64 ``(budget,)`` indices, or ``(indices, scores float64 (n,))`` with ``return_scores``.
     """
+    if method == "usl_t":  # trains on images: not a function of embeddings alone
+        raise ValueError("method 'usl_t' trains a network on the images and needs an encoder checkpoint: use "
+                         "uslkit.select.select_usl_t(dataset, encoder, budget, feats=emb) or `uslkit select "
+                         "--method usl_t --init MODEL.pt`")
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"unknown selection method {method!r}; valid methods: {sorted(METHODS)}")
     fn = METHODS[method]

@@ -1,24 +1,46 @@
 """Training core: configs, models, augmentations, the shared loop machinery and the learners built on it.
 
-- :mod:`uslkit.train.config`: one frozen config per learner (:class:`FixMatchConfig`, :class:`SimCLRConfig`,
-  :class:`FinetuneConfig`), presets as instances, explicit values always winning.
+- :mod:`uslkit.train.config`: one frozen config per learner (:class:`SimCLRConfig`, :class:`FixMatchConfig`,
+  :class:`MixMatchConfig`, :class:`CoMatchConfig`, :class:`FinetuneConfig`, :class:`USLTConfig`), presets as
+  instances, explicit
+  values always winning.
 - :mod:`uslkit.train.registry`: :data:`LEARNERS`, the learners by name (what ``uslkit train`` runs).
 - :mod:`uslkit.train.models`: the networks (small CNN, CIFAR ResNet-18, WRN-28-2, ResNet-50) and their files.
 - :mod:`uslkit.train.augment`: weak, strong (RandAugment + Cutout) and SimCLR views per image kind.
 - :mod:`uslkit.train.batches`: batches as pure functions of ``(seed, step)``.
-- :mod:`uslkit.train.loop`: device, AMP, checkpoints and resume, history, progress, DDP (``torchrun``), EMA.
-- :mod:`uslkit.train.losses`: NT-Xent, FixMatch.
-- learners: :func:`train_simclr`, :func:`train_fixmatch`, :func:`finetune` (linear or full).
+- :mod:`uslkit.train.loop`: device, AMP, checkpoints and resume, history, progress, DDP (``torchrun``), EMA;
+  :mod:`uslkit.train.distributed`: the process group and the all-reduce / all-gather of learner state.
+- :mod:`uslkit.train.losses`: NT-Xent, FixMatch, MixMatch, CoMatch, USL-T.
+- :mod:`uslkit.train.pseudo`: pseudo-label refinements (distribution alignment, FlexMatch and FreeMatch
+  thresholds), FixMatch's options against confirmation bias.
+- :mod:`uslkit.train.semi`: what the semi-supervised learners share (labels file, loaders, run record,
+  pseudo-label monitor, evaluation).
+- learners, one module each:
+
+  - :func:`train_simclr` (:mod:`.simclr`): self-supervised encoder (SimCLR);
+  - :func:`train_fixmatch` (:mod:`.fixmatch`): FixMatch, with distribution alignment, FlexMatch and FreeMatch
+    thresholds as options;
+  - :func:`train_mixmatch` (:mod:`.mixmatch`): MixMatch;
+  - :func:`train_comatch` (:mod:`.comatch`): CoMatch (memory-smoothed pseudo-labels, graph-contrastive loss);
+  - :func:`finetune` (:mod:`.finetune`): linear or full fine-tuning of a pretrained encoder;
+  - :func:`train_usl_t` (:mod:`.usl_t`): USL-T's clustering heads on a pretrained encoder, whose picks
+    :func:`uslkit.select.usl_t.select_usl_t` makes (a selection method that trains, not a learner of
+    ``LEARNERS``: it needs a budget and an encoder, not a labels file).
 
 Evaluation of trained networks (top-1, kNN, probes) lives with the other metrics in :mod:`uslkit.evaluate`.
 """
 
 from .config import FinetuneConfig, FixMatchConfig, SimCLRConfig
+from .comatch import COMATCH_PRESETS, CoMatchConfig, train_comatch
 from .finetune import finetune
 from .fixmatch import FIXMATCH_PRESETS, train_fixmatch
 from .loop import RunSettings, TrainResult, run_loop
+from .mixmatch import MIXMATCH_PRESETS, MixMatchConfig, train_mixmatch
 from .registry import LEARNERS
 from .simclr import SIMCLR_PRESETS, train_simclr
+from .usl_t import USLT_PRESETS, USLTConfig, train_usl_t
 
-__all__ = ["FIXMATCH_PRESETS", "SIMCLR_PRESETS", "FinetuneConfig", "FixMatchConfig", "LEARNERS", "RunSettings",
-           "SimCLRConfig", "TrainResult", "finetune", "run_loop", "train_fixmatch", "train_simclr"]
+__all__ = ["COMATCH_PRESETS", "CoMatchConfig", "FIXMATCH_PRESETS", "FinetuneConfig", "FixMatchConfig", "LEARNERS",
+           "MIXMATCH_PRESETS", "MixMatchConfig", "RunSettings", "SIMCLR_PRESETS", "SimCLRConfig", "TrainResult",
+           "USLTConfig", "USLT_PRESETS", "finetune", "run_loop", "train_comatch", "train_fixmatch", "train_mixmatch",
+           "train_simclr", "train_usl_t"]

@@ -121,7 +121,7 @@ class ViewDataset(torch.utils.data.Dataset):
             :class:`uslkit.data.ImageDataset` read image by image (folders of files).
         labels: int64 ``(N,)`` (``-1`` = unlabelled), or ``None`` for all ``-1``.
         transform: callable on a uint8 ``(C, H, W)`` tensor using torch's global RNG; it may return a tuple
-            of views (:class:`uslkit.train.augment.TwoViews`); ``None``: no per-sample transform.
+            of views (:class:`uslkit.train.augment.MultiViews`); ``None``: no per-sample transform.
     """
 
     def __init__(self, images, labels, transform: Callable[[torch.Tensor], Any] | None):
@@ -265,9 +265,7 @@ class Views:
             transform = None
         else:
             tfs = [getattr(augment, _PER_SAMPLE[p])(self.kind, **opts.get(p, {})) for p in policies]
-            transform = tfs[0] if len(tfs) == 1 else augment.TwoViews(*tfs)
-            if len(tfs) > 2:
-                raise ValueError("at most two views per sample")
+            transform = tfs[0] if len(tfs) == 1 else augment.MultiViews(*tfs)
         self.dataset = ViewDataset(images if images is not None else dataset, labels, transform)
 
     def __call__(self, batch) -> list[torch.Tensor]:

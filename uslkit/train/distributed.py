@@ -7,6 +7,10 @@ those variables everything runs as one process. The loops in :mod:`uslkit.train.
 ``DistributedDataParallel``, give each process its slice of every global batch
 (:class:`uslkit.train.batches.StepStream`), average logged metrics over processes, and let rank 0 alone
 write checkpoints, histories and final models.
+
+Learner state that evolves during training (running means, memory banks, class counters) is updated from the
+values of ALL processes so that every process holds the same state: :func:`mean_tensor` (all-reduced mean) and
+:func:`gather_rows` (all-gathered rows in rank order). On one process both are exact no-ops.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DistInfo", "setup", "barrier", "mean_over_processes", "broadcast_object"]
+__all__ = ["DistInfo", "setup", "barrier", "mean_over_processes", "broadcast_object", "dist_on", "mean_tensor",
+           "gather_rows"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +95,31 @@ def broadcast_object(obj, info: DistInfo):
     box = [obj]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def dist_on() -> bool:
+    """A process group of more than one process is running (``torch.distributed`` initialised, world > 1)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1
+
+
+def mean_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (any shape) averaged element-wise over the processes; always a copy (``t`` itself is left as it is;
+    one process: an exact copy)."""
+    t = t.clone()
+    if dist_on():
+        torch.distributed.all_reduce(t)
+        t /= torch.distributed.get_world_size()
+    return t
+
+
+def gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` ``(n, ...)`` of every process concatenated along dim 0 in rank order, ``(n W, ...)``: the rows of the
+    global batch in its single-process order (process ``r`` holds rows ``[r n, (r + 1) n)``,
+    :class:`uslkit.train.batches.StepStream`); ``t`` itself on one process. Every process must pass the same
+    shape. No gradient flows through the gathered rows."""
+    if not dist_on():
+        return t
+    parts = [torch.empty_like(t) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, t.contiguous())
+    return torch.cat(parts)

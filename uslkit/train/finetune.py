@@ -20,9 +20,9 @@ from torch import nn
 from .config import FinetuneConfig, resolve_config, split_settings
 from .augment import image_kind
 from .batches import StepLoader, StepStream, Views, image_channels
-from .fixmatch import _file_digest, labeled_set
 from .loop import RunSettings, TrainResult, cosine_lr, run_loop
 from .models import build_model, load_model
+from .semi import file_digest, labeled_set
 
 __all__ = ["FinetuneConfig", "FinetuneModule", "finetune"]
 
@@ -103,7 +103,7 @@ def finetune(
                                      num_workers=num_workers)}
     params = dict(cfg.run_params(), samples_per_epoch=per_epoch,
                   labeled=idx.tolist(), labels=lab.tolist(), init_arch=src.arch,
-                  init=None if isinstance(init, nn.Module) else _file_digest(init),
+                  init=None if isinstance(init, nn.Module) else file_digest(init),
                   dataset=getattr(train_set, "name", None), n=len(train_set), kind=kind,
                   augment_path="batched" if views.batched else "per-sample")
 

@@ -9,7 +9,8 @@ EMA of the weights for evaluation.
 
 The labelled set is read from a labels file (:mod:`uslkit.labels`), checked against the dataset; the
 unlabelled set is the whole training pool (the USL toolbox keeps all of it, labelled samples included); the
-labelled list is repeated to fill the steps, as the USL toolbox does.
+labelled list is repeated to fill the steps, as the USL toolbox does. These pieces, shared with MixMatch and
+CoMatch, live in :mod:`uslkit.train.semi` (``labeled_set`` and ``load_init_encoder`` are re-exported here).
 
 Hyperparameters: :class:`uslkit.train.config.FixMatchConfig` (presets ``"paper"``, ``"usl"``, ``"cpu"``).
 ``init`` starts from a self-supervised encoder (``out_dir/model.pt`` of :func:`uslkit.train.simclr.train_simclr`).
@@ -19,24 +20,33 @@ used as if unlabelled), the history also logs ``pseudo_acc`` (accuracy of the we
 the unlabelled batches) and ``mask_correct`` (share of the unlabelled batch that is confident AND right), so
 ``mask - mask_correct`` is the share trained on a confident wrong label: the confirmation that stalls
 FixMatch. The labels are only read for these two numbers, never by the loss.
+
+Options against that confirmation bias (:class:`FixMatchConfig`, all off by default; :mod:`uslkit.train.pseudo`):
+``distribution_alignment`` (ReMixMatch: the weak-view probabilities are aligned before the threshold and the
+pseudo-label, as USB does for FixMatch + DA) and ``threshold_mode`` ``"flexmatch"`` / ``"freematch"`` (a
+threshold per class, indexed by the pseudo-label; FreeMatch adds its fairness loss, weight
+``fairness_weight``). Their state is held by sub-modules of :class:`FixMatchModule` (buffers), present only when
+the option is on, so it is checkpointed and resumed exactly while a default run's state is what it always was.
+With an option on the history also logs ``da_entropy`` (entropy of the running mean of predictions over
+``log C``: 1 = uniform), ``threshold`` (mean threshold the unlabelled samples faced) and ``loss_f``
+(FreeMatch). The pseudo-label monitor judges the pseudo-labels and mask actually trained on.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._io import file_sha256
-from ..labels import Selection, check_against_dataset, load_selection
 from .augment import image_kind
-from .batches import StepLoader, StepStream, Views, image_channels
+from .batches import image_channels
 from .config import FixMatchConfig, resolve_config, split_settings
 from .loop import RunSettings, TrainResult, decay_groups, fixmatch_cosine_lr, run_loop
 from .losses import fixmatch_loss
-from .models import build_model, load_model
+from .models import build_model
+from .pseudo import DistributionAlignment, FlexMatchThreshold, FreeMatchThreshold, freematch_fairness_loss
+from .semi import (ClassifierModule, PseudoLabelMonitor, classifier_eval_fn, labeled_set, load_init_encoder,
+                   semi_loaders, semi_params)
 
 __all__ = ["FIXMATCH_PRESETS", "FixMatchConfig", "FixMatchModule", "labeled_set", "train_fixmatch",
            "load_init_encoder"]
@@ -45,51 +55,17 @@ __all__ = ["FIXMATCH_PRESETS", "FixMatchConfig", "FixMatchModule", "labeled_set"
 FIXMATCH_PRESETS = FixMatchConfig.PRESETS
 
 
-class FixMatchModule(nn.Module):
-    """``net`` (classifier); ``forward(x)`` returns its logits."""
+class FixMatchModule(ClassifierModule):
+    """``net`` (classifier); ``forward(x)`` returns its logits. The options' state modules, each only when its
+    option is on: ``da`` (:class:`DistributionAlignment`), ``flexmatch`` (:class:`FlexMatchThreshold`),
+    ``freematch`` (:class:`FreeMatchThreshold`)."""
 
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-def labeled_set(selection, dataset):
-    """``(indices, labels)`` int64 arrays of an annotated labels file (path or
-    :class:`uslkit.labels.Selection`), checked against ``dataset``.
-
-    Raises:
-        ValueError: the file does not match the dataset (n, name, split, ids, classes), has no labels yet, a
-            label is outside ``[0, num_classes)``, or it extends earlier rounds (``labeled_before``), whose
-            labels are not in this file.
-    """
-    sel = selection if isinstance(selection, Selection) else load_selection(selection, dataset=dataset)
-    check_against_dataset(sel, dataset)
-    if sel.labeled_before:
-        raise ValueError(f"the labels file extends {len(sel.labeled_before)} earlier labelled samples whose labels "
-                         "it does not hold; train on a file that lists the whole labelled set")
-    idx, lab = sel.as_arrays()
-    bad = (lab < 0) | (lab >= dataset.num_classes)
-    if bad.any():
-        j = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"label {int(lab[j])} of sample {int(idx[j])} is outside [0, {dataset.num_classes})")
-    return idx, lab
-
-
-def load_init_encoder(net: nn.Module, path) -> None:
-    """Copy the encoder weights of a kit checkpoint (e.g. SimCLR's ``model.pt``) into ``net.encoder``.
-
-    Raises:
-        ValueError: the checkpoint's architecture name or input channels differ from ``net``'s.
-    """
-    src = load_model(path)
-    for key in ("name", "in_channels"):
-        if src.arch.get(key) != net.arch.get(key):
-            raise ValueError(f"init checkpoint {path} has {key}={src.arch.get(key)!r}, the model being trained has "
-                             f"{key}={net.arch.get(key)!r}")
-    net.encoder.load_state_dict(src.encoder.state_dict())
+    def __init__(self, net: nn.Module, *, da: nn.Module | None = None, flexmatch: nn.Module | None = None,
+                 freematch: nn.Module | None = None):
+        super().__init__(net)
+        for name, m in (("da", da), ("flexmatch", flexmatch), ("freematch", freematch)):
+            if m is not None:
+                self.add_module(name, m)
 
 
 def train_fixmatch(
@@ -109,14 +85,16 @@ def train_fixmatch(
 
     Args:
         train_set: :class:`uslkit.data.ImageDataset`, the pool the labels file was made for.
-        selection: labels file path or :class:`uslkit.labels.Selection`, annotated (see :func:`labeled_set`).
+        selection: labels file path or :class:`uslkit.labels.Selection`, annotated
+            (see :func:`uslkit.train.semi.labeled_set`).
         config: a :class:`FixMatchConfig` (default: its defaults, or the preset).
         preset: a key of ``FixMatchConfig.PRESETS`` instead of ``config``.
         **kwargs: fields of :class:`FixMatchConfig` (``steps=``, ``lr=``, ``ema_decay=``, ...), each one given
             replacing the config's value whatever it equals (:func:`uslkit.train.config.resolve_config`), and run
             settings (``seed``, ``out_dir``, ``device``, ``amp``, ``ckpt_every``, ``log_every``, ``eval_every``,
             ``overwrite``, ``progress``, ``num_workers``: :class:`uslkit.train.loop.RunSettings`).
-        init: optional checkpoint whose encoder initialises the network (:func:`load_init_encoder`).
+        init: optional checkpoint whose encoder initialises the network
+            (:func:`uslkit.train.semi.load_init_encoder`).
         test_set: labelled :class:`uslkit.data.ImageDataset` for top-1 / per-class accuracy of the model and its
             EMA at each evaluation and at the end.
         arch_kwargs: extra :func:`uslkit.train.models.build_model` arguments.
@@ -135,8 +113,7 @@ def train_fixmatch(
     settings = RunSettings(steps=cfg.steps, **run)
     steps, batch_size, mu, seed, num_workers = cfg.steps, cfg.batch_size, cfg.mu, settings.seed, settings.num_workers
     idx, lab = labeled_set(selection, train_set)
-    truth = _monitor_labels(train_set, monitor_pseudo_labels)
-    truth_on: dict = {}  # the labels on each device the batches come on
+    monitor = PseudoLabelMonitor(train_set, monitor_pseudo_labels)
     kind = image_kind(train_set)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -144,21 +121,11 @@ def train_fixmatch(
                           **(arch_kwargs or {}))
     if init is not None:
         load_init_encoder(net, init)
-    module = FixMatchModule(net)
-    labels_full = np.full(len(train_set), -1, dtype=np.int64)
-    labels_full[idx] = lab
-    lab_views = Views(train_set, ("weak",), labels=labels_full, batched=batched_augment)
-    ulb_views = Views(train_set, ("weak", "strong"), batched=batched_augment, cutout_side=cfg.cutout)
-    loaders = {
-        "labeled": StepLoader(lab_views.dataset, StepStream(len(idx), batch_size, seed=seed, stream=1, indices=idx),
-                              num_workers=num_workers),
-        "unlabeled": StepLoader(ulb_views.dataset, StepStream(len(train_set), batch_size * mu, seed=seed, stream=2),
-                                num_workers=num_workers),
-    }
-    params = dict(cfg.run_params(), dataset=getattr(train_set, "name", None), split=getattr(train_set, "split", None),
-                  n=len(train_set), labeled=idx.tolist(), labels=lab.tolist(), kind=kind,
-                  augment="batched" if ulb_views.batched else "per-sample",
-                  init=None if init is None else _file_digest(init))
+    module = FixMatchModule(net, **_option_modules(cfg, len(train_set), train_set.num_classes, lab))
+    lab_views, ulb_views, loaders = semi_loaders(
+        train_set, idx, lab, ("weak", "strong"), batch_size=batch_size, unlabeled_batch_size=batch_size * mu,
+        seed=seed, num_workers=num_workers, batched=batched_augment, cutout_side=cfg.cutout)
+    params = semi_params(cfg, train_set, idx, lab, kind=kind, batched=ulb_views.batched, init=init)
 
     def make_optimizer(m):
         return torch.optim.SGD(decay_groups(m, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
@@ -171,45 +138,77 @@ def train_fixmatch(
         logits = model(torch.cat([x, uw, us]))
         lx = logits[: x.shape[0]]
         lw, ls = logits[x.shape[0]:].chunk(2)
-        loss, st = fixmatch_loss(lx, y, lw, ls, threshold=cfg.threshold, lambda_u=cfg.lambda_u)
-        stats = {"loss_x": st["loss_x"], "loss_u": st["loss_u"], "mask": st["mask"]}
-        if truth is not None:  # monitoring only: these labels never reach the loss
-            ui = batches["unlabeled"][2]
-            if ui.device not in truth_on:
-                truth_on[ui.device] = truth.to(ui.device)
-            right = st["pseudo_labels"] == truth_on[ui.device][ui].to(st["pseudo_labels"].device)
-            stats["pseudo_acc"] = right.float().mean()
-            stats["mask_correct"] = (right & st["confident"]).float().mean()
+        if not _options_on(cfg):
+            loss, st = fixmatch_loss(lx, y, lw, ls, threshold=cfg.threshold, lambda_u=cfg.lambda_u)
+            stats = {"loss_x": st["loss_x"], "loss_u": st["loss_u"], "mask": st["mask"]}
+        else:
+            loss, st, stats = _loss_with_options(module, cfg, lx, y, lw, ls, batches["unlabeled"][2])
+        stats.update(monitor(st["pseudo_labels"], st["confident"], batches["unlabeled"][2]))  # never in the loss
         return loss, stats
-
-    eval_fn = None
-    if test_set is not None:
-        from ..evaluate import evaluate_classifier
-
-        def eval_fn(net_, ema_):
-            return evaluate_classifier(net_, test_set, ema=ema_, kind=kind)
 
     return run_loop(learner="fixmatch", params=params, module=module, make_optimizer=make_optimizer,
                     lr_at=fixmatch_cosine_lr(cfg.lr, steps), loaders=loaders, step_fn=step_fn, settings=settings,
-                    ema_decay=cfg.ema_decay, eval_fn=eval_fn)
+                    ema_decay=cfg.ema_decay, eval_fn=classifier_eval_fn(test_set, kind))
 
 
-def _monitor_labels(train_set, monitor) -> torch.Tensor | None:
-    """The pool's labels as an int64 tensor when the pseudo-label monitor is on, else ``None``."""
-    if monitor is not None and not isinstance(monitor, bool):
-        raise TypeError(f"monitor_pseudo_labels must be None, True or False, got {monitor!r}")
-    labels = np.asarray(train_set.labels)
-    complete = labels.size > 0 and bool((labels >= 0).all())
-    if monitor and not complete:
-        raise ValueError(f"monitor_pseudo_labels=True needs a label for every pool image; "
-                         f"{int((labels < 0).sum())} of {labels.size} have none (-1)")
-    if monitor is False or not complete:
-        return None
-    return torch.as_tensor(labels, dtype=torch.int64)
+def _options_on(cfg: FixMatchConfig) -> bool:
+    return cfg.distribution_alignment is not None or cfg.threshold_mode != "fixed"
 
 
-def _file_digest(path) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"init checkpoint {p} does not exist")
-    return {"path": str(p), "sha256": file_sha256(p)}
+def _option_modules(cfg: FixMatchConfig, num_samples: int, num_classes: int, labels) -> dict[str, nn.Module]:
+    """The state modules of the options that are on (none for a default run).
+
+    Raises:
+        ValueError: ``distribution_alignment="labeled"`` with a class that has no label in the labels file (its
+            prior would be 0: that class could never be pseudo-labelled).
+    """
+    mods: dict[str, nn.Module] = {}
+    if cfg.distribution_alignment is not None:
+        target = None
+        if cfg.distribution_alignment == "labeled":
+            hist = np.bincount(labels, minlength=num_classes)
+            if (hist == 0).any():
+                raise ValueError(f"distribution_alignment='labeled': classes {np.flatnonzero(hist == 0).tolist()} "
+                                 "have no label in the labels file, so their prior would be 0 and they could never "
+                                 "be pseudo-labelled; use distribution_alignment='uniform'")
+            target = hist
+        mods["da"] = DistributionAlignment(num_classes, window=cfg.da_window, target=target)
+    if cfg.threshold_mode == "flexmatch":
+        mods["flexmatch"] = FlexMatchThreshold(num_samples, num_classes, threshold=cfg.threshold,
+                                               warmup=cfg.flexmatch_warmup)
+    elif cfg.threshold_mode == "freematch":
+        mods["freematch"] = FreeMatchThreshold(num_classes, ema=cfg.freematch_ema)
+    return mods
+
+
+def _loss_with_options(module, cfg: FixMatchConfig, lx, y, lw, ls, ulb_idx):
+    """FixMatch's loss with the options on: ``(loss, fixmatch_loss stats, logged stats)``.
+
+    Order (USB's FixMatch + DA, FlexMatch and FreeMatch): weak-view probabilities -> distribution alignment
+    (updated with this batch) -> class thresholds (FlexMatch: from the state before this batch, then updated
+    with its confident predictions; FreeMatch: updated with this batch first) -> mask and hard pseudo-labels
+    -> FreeMatch's fairness loss on the strong views of the masked samples.
+    """
+    with torch.no_grad():
+        probs = torch.softmax(lw.detach().float(), dim=1)
+    stats: dict = {}
+    if hasattr(module, "da"):
+        probs = module.da(probs)
+        p = module.da.p_running().clamp_min(1e-12)
+        stats["da_entropy"] = -(p * p.log()).sum() / np.log(p.numel())
+    threshold: float | torch.Tensor = cfg.threshold
+    if hasattr(module, "flexmatch"):
+        threshold = module.flexmatch.class_thresholds()
+        module.flexmatch.update(ulb_idx, probs)
+    elif hasattr(module, "freematch"):
+        module.freematch.update(probs)
+        threshold = module.freematch.class_thresholds()
+    loss, st = fixmatch_loss(lx, y, lw, ls, threshold=threshold, lambda_u=cfg.lambda_u, probs_u=probs)
+    stats.update(loss_x=st["loss_x"], loss_u=st["loss_u"], mask=st["mask"])
+    if torch.is_tensor(threshold):
+        stats["threshold"] = threshold.to(st["pseudo_labels"].device)[st["pseudo_labels"]].float().mean()
+    if hasattr(module, "freematch") and cfg.fairness_weight > 0:
+        loss_f = freematch_fairness_loss(ls, st["confident"], module.freematch.p_model, module.freematch.label_hist)
+        loss = loss + cfg.fairness_weight * loss_f
+        stats["loss_f"] = loss_f.detach()
+    return loss, st, stats

@@ -11,9 +11,12 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from .config import RUN_SETTINGS, FinetuneConfig, FixMatchConfig, LearnerConfig, SimCLRConfig
+from .comatch import train_comatch
+from .config import (RUN_SETTINGS, CoMatchConfig, FinetuneConfig, FixMatchConfig, LearnerConfig, MixMatchConfig,
+                     SimCLRConfig)
 from .finetune import finetune
 from .fixmatch import train_fixmatch
+from .mixmatch import train_mixmatch
 from .simclr import train_simclr
 
 __all__ = ["Learner", "LEARNERS"]
@@ -67,8 +70,16 @@ LEARNERS: dict[str, Learner] = {
         "fixmatch", train_fixmatch, FixMatchConfig, requires=("labels",), accepts=("labels", "init"),
         summary="semi-supervised classifier from a labels file (Sohn et al. 2020)",
         call=lambda fn, ds, labels, init, test, kw: fn(ds, labels, init=init, test_set=test, **kw)),
+    "comatch": Learner(
+        "comatch", train_comatch, CoMatchConfig, requires=("labels",), accepts=("labels", "init"),
+        summary="semi-supervised classifier with contrastive graph regularisation from a labels file (Li et al. 2021)",
+        call=lambda fn, ds, labels, init, test, kw: fn(ds, labels, init=init, test_set=test, **kw)),
     "finetune": Learner(
         "finetune", finetune, FinetuneConfig, requires=("labels", "init"), accepts=("labels", "init"),
         summary="linear or full fine-tuning of a pretrained encoder on a labels file (USL's SimCLRv2-CLD protocol)",
         call=lambda fn, ds, labels, init, test, kw: fn(init, ds, labels, test_set=test, **kw)),
+    "mixmatch": Learner(
+        "mixmatch", train_mixmatch, MixMatchConfig, requires=("labels",), accepts=("labels", "init"),
+        summary="semi-supervised classifier from a labels file (Berthelot et al. 2019)",
+        call=lambda fn, ds, labels, init, test, kw: fn(ds, labels, init=init, test_set=test, **kw)),
 }

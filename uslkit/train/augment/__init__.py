@@ -27,6 +27,7 @@ from .policies import (
 from .sample import (
     FIXMATCH_OPS,
     Cutout,
+    MultiViews,
     RandAugmentMC,
     TwoViews,
     seeded_call,
@@ -51,6 +52,7 @@ __all__ = [
     "FIXMATCH_OPS",
     "RandAugmentMC",
     "Cutout",
+    "MultiViews",
     "TwoViews",
     "seeded_call",
     "BatchAugment",

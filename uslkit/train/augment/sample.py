@@ -47,6 +47,7 @@ __all__ = [
     "FIXMATCH_OPS",
     "RandAugmentMC",
     "Cutout",
+    "MultiViews",
     "TwoViews",
     "seeded_call",
 ]
@@ -433,20 +434,29 @@ def simclr_transform(kind: str, *, crop_scale: tuple[float, float] | None = None
     return _Compose(steps + [_Normalize(kind)])
 
 
-class TwoViews:
-    """``img -> (t1(img), t2(img))``; ``t2`` defaults to ``t1`` (SimCLR: two draws of the same transform;
-    FixMatch unlabelled batch: ``TwoViews(weak, strong)``). Picklable when ``t1`` and ``t2`` are."""
+class MultiViews:
+    """``img -> (t1(img), t2(img), *(t(img) for t in more))``: one view per transform, drawn in order; ``t2``
+    defaults to ``t1`` (SimCLR: two draws of the same transform). FixMatch's unlabelled batch:
+    ``MultiViews(weak, strong)``; CoMatch's: ``MultiViews(weak, strong, simclr)``. Picklable when the transforms
+    are. ``TwoViews`` is the same class under its former name."""
 
-    def __init__(self, t1, t2=None):
-        if not callable(t1) or (t2 is not None and not callable(t2)):
-            raise ValueError("TwoViews needs callable transforms")
+    def __init__(self, t1, t2=None, *more):
+        if not callable(t1) or (t2 is not None and not callable(t2)) or not all(callable(t) for t in more):
+            raise ValueError("MultiViews needs callable transforms")
+        if more and t2 is None:
+            raise ValueError("MultiViews: give t2 when giving more than two transforms")
         self.t1, self.t2 = t1, (t1 if t2 is None else t2)
+        self.more = tuple(more)
 
     def __call__(self, img):
-        return self.t1(img), self.t2(img)
+        return (self.t1(img), self.t2(img), *(t(img) for t in self.more))
 
     def __repr__(self) -> str:
-        return f"TwoViews({self.t1!r}, {self.t2!r})"
+        return f"MultiViews({', '.join(repr(t) for t in (self.t1, self.t2, *self.more))})"
+
+
+#: the former name of :class:`MultiViews` (two views), kept for existing code.
+TwoViews = MultiViews
 
 
 def seeded_call(transform, img, seed: int):
