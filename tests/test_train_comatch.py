@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from uslkit.data import load_dataset
-from uslkit.labels import annotate, make_selection, save_selection
+from uslkit.labels import save_selection
 from uslkit.train import CoMatchConfig, train_comatch
 from uslkit.train.augment import MultiViews, TwoViews, simclr_transform, strong_transform, weak_transform
 from uslkit.train.batches import StepLoader, StepStream, Views
@@ -23,18 +22,6 @@ from uslkit.train.losses import (comatch_contrastive_loss, comatch_loss, comatch
                                  comatch_pseudo_label_graph)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", "train"), load_dataset("digits", "test")
-
-
-@pytest.fixture(scope="module")
-def selection(digits):
-    train, _ = digits
-    idx = np.concatenate([np.flatnonzero(train.labels == c)[:4] for c in range(10)])  # 4 per class
-    return annotate(make_selection(idx, dataset=train, method="test", seed=0), train)
 
 
 def _co(train, sel, **kw):

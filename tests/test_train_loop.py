@@ -12,24 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from uslkit.data import load_dataset
-from uslkit.labels import annotate, make_selection, save_selection
+from uslkit.labels import make_selection, save_selection
 from uslkit.train import finetune, train_fixmatch, train_simclr
 from uslkit.train.batches import StepStream, mix_seed
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", "train"), load_dataset("digits", "test")
-
-
-@pytest.fixture(scope="module")
-def selection(digits):
-    train, _ = digits
-    idx = np.concatenate([np.flatnonzero(train.labels == c)[:4] for c in range(10)])  # 4 per class
-    return annotate(make_selection(idx, dataset=train, method="test", seed=0), train)
 
 
 def _fix(train, sel, **kw):

@@ -5,28 +5,14 @@ import dataclasses
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from uslkit.cli import main
-from uslkit.data import load_dataset
 from uslkit.labels import annotate, make_selection, save_selection
 from uslkit.train import LEARNERS, MixMatchConfig, train_mixmatch
 from uslkit.train.batches import StepStream
 from uslkit.train.losses import linear_rampup, mixmatch_loss, mixup, sharpen
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", "train"), load_dataset("digits", "test")
-
-
-@pytest.fixture(scope="module")
-def selection(digits):
-    train, _ = digits
-    idx = np.concatenate([np.flatnonzero(train.labels == c)[:4] for c in range(10)])  # 4 per class
-    return annotate(make_selection(idx, dataset=train, method="test", seed=0), train)
 
 
 def _mm(train, sel, **kw):
