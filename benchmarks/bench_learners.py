@@ -37,8 +37,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from _common import machine, update_section
+from bench_train_fmnist import load  # the same train/test splits (and --quick subsets) as the encoder's benchmark
 
 from uslkit import _io
 
@@ -58,23 +58,11 @@ VARIANTS = {
     "comatch": ("comatch", {}, "cpu"),
     "finetune": ("finetune", {}, "paper"),
 }
-QUICK = dict(n_train=2000, n_test=500, steps=3)
+QUICK = dict(steps=3)  # --quick: 3 training steps on bench_train_fmnist's 2,000 / 500-image subsets
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def load(args):
-    from uslkit.data import load_dataset
-
-    train = load_dataset(args.dataset, "train", root=args.data_root)
-    test = load_dataset(args.dataset, "test", root=args.data_root)
-    if args.quick:
-        rng = np.random.default_rng(0)
-        train = train.subset(np.sort(rng.choice(len(train), QUICK["n_train"], replace=False)))
-        test = test.subset(np.sort(rng.choice(len(test), QUICK["n_test"], replace=False)))
-    return train, test
 
 
 def embeddings(args, train, test):
