@@ -3,11 +3,6 @@
 import dataclasses
 import json
 import math
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +16,6 @@ from uslkit.train.comatch import MemoryBank
 from uslkit.train.losses import (comatch_contrastive_loss, comatch_loss, comatch_memory_smoothing,
                                  comatch_pseudo_label_graph)
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _co(train, sel, **kw):
@@ -315,12 +309,11 @@ def test_clear_errors(digits, selection, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- DDP
 @pytest.mark.slow
-def test_ddp_two_processes_share_the_bank(tmp_path, selection):
+def test_ddp_two_processes_share_the_bank(tmp_path, selection, torchrun):
     """torchrun --nproc_per_node=2 on CPU (gloo): both processes end with the same parameters, the same memory
     bank, filled from the global batches (2 steps of 16 unlabelled + 8 labelled rows: 48)."""
     sel_path = save_selection(selection, tmp_path / "sel.json")
-    script = tmp_path / "ddp_run.py"
-    script.write_text(textwrap.dedent(f"""
+    out = torchrun(f"""
         import hashlib, os, sys
         import torch
         from uslkit.data import load_dataset
@@ -333,13 +326,7 @@ def test_ddp_two_processes_share_the_bank(tmp_path, selection):
         h = hashlib.sha256(b"".join(t.numpy().tobytes() for t in tensors)).hexdigest()
         open(os.path.join(sys.argv[1], "rank%s.txt" % os.environ["RANK"]), "w").write(h + " %d" % int(b.filled))
         torch.distributed.destroy_process_group()
-    """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-           str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    """)
     r0, r1 = (out / "rank0.txt").read_text(), (out / "rank1.txt").read_text()
     assert r0 == r1 and r0.endswith(" 48")
     assert (out / "model.pt").exists() and len(json.loads((out / "history.json").read_text())) == 3

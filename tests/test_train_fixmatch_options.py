@@ -398,3 +398,41 @@ def test_cli_param_threshold_mode(train, selection, tmp_path, capsys):
     assert main(args[:-5] + ["--param", "threshold_mode=flex", "--test-split", "", "--out", str(tmp_path / "x"),
                              "-q"]) == 2
     assert "threshold_mode must be 'fixed', 'flexmatch' or 'freematch', got 'flex'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- DDP
+@pytest.mark.slow
+def test_ddp_two_processes_share_the_option_state(tmp_path, selection, torchrun):
+    """torchrun --nproc_per_node=2 on CPU (gloo): with distribution alignment + FlexMatch, then FreeMatch, both
+    processes end with the same parameters and the same option state (running means, per-sample predictions and
+    thresholds from the global batches: gradients alone would keep the parameters equal, not these buffers)."""
+    sel_path = save_selection(selection, tmp_path / "sel.json")
+    out = torchrun(f"""
+        import hashlib, os, sys
+        import torch
+        from uslkit.data import load_dataset
+        from uslkit.train import train_fixmatch
+        train = load_dataset("digits", "train")
+        lines = []
+        for name, opts in (("flex", dict(distribution_alignment="uniform", da_window=4, threshold_mode="flexmatch",
+                                          threshold=0.05)),
+                           ("free", dict(threshold_mode="freematch"))):
+            res = train_fixmatch(train, {str(sel_path)!r}, steps=3, batch_size=8, mu=2, seed=0, progress=False,
+                                 out_dir=os.path.join(sys.argv[1], name), log_every=1, **opts)
+            tensors = [p.detach() for p in res.net.parameters()]
+            tensors += [t for k in sorted(res.extras) for t in res.extras[k].state_dict().values()]
+            lines.append(name + " " + hashlib.sha256(b"".join(t.numpy().tobytes() for t in tensors)).hexdigest()
+                         + " " + " ".join(sorted(res.extras)))
+            if name == "flex":
+                lines.append("selected %d" % int((res.extras["flexmatch"].selected >= 0).sum()))
+        open(os.path.join(sys.argv[1], "rank%s.txt" % os.environ["RANK"]), "w").write("\\n".join(lines))
+        torch.distributed.destroy_process_group()
+    """)
+    r0, r1 = (out / "rank0.txt").read_text(), (out / "rank1.txt").read_text()
+    assert r0 == r1
+    flex, selected, free = r0.splitlines()
+    assert flex.endswith(" da flexmatch") and free.endswith(" freematch")
+    # tau 0.05 < 1/10: every unlabelled row's prediction is recorded: all 3 x 16 rows of the global batches, of
+    # which each process holds 8 per step (24 without the gathering)
+    assert int(selected.split()[1]) == 48
+    assert (out / "flex" / "model.pt").exists() and (out / "free" / "model.pt").exists()

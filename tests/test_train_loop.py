@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -287,11 +286,10 @@ def test_clear_errors(digits, selection, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- DDP
 @pytest.mark.slow
-def test_ddp_two_processes_gloo(tmp_path, selection):
+def test_ddp_two_processes_gloo(tmp_path, selection, torchrun):
     """torchrun --nproc_per_node=2 on CPU (gloo): both processes end with the same parameters, rank 0 writes."""
     sel_path = save_selection(selection, tmp_path / "sel.json")
-    script = tmp_path / "ddp_run.py"
-    script.write_text(textwrap.dedent(f"""
+    out = torchrun(f"""
         import hashlib, os, sys
         import torch
         from uslkit.data import load_dataset
@@ -302,13 +300,7 @@ def test_ddp_two_processes_gloo(tmp_path, selection):
         h = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in res.net.parameters())).hexdigest()
         open(os.path.join(sys.argv[1], "rank%s.txt" % os.environ["RANK"]), "w").write(h)
         torch.distributed.destroy_process_group()
-    """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-           str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    """)
     h0, h1 = (out / "rank0.txt").read_text(), (out / "rank1.txt").read_text()
     assert h0 == h1
     assert (out / "model.pt").exists() and (out / "results.json").exists()

@@ -430,3 +430,30 @@ def test_cli_usl_t_bad_params_are_one_line_before_any_data_is_loaded(tmp_path, c
     err = capsys.readouterr().err.strip()
     assert err.startswith("uslkit: error: ") and "\n" not in err
     assert re.search(message, err[len("uslkit: error: "):]), err
+
+
+# ---------------------------------------------------------------------------------------------------- DDP
+@pytest.mark.slow
+def test_ddp_two_processes_share_heads_and_running_state(tmp_path, encoder, torchrun):
+    """torchrun --nproc_per_node=2 on CPU (gloo), the ImageNet recipe with re-seeding after 2 steps: both processes
+    end with the same heads, p_ema and re-seeding counts (averaged over the global batch), rank 0 writes
+    probs.npy of the whole pool."""
+    out = torchrun(f"""
+        import hashlib, os, sys
+        import torch
+        from uslkit.data import load_dataset
+        from uslkit.train import train_usl_t
+        res = train_usl_t(load_dataset("digits", "train"), {str(encoder)!r}, 10, preset="imagenet", steps=4,
+                          batch_size=32, knn_k=5, heads=2, reseed_after=2, seed=0, progress=False,
+                          out_dir=sys.argv[1], log_every=1)
+        tensors = [t for k in sorted(res.extras) for t in res.extras[k].state_dict().values()]
+        h = hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in tensors)).hexdigest()
+        with open(os.path.join(sys.argv[1], "rank%s.txt" % os.environ["RANK"]), "w") as f:
+            f.write(h + " " + " ".join(sorted(res.extras)))
+        torch.distributed.destroy_process_group()
+    """)
+    r0, r1 = (out / "rank0.txt").read_text(), (out / "rank1.txt").read_text()
+    assert r0 == r1 and r0.endswith(" heads running")
+    probs = np.load(out / "probs.npy")
+    assert probs.shape == (2, len(load_dataset("digits", "train")), 10)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)

@@ -433,8 +433,9 @@ MixMatchConfig.PRESETS = {
     # 64 unlabelled images per step, 1024 epochs x 1024 steps, Adam 0.002, EMA 0.999; the other fields' defaults
     # are the MixMatch paper's and its reference code's (T 0.5, alpha 0.75, lambda_u 75 ramped over 16384 steps).
     "paper": MixMatchConfig(arch="wrn28_2", steps=1024 * 1024),
-    # The CPU scale of the issue 14 learner comparison (Fashion-MNIST, sized for about 25-30 CPU minutes per run;
-    # see benchmarks/RESULTS.md): the paper's losses and batch shape on the small CNN for 3000 steps; lambda_u
+    # A CPU scale (Fashion-MNIST, small CNN; its time per step is in benchmarks/RESULTS.md, whose learner
+    # comparison sets each learner's length for equal CPU time itself): the paper's losses and batch shape on the
+    # small CNN for 3000 steps; lambda_u
     # ramped over the same 1/64 of the run as the reference's 16384 of 2^20 steps; EMA 0.995 (a window of about
     # 200 steps, 0.995**3000 ~ 3e-7 left on the initial weights, where 0.999 would average over the last third of
     # the run).
@@ -516,10 +517,10 @@ CoMatchConfig.PRESETS = {
     # CoMatch's CIFAR-10 recipe (Li et al. 2021, Sec. 4.1 and Train_CoMatch.py): WRN-28-2, 512 epochs of 1024
     # steps, batch 64, mu 7, SGD 0.03 Nesterov, decay 5e-4, EMA 0.999; for a GPU.
     "paper": CoMatchConfig(arch="wrn28_2", steps=2**19),
-    # The CPU scale of benchmarks/bench_learners.py (Fashion-MNIST, small CNN from a SimCLR encoder): the paper's
-    # losses and batch shape, the steps sized for about 25-30 CPU minutes per run like the other learners of the
-    # comparison (a CoMatch step costs more than FixMatch's: a third unlabelled view, the projection head and the
-    # memory bank; see benchmarks/RESULTS.md); EMA 0.99 as FixMatch's "cpu".
+    # A CPU scale (Fashion-MNIST, small CNN from a SimCLR encoder): the paper's losses and batch shape for 600
+    # steps (a CoMatch step costs more than FixMatch's: a third unlabelled view, the projection head and the
+    # memory bank; times per step in benchmarks/RESULTS.md, whose comparison sets equal CPU time itself); EMA
+    # 0.99 as FixMatch's "cpu".
     "cpu": CoMatchConfig(arch="cnn_small", steps=600, ema_decay=0.99),
 }
 
