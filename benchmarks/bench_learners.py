@@ -25,7 +25,7 @@ measurement is written to the results JSON at once, every training run keeps its
     python benchmarks/bench_learners.py train --learners fixmatch_da --methods usl --seeds 0 --steps 1000
     python benchmarks/bench_learners.py select --quick                # seconds: every code path, 2,000 images
 
-Paper scale on a GPU (CIFAR-10, 40 labels, WRN-28-2; paper 000 Table 4 / notes sec. 8: FixMatch random 82.9,
+Paper scale on a GPU (CIFAR-10, 40 labels, WRN-28-2; Wang, Lian & Yu 2022, Table 4: FixMatch random 82.9,
 stratified 88.6, USL 90.4, USL-T 93.5; SimCLRv2-CLD random 60.8, USL 76.6): an encoder from
 ``uslkit train simclr --dataset cifar10 --preset paper``, then ``uslkit select --method usl_t --preset cifar``
 and ``uslkit train fixmatch --preset usl`` (or ``mixmatch``/``comatch --preset paper``) on its labels file.

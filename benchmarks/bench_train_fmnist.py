@@ -29,8 +29,8 @@ measurement is written to the results JSON at once; rerun the same command after
     python benchmarks/bench_train_fmnist.py report          # re-render RESULTS.md from the JSON
     python benchmarks/bench_train_fmnist.py simclr --quick   # seconds: every code path on 2,000 images
 
-Paper scale on a GPU, parameters only (notes sec. 8: FixMatch CIFAR-10, 40 labels, WRN-28-2, 2^20 steps;
-paper numbers random 82.9, stratified 88.6, USL 90.4, USL-T 93.5)::
+Paper scale on a GPU, parameters only (Sohn et al. 2020 and Wang, Lian & Yu 2022: FixMatch CIFAR-10, 40 labels,
+WRN-28-2, 2^20 steps; paper numbers random 82.9, stratified 88.6, USL 90.4, USL-T 93.5)::
 
     python benchmarks/bench_train_fmnist.py fixmatch --dataset cifar10 --arch wrn28_2 --steps 1048576 \\
         --no-init --selection-embedding pixels

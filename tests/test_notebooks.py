@@ -109,6 +109,22 @@ def test_start_small_size_rewrites_namespace_except_kept_names(monkeypatch, tmp_
     assert ns["budget"] == 40 and ns["seeds"] == [0]
 
 
+def test_start_small_size_keeps_values_given_with_papermill_p_and_says_what_it_replaced(monkeypatch, tmp_path,
+                                                                                       capsys):
+    """``papermill ... -p budget 40`` under the small CI size: the injected cell (``# Parameters``, in IPython's
+    ``In``) names budget, so 40 stays; the other small values apply and the run prints them."""
+    monkeypatch.setenv(nbmod.SIZE_ENV, "small")
+    monkeypatch.delenv(nbmod.KEEP_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    ns = _ns(budget=40, seeds=[0, 1, 2], results_json="", overwrite=False)
+    ns["In"] = ["", "budget = 20\nseeds = [0, 1, 2]\n", "# Parameters\nbudget = 40\n", "run = start(...)"]
+    assert nbmod.injected_parameters(ns) == {"budget"}
+    run = nbmod.start("demo", ns, small=dict(budget=20, seeds=[0]), verbose=True)
+    assert ns["budget"] == 40 and run.params["budget"] == 40 and ns["seeds"] == [0]
+    out = capsys.readouterr().out
+    assert "(given with -p; kept at the small size)" in out and "replaced: seeds [0, 1, 2] -> [0]" in out
+
+
 def test_start_rejects_unknown_small_names_and_bad_size(monkeypatch):
     with pytest.raises(ValueError, match="not parameters"):
         nbmod.start("demo", _ns(budget=1), small=dict(budgte=2), verbose=False)
@@ -222,8 +238,9 @@ def test_learner_config_precedence_preset_then_fields_then_learner_params():
     assert cfg.arch == "wrn28_2"
     _, ft = nbmod.learner_config("finetune", preset="paper", learner_params={"mode": "full"}, init="m.pt",
                                  arch="wrn28_2", **{**_NB04_FIELDS, "steps": 6, "mu": 2, "batch_size": 16})
-    # finetune has no arch, steps or mu (not given by the caller: left out); batch_size is its field
-    assert (ft.mode, ft.batch_size, ft.lr, ft.epochs) == ("full", 16, 0.01, 5)
+    # finetune has no arch or mu (not given by the caller: left out); batch_size and steps (which replaces its
+    # epochs) are its fields
+    assert (ft.mode, ft.batch_size, ft.lr, ft.steps, ft.epochs) == ("full", 16, 0.01, 6, None)
     assert nbmod.learner_label("fixmatch") == "fixmatch"
     assert nbmod.learner_label("fixmatch", {"threshold_mode": "flexmatch", "da_window": 8}) == \
         "fixmatch[da_window=8,threshold_mode=flexmatch]"
@@ -236,8 +253,8 @@ def test_learner_config_precedence_preset_then_fields_then_learner_params():
      r"^-p learner finetune needs -p init \(a pretrained checkpoint\); got init='none'$"),
     (dict(learner="finetune", preset="cpu", init="m.pt"),
      r"^-p preset 'cpu' is not a preset of finetune \(FinetuneConfig.PRESETS: \['paper'\]\)"),
-    (dict(learner="finetune", preset="paper", init="m.pt", steps=5, given=["steps"]),
-     r"^-p steps is not an option of finetune \(FinetuneConfig fields: \["),
+    (dict(learner="finetune", preset="paper", init="m.pt", mu=5, given=["mu"]),
+     r"^-p mu is not an option of finetune \(FinetuneConfig fields: \["),
     (dict(learner="fixmatch", preset="", init="none"), r"^-p learner fixmatch needs steps \("),
     (dict(learner="fixmatch", learner_params={"tau": 1}), r"^-p learner_params \['tau'\] are not fields of "),
     (dict(learner="fixmatch", learner_params="threshold_mode=flexmatch"), r"^-p learner_params must be a dict"),
@@ -261,13 +278,13 @@ def test_run_learner_config_drops_small_size_values_but_not_given_ones(monkeypat
     run = nbmod.start("demo", ns, small=dict(steps=6, mu=2, batch_size=16, epochs=0.1), verbose=False)
     fields = {k: ns[k] for k in _NB04_FIELDS}
     _, cfg = run.learner_config("finetune", preset="paper", learner_params={}, init="m.pt", arch="cnn_small", **fields)
-    assert (cfg.batch_size, cfg.epochs) == (16, 0.1)
+    assert (cfg.batch_size, cfg.steps) == (16, 6)  # steps, finetune's too now, replaces its epochs
     _, cfg = run.learner_config("fixmatch", preset="cpu", learner_params={}, init="m.pt", arch="cnn_small", **fields)
     assert (cfg.steps, cfg.mu, cfg.batch_size, cfg.ema_decay) == (6, 2, 16, 0.99)  # epochs: not a FixMatch field
     ns = _ns(learner="finetune", preset="paper", learner_params={}, init="m.pt", arch="cnn_small",
-             results_json="", overwrite=False, **{**_NB04_FIELDS, "steps": 100})  # as -p steps 100 sets it
-    run = nbmod.start("demo", ns, small=dict(steps=6), verbose=False)
-    with pytest.raises(ValueError, match=r"-p steps is not an option of finetune"):
+             results_json="", overwrite=False, **{**_NB04_FIELDS, "mu": 4})  # as -p mu 4 sets it
+    run = nbmod.start("demo", ns, small=dict(mu=2), verbose=False)
+    with pytest.raises(ValueError, match=r"-p mu is not an option of finetune"):
         run.learner_config("finetune", preset="paper", learner_params={}, init="m.pt", arch="cnn_small",
                            **{k: ns[k] for k in _NB04_FIELDS})
 

@@ -149,6 +149,106 @@ def test_resume_after_interruption_equals_uninterrupted(digits, selection, tmp_p
     assert again.reused and _same_weights(ref.net, again.net)
 
 
+def _history(res):
+    return [{k: v for k, v in h.items() if k != "samples_per_s"} for h in res.history]
+
+
+def test_ctrl_c_saves_at_the_step_it_came_and_the_rerun_continues_exactly(digits, selection, tmp_path, monkeypatch,
+                                                                          capsys):
+    """SIGINT during step 5 (between log steps, not a checkpoint step): the loop finishes the step, saves, and
+    raises TrainingInterrupted; the rerun says where it resumes and ends with an uninterrupted run's weights and
+    history."""
+    import signal
+
+    from uslkit.train.loop import TrainingInterrupted
+
+    train, _ = digits
+    ref = _fix(train, selection, out_dir=tmp_path / "ref", ckpt_every=100)
+    import uslkit.train.fixmatch as fm
+
+    real = fm.fixmatch_loss
+    calls = {"n": 0}
+
+    def pressed(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C sends; the handler only notes it
+        return real(*a, **k)
+
+    monkeypatch.setattr(fm, "fixmatch_loss", pressed)
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 5 of 6.*rerun the same command") as e:
+        _fix(train, selection, out_dir=tmp_path / "run", ckpt_every=100)
+    assert e.value.step == 5 and signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    monkeypatch.setattr(fm, "fixmatch_loss", real)
+    assert torch.load(tmp_path / "run" / "state.pt", weights_only=False)["step"] == 5
+    res = _fix(train, selection, out_dir=tmp_path / "run", ckpt_every=100, progress=True)
+    assert "resuming" in capsys.readouterr().err and res.resumed_from == 5
+    assert _same_weights(ref.net, res.net) and _same_weights(ref.ema, res.ema)
+    assert _history(res) == _history(ref)  # the log step after the resume averages steps 5 and 6, as ref's does
+
+
+def test_wall_clock_checkpoints(digits, selection, tmp_path, monkeypatch):
+    """``ckpt_minutes``: a checkpoint after the step in which the minutes passed, whatever ``ckpt_every`` says."""
+    train, _ = digits
+    import uslkit.train.loop as loop
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(loop.time, "monotonic", lambda: clock["t"])
+    import uslkit.train.fixmatch as fm
+
+    real = fm.fixmatch_loss
+    calls = {"n": 0}
+
+    def timed(*a, **k):
+        calls["n"] += 1
+        clock["t"] += 50.0  # each step takes 50 s of wall time
+        if calls["n"] == 4:
+            raise RuntimeError("power cut")
+        return real(*a, **k)
+
+    monkeypatch.setattr(fm, "fixmatch_loss", timed)
+    with pytest.raises(RuntimeError):
+        _fix(train, selection, out_dir=tmp_path / "run", ckpt_every=100, ckpt_minutes=1.5)
+    assert torch.load(tmp_path / "run" / "state.pt", weights_only=False)["step"] == 2  # 100 s >= 90 s; step 3: 50 s
+    with pytest.raises(ValueError, match="ckpt_minutes must be"):
+        _fix(train, selection, ckpt_minutes=0)
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_command_line_prints_one_line_and_the_rerun_resumes(selection, tmp_path):
+    """`uslkit train` under a real SIGINT: exit 130 with one line (no traceback); the same command resumes."""
+    import signal
+    import time
+
+    sel_path = save_selection(selection, tmp_path / "sel.json")
+    out = tmp_path / "run"
+    script = textwrap.dedent("""
+        import sys, time
+        import uslkit.train.fixmatch as fm
+        from uslkit.cli import main
+        real = fm.fixmatch_loss
+        def slow(*a, **k):
+            time.sleep(0.3)
+            return real(*a, **k)
+        fm.fixmatch_loss = slow
+        sys.exit(main(sys.argv[1:]))
+    """)
+    cmd = [sys.executable, "-c", script, "train", "fixmatch", "--dataset", "digits", "--labels", str(sel_path),
+           "--steps", "40", "--batch-size", "8", "--param", "mu=2", "--log-every", "1", "--out", str(out), "-q"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "history.json").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert len(err.strip().splitlines()) == 1 and "interrupted at step" in err and "Traceback" not in err
+    step = torch.load(out / "state.pt", weights_only=False)["step"]
+    assert 1 <= step < 40 and f"step {step} of 40" in err
+    again = subprocess.run(cmd[:3] + cmd[3:-1], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and f"resuming {out} from step {step} of 40" in again.stderr
+
+
 def test_other_parameters_in_the_folder_are_refused(digits, selection, tmp_path):
     train, _ = digits
     _fix(train, selection, out_dir=tmp_path / "r", steps=2)

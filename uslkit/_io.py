@@ -33,12 +33,26 @@ __all__ = [
 ]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + ``os.replace``), with the mode a
+    plain ``open(path, "w")`` gives (``0o666`` less the umask), not the temporary file's ``0o600``.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder (the message names it).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name (e.g. {path / 'out.json'})")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -107,6 +121,8 @@ def read_json(path: str | os.PathLike) -> Any:
 def check_can_write(path: str | os.PathLike, *, overwrite: bool) -> Path:
     """Refuse to replace an existing output unless ``overwrite`` is set (nothing is silently lost)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name (e.g. {path / 'out.json'})")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
     return path

@@ -1,7 +1,8 @@
 """Command line: ``uslkit <command> ...`` (also ``python -m uslkit <command> ...``).
 
 Commands: ``datasets`` (list and check datasets), ``embed`` (compute cached embeddings), ``select``
-(choose samples to label and write the labels file), ``train`` (SimCLR, FixMatch, fine-tuning; runs under
+(choose samples to label and write the labels file), ``labels`` (export the picks for a person, import
+their labels, merge rounds), ``train`` (SimCLR, FixMatch, fine-tuning; runs under
 ``torchrun`` too), ``demo`` (the README's main job). Every command has
 ``--help``. Bad input prints ``uslkit: error: <what is wrong>`` and exits with status 2; nothing is
 overwritten without ``--overwrite``.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +23,12 @@ __all__ = ["main", "build_parser", "parse_param"]
 
 class CLIError(Exception):
     """A user error reported as one line and exit status 2."""
+
+
+def cli_terms(message: str) -> str:
+    """A library message in command-line terms: ``"pass overwrite=True (--overwrite)"`` -> ``"pass --overwrite"``
+    (the library names both; the command line shows only its own)."""
+    return re.sub(r"\b\w+=[\w.'\"]+ \((--[\w-]+[^)]*)\)", r"\1", message)
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -39,6 +47,21 @@ def parse_param(text: str) -> tuple[str, Any]:
     return key, parsed
 
 
+def _output(path: str, overwrite: bool, *, inputs: dict[str, Path]) -> Path:
+    """``--out`` checked before any work: not a folder, not one of the command's inputs (``--overwrite`` would
+    replace what it reads), and not an existing file unless ``--overwrite``."""
+    out = Path(path)
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a folder; give a file name (e.g. --out {out / 'out.json'})")
+    for flag, given in inputs.items():
+        if out.resolve() == given.resolve():
+            raise CLIError(f"--out {out} is {flag} ({given}): writing there would replace the input; choose "
+                           "another --out")
+    if out.exists() and not overwrite:
+        raise CLIError(f"--out {out} already exists; pass --overwrite to replace it")
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------
 # datasets
 # ----------------------------------------------------------------------------------------------------------
@@ -54,9 +77,11 @@ def _cmd_datasets(args) -> int:
         try:
             ds = load_dataset(name, args.split, root=args.data_root, download=args.download)
         except Exception as e:  # report every dataset, do not stop at the first missing one
-            lines = str(e).splitlines()
-            how = next((ln for ln in lines if ln.startswith("To get it")), "")
-            print(f"{name:14s} {args.split:10s} MISSING  {lines[0]}" + (f"\n{'':26s}{how}" if how else ""))
+            # the first line, the folders searched (indented), how to get it (in command-line terms)
+            lines = re.sub(r"load_dataset\('(\w+)', root='([^']*)', download=True\)",
+                           r"uslkit datasets \1 --check --download --data-root \2", str(e)).splitlines()
+            print(f"{name:14s} {args.split:10s} MISSING  {lines[0]}"
+                  + "".join(f"\n{'':26s}{ln.strip()}" for ln in lines[1:] if ln.strip()))
         else:
             shape = None if ds.images is None else tuple(ds.images.shape)
             print(f"{name:14s} {args.split:10s} ok  n={len(ds)} classes={ds.num_classes} images={shape}"
@@ -72,6 +97,8 @@ def _cmd_embed(args) -> int:
 
     from .embed import EmbeddingMismatchError, compute_embeddings
 
+    if args.out is not None and Path(args.out).is_dir():
+        raise CLIError(f"--out {args.out} is a folder; give a file name (e.g. --out {Path(args.out) / 'emb.npy'})")
     t0 = time.perf_counter()
     try:
         emb, meta = compute_embeddings(
@@ -151,9 +178,9 @@ def _cmd_select(args) -> int:
     from .labels import make_selection, save_selection
     from .select import select
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise CLIError(f"{out} already exists; pass --overwrite to replace it")
+    emb_path = Path(args.emb)
+    out = _output(args.out, args.overwrite, inputs={"--emb": emb_path,
+                                                    "--emb's sidecar": emb_path.with_suffix(".json")})
     usl_t = args.method == "usl_t"  # trains on the images from an encoder: not a select() method
     for flag, value in (("--init", args.init), ("--preset", args.preset), ("--run-dir", args.run_dir)):
         if value is not None and not usl_t:
@@ -224,7 +251,52 @@ def _cmd_select(args) -> int:
 _TRAIN_FIELD_OPTIONS = {"arch": "--arch", "mode": "--mode", "steps": "--steps", "epochs": "--epochs",
                         "batch_size": "--batch-size"}
 #: run settings with their own option (``--out`` for out_dir)
-_TRAIN_RUN_OPTIONS = ("seed", "device", "overwrite", "num_workers", "ckpt_every", "log_every", "eval_every")
+_TRAIN_RUN_OPTIONS = ("seed", "device", "overwrite", "num_workers", "ckpt_every", "ckpt_minutes", "log_every",
+                      "eval_every")
+
+
+def learner_options_table(name: str) -> str:
+    """The options of learner ``name`` for ``uslkit train NAME --help``: every config field with its default and
+    each preset's value (set with its own option or ``--param FIELD=VALUE``)."""
+    import dataclasses
+
+    from .train.registry import LEARNERS
+
+    learner = LEARNERS[name]
+    cls = learner.config
+    presets = dict(cls.PRESETS)
+    base = cls()
+    head = ["option", "default", *(f"--preset {p}" for p in presets)]
+    rows = []
+    for f in dataclasses.fields(cls):
+        flag = _TRAIN_FIELD_OPTIONS.get(f.name, f"--param {f.name}=")
+        rows.append([flag, repr(getattr(base, f.name)), *(repr(getattr(c, f.name)) for c in presets.values())])
+    widths = [max(len(r[j]) for r in [head, *rows]) for j in range(len(head))]
+    lines = [f"{name}: {learner.summary}", f"options of {name} ({cls.__name__}; an option given wins over the "
+             "preset's value):", ""]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
+    lines += ["", f"None: not set, or derived from the others (help(uslkit.train.{cls.__name__}) says how)."]
+    return "\n".join(lines)
+
+
+class _TrainHelp(argparse.Action):
+    """``uslkit train [LEARNER] --help``: the command's help, then the learner's options with defaults and presets."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .train.registry import LEARNERS
+
+        parser.print_help()
+        learner = getattr(namespace, "learner", None)
+        if learner in LEARNERS:
+            print("\n" + learner_options_table(learner))
+        else:
+            print("\nlearners (uslkit train LEARNER --help lists its options, defaults and presets):")
+            for name, ln in LEARNERS.items():
+                print(f"  {name:10s} {ln.summary}")
+        parser.exit()
 
 
 def _cmd_train(args) -> int:
@@ -266,7 +338,7 @@ def _cmd_train(args) -> int:
                        + " (or a --preset that sets it)")
     kwargs.update(seed=args.seed, out_dir=args.out, device=args.device, overwrite=args.overwrite,
                   progress=not args.quiet, num_workers=args.num_workers)
-    for key in ("ckpt_every", "log_every", "eval_every"):
+    for key in ("ckpt_every", "ckpt_minutes", "log_every", "eval_every"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
     train = load_dataset(args.dataset, args.split, root=args.data_root, download=args.download)
@@ -277,6 +349,69 @@ def _cmd_train(args) -> int:
     shown = {k: v for k, v in res.metrics.items() if not isinstance(v, list)}
     how = "loaded (already finished)" if res.reused else f"trained {res.step} steps"
     print(f"{args.learner}: {how} -> {args.out}; " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# labels: export / import / merge
+# ----------------------------------------------------------------------------------------------------------
+def _cmd_labels_export(args) -> int:
+    from .data import load_dataset
+    from .labels import export_for_labelling, load_selection
+
+    sel = load_selection(args.selection)
+    name = args.dataset or sel.dataset
+    if not name:
+        raise CLIError(f"{args.selection} names no dataset; give --dataset")
+    dataset = load_dataset(name, args.split or sel.split, root=args.data_root)
+    try:
+        sel = load_selection(args.selection, dataset=dataset)
+    except ValueError as e:
+        raise CLIError(f"{e} (--dataset {name})") from e
+    to = export_for_labelling(sel, dataset, args.to, class_names=_classes(args.classes),
+                              document_root=args.document_root, overwrite=args.overwrite)
+    print(f"exported {sel.budget} images to {to}: fill {to / 'manifest.csv'} (or import {to / 'label_studio.json'} "
+          f"into Label Studio with {to / 'label_studio.xml'}), then `uslkit labels import`")
+    return 0
+
+
+def _classes(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise CLIError("--classes expects comma-separated class names, e.g. --classes cat,dog")
+    return names
+
+
+def _cmd_labels_import(args) -> int:
+    from .labels import import_labels, load_selection, save_selection
+
+    out = _output(args.out, args.overwrite, inputs={"the filled file": Path(args.file)})
+    sel = load_selection(args.into)
+    names = _classes(args.classes)
+    if names is None and args.dataset:
+        from .data import load_dataset
+
+        names = load_dataset(args.dataset, sel.split, root=args.data_root).class_names
+    try:
+        res = import_labels(args.file, sel, class_names=names, allow_partial=args.allow_partial)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    save_selection(res, out, overwrite=args.overwrite)
+    info = res.params["labelling"]
+    print(f"labelled {info['labelled']} of {info['of']} picks -> {out}"
+          + (f" ({info['of'] - info['labelled']} unlabelled left out)" if info["labelled"] < info["of"] else ""))
+    return 0
+
+
+def _cmd_labels_merge(args) -> int:
+    from .labels import merge_selections, save_selection
+
+    out = _output(args.out, args.overwrite, inputs={})
+    res = merge_selections(args.files, sources=args.files)
+    save_selection(res, out, overwrite=args.overwrite)
+    print(f"merged {len(args.files)} rounds: {res.budget} labelled samples -> {out}")
     return 0
 
 
@@ -310,14 +445,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--download", action="store_true", help="with --check: download what is missing (torchvision)")
     d.set_defaults(func=_cmd_datasets)
 
+    from .demo import DEFAULT_METHODS
     from .embed import ENCODERS
+    from .select import METHODS
 
     e = sub.add_parser("embed", help="compute (or reuse cached) L2-normalised embeddings of a dataset",
                        description="Compute embeddings with a JSON sidecar; a matching file is reused, "
                                    "a mismatching one is an error unless --overwrite.")
     e.add_argument("--dataset", required=True, help="e.g. fashion_mnist, digits, cifar10, imagefolder")
     e.add_argument("--split", default="train")
-    e.add_argument("--encoder", default="pixels", help=f"one of {', '.join(ENCODERS)}")
+    e.add_argument("--encoder", default="pixels", help=f"one of {', '.join(ENCODERS)}, or ckpt:<path> (a kit "
+                   "checkpoint, e.g. the model.pt of `uslkit train simclr`)")
     e.add_argument("--pca", type=int, default=None, help="project to this many dims (fitted on train)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default=None, help="output .npy (default: the cache under --cache-dir)")
@@ -339,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a selection method on embeddings and write a uslkit labels file.")
     s.add_argument("--emb", required=True, help="embeddings .npy (with its JSON sidecar from `uslkit embed`)")
     s.add_argument("--budget", type=int, required=True)
-    s.add_argument("--method", default="usl", help="selection method (see uslkit.select.METHODS), or usl_t "
+    s.add_argument("--method", default="usl", help=f"selection method: {', '.join(METHODS)} (default usl), or usl_t "
                    "(trains on the images from --init: uslkit.select.select_usl_t)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="labels file to write (.json)")
@@ -361,10 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_select)
 
     t = sub.add_parser("train", help="train SimCLR, FixMatch or a fine-tuned classifier (resumable; torchrun)",
+                       add_help=False,
                        description="Train a network. The run folder (--out) holds config.json, state.pt "
                                    "(resumable: rerun the same command after a kill), history.json, model.pt "
                                    "and results.json. Multi-GPU/CPU: torchrun --nproc_per_node=N -m uslkit "
                                    "train ...")
+    t.add_argument("-h", "--help", action=_TrainHelp, help="show this help (after LEARNER: also its options, "
+                   "defaults and presets) and exit")
     t.add_argument("learner", help="simclr | fixmatch | mixmatch | comatch | finetune (uslkit.train.registry.LEARNERS)")
     t.add_argument("--dataset", required=True)
     t.add_argument("--split", default="train")
@@ -385,7 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None)
     t.add_argument("--num-workers", type=int, default=0)
-    t.add_argument("--ckpt-every", type=int, default=None)
+    t.add_argument("--ckpt-every", type=int, default=None, help="steps between checkpoints (default 500)")
+    t.add_argument("--ckpt-minutes", type=float, default=None, help="also checkpoint every this many minutes of "
+                   "wall time (default 2); Ctrl-C / SIGTERM always saves one before stopping")
     t.add_argument("--log-every", type=int, default=None)
     t.add_argument("--eval-every", type=int, default=None)
     t.add_argument("--param", type=parse_param, action="append", metavar="KEY=VALUE",
@@ -396,13 +539,49 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 
+    lab = sub.add_parser("labels", help="hand picks to a person and bring the labels back: export, import, merge",
+                         description="The labelling round trip: `export` the picked images with a manifest to fill "
+                                     "(and a Label Studio project), `import` the filled manifest or Label Studio's "
+                                     "JSON export into a labels file, `merge` the labels files of several rounds.")
+    lsub = lab.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
+    ex = lsub.add_parser("export", help="write the picks as images + manifest.csv + contact sheet + Label Studio "
+                         "tasks")
+    ex.add_argument("selection", help="labels file (.json) from `uslkit select`")
+    ex.add_argument("--to", required=True, help="export folder (a repeated export of the same selection is kept)")
+    ex.add_argument("--dataset", default=None, help="dataset the selection was made on (default: the file's)")
+    ex.add_argument("--split", default=None, help="default: the file's")
+    ex.add_argument("--data-root", default="data")
+    ex.add_argument("--classes", default=None, help="comma-separated class names (default: the dataset's)")
+    ex.add_argument("--document-root", default=None, help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT "
+                    "(task URLs are relative to it; default: the export folder)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an export of another selection in --to")
+    ex.set_defaults(func=_cmd_labels_export)
+    im = lsub.add_parser("import", help="read a filled manifest.csv or a Label Studio JSON export")
+    im.add_argument("file", help="manifest.csv (label column: class name or 0-based index) or Label Studio "
+                    "export (.json, JSON or JSON-MIN)")
+    im.add_argument("--into", required=True, help="the labels file the export was made from")
+    im.add_argument("--out", required=True, help="annotated labels file to write (.json)")
+    im.add_argument("--classes", default=None, help="comma-separated class names (default: the selection's or "
+                    "the export folder's export.json)")
+    im.add_argument("--dataset", default=None, help="take the class names from this dataset")
+    im.add_argument("--data-root", default="data")
+    im.add_argument("--allow-partial", action="store_true", help="keep only the labelled picks when some have "
+                    "no label")
+    im.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    im.set_defaults(func=_cmd_labels_import)
+    mg = lsub.add_parser("merge", help="join the labels files of several rounds into one")
+    mg.add_argument("files", nargs="+", help="annotated labels files, earliest round first")
+    mg.add_argument("--out", required=True)
+    mg.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    mg.set_defaults(func=_cmd_labels_merge)
+
     m = sub.add_parser("demo", help="the main job: Fashion-MNIST embeddings, selection, evaluation, plots",
                        description="Run the end-to-end demo on Fashion-MNIST (offline) and write a results "
                                    "table and figures.")
     m.add_argument("--out", default="papermill_runs/demo")
     m.add_argument("--budget", type=int, default=40)
     m.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    m.add_argument("--methods", nargs="+", default=None, help="default: usl kmeans typiclust probcover random")
+    m.add_argument("--methods", nargs="+", default=None, help=f"default: {' '.join(DEFAULT_METHODS)}")
     m.add_argument("--pca", type=int, default=64)
     m.add_argument("--max-samples", type=int, default=None, help="use only the first N training samples")
     m.add_argument("--data-root", default="data")
@@ -424,9 +603,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt as e:  # Ctrl-C: one line, not a traceback (a training run saved a checkpoint)
+        print(f"uslkit: {e or 'interrupted'}", file=sys.stderr)
+        return 130
     except (CLIError, ValueError, FileExistsError, FileNotFoundError, NotImplementedError, ImportError,
-            WeightsUnavailableError) as e:
-        print(f"uslkit: error: {e}", file=sys.stderr)
+            WeightsUnavailableError, IsADirectoryError) as e:
+        print(f"uslkit: error: {cli_terms(str(e))}", file=sys.stderr)
         return 2
 
 

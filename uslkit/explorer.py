@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["SelectionExplorer", "EMBEDDINGS", "load_pool"]
+__all__ = ["SelectionExplorer", "EMBEDDINGS", "load_pool", "pool_indices"]
 
 #: embedding choices: name -> keyword arguments of :func:`uslkit.embed.compute_embeddings`
 EMBEDDINGS = {
@@ -31,6 +31,13 @@ EMBEDDINGS = {
     "pixels": dict(encoder="pixels"),
 }
 _SELECT_METHODS = ("usl", "kmeans", "typiclust", "probcover", "coreset", "sela", "random", "stratified")
+
+
+def pool_indices(n: int, max_points: int, *, seed: int = 0) -> np.ndarray:
+    """Sorted int64 positions in the training split of the explorer's pool: a seeded random subset of
+    ``min(max_points, n)`` (``pool_indices(len(train), max_points)[ex.selected]`` are the picks' positions)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(max_points, n), replace=False)).astype(np.int64)
 
 
 def load_pool(dataset: str, embedding: str, *, max_points: int, seed: int = 0, root="data"):
@@ -54,8 +61,7 @@ def load_pool(dataset: str, embedding: str, *, max_points: int, seed: int = 0, r
     ds = load_dataset(dataset, split, root=root, download=True)
     emb, _ = compute_embeddings(dataset, split=split, root=root, cache_dir=Path(root) / "embeddings",
                                 progress=False, **kw)
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(ds), size=min(max_points, len(ds)), replace=False))
+    idx = pool_indices(len(ds), max_points, seed=seed)
     images = ds.images[idx] if ds.images is not None else np.stack([np.asarray(ds.get_image(i)) for i in idx])
     return images, ds.labels[idx], list(ds.class_names), np.ascontiguousarray(emb[idx])
 

@@ -12,10 +12,11 @@ which
    list/tuple/dict of them; this is the parameters cell plus whatever papermill injected);
 2. when the environment variable ``USLKIT_NB_SIZE`` is ``small`` (CI sets it for ``pytest --nbval-lax``),
    replaces the parameters named in ``small`` by their small values, *in the notebook's namespace*, so
-   the following cells read the plain names; every other value (and every papermill run without the
-   variable) is left alone. Names listed in ``USLKIT_NB_KEEP`` (comma-separated; the sweep script sets it to
-   the parameters it passes) keep their given values at the small size too. The notebook file is never
-   edited;
+   the following cells read the plain names, and prints which it replaced; every other value (and every
+   papermill run without the variable) is left alone. Parameters given with papermill's ``-p`` are
+   never replaced (:func:`injected_parameters`). Names listed in ``USLKIT_NB_KEEP`` (comma-separated;
+   the sweep script sets it to the parameters it passes) keep their given values at the small size too.
+   The notebook file is never edited;
 3. returns a :class:`NotebookRun` that resolves paths against the project root and writes the results.
 
 :meth:`NotebookRun.save_results` writes ``{"notebook", "size", "params", "requested", "metrics", versions, ...}`` as
@@ -42,6 +43,7 @@ from typing import Any, Mapping, MutableMapping, Sequence
 from . import _io
 
 __all__ = ["SIZE_ENV", "KEEP_ENV", "NotebookRun", "start", "project_root", "collect_parameters", "params_hash",
+           "injected_parameters",
            "embedded_splits", "pretrain_simclr", "labelled_learners", "learner_config", "learner_label",
            "check_given_once"]
 
@@ -210,7 +212,9 @@ def start(name: str, namespace: MutableMapping[str, Any], *, small: Mapping[str,
     if size not in _SIZES:
         raise ValueError(f"{SIZE_ENV}={size!r}; valid sizes: {_SIZES}")
     keep = {k.strip() for k in os.environ.get(KEEP_ENV, "").split(",") if k.strip()}
-    small = {k: v for k, v in small.items() if k not in keep}
+    given = injected_parameters(namespace)  # papermill -p values: what the caller says wins
+    kept = sorted(k for k in small if k in given and namespace.get(k) != small[k])
+    small = {k: v for k, v in small.items() if k not in keep and k not in given}
     if size == "small":
         for k, v in small.items():
             namespace[k] = v
@@ -221,8 +225,32 @@ def start(name: str, namespace: MutableMapping[str, Any], *, small: Mapping[str,
         print(f"{name} ({size} size; results -> {run.results_path})")
         for k in sorted(params):
             mark = "  (small)" if size == "small" and k in small else ""
+            mark = "  (given with -p; kept at the small size)" if size == "small" and k in kept else mark
             print(f"  {k:<{width}} = {params[k]!r}{mark}")
+        if size == "small" and small:
+            changed = [f"{k} {requested[k]!r} -> {small[k]!r}" for k in sorted(small) if requested[k] != small[k]]
+            if changed:
+                print(f"SMALL SIZE ({SIZE_ENV}=small) replaced: " + ", ".join(changed))
     return run
+
+
+def injected_parameters(namespace: Mapping[str, Any]) -> set[str]:
+    """Names papermill injected (``-p NAME VALUE``): the assignments of the executed cell papermill writes,
+    which starts with ``# Parameters``, found in IPython's input history (``In``); empty outside a kernel."""
+    import ast
+
+    names: set[str] = set()
+    for src in namespace.get("In", None) or []:
+        if not isinstance(src, str) or not src.lstrip().startswith("# Parameters"):
+            continue
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign):
+                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
 
 
 def embedded_splits(dataset: str, *, encoder: str = "pixels", pca: int | None = 64, max_samples: int = 0,

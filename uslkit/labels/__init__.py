@@ -51,6 +51,12 @@ Example::
      "embedding": null, "indices": [1207, 33], "ids": [1207, 33], "labels": [3, 8],
      "class_names": ["airplane", ..., "truck"], "labeled_before": []}
 
+Labelling by a person
+---------------------
+:mod:`uslkit.labels.roundtrip` exports the picks as image files with a manifest to fill and a Label Studio
+project, imports the filled manifest or Label Studio's export back into this format, and merges rounds;
+:mod:`uslkit.labels.widget` labels them in Jupyter.
+
 Other formats
 -------------
 Readers and writers for the files the reference code and tools already use (USL's CIFAR ``.npy`` and
@@ -78,6 +84,7 @@ __all__ = [
     "Selection",
     "annotate",
     "check_against_dataset",
+    "export_for_labelling",
     "export_id_list",
     "export_imagenet_csv",
     "export_usb_npy",
@@ -85,10 +92,12 @@ __all__ = [
     "import_id_list",
     "import_imagenet_csv",
     "import_index_npy",
+    "import_labels",
     "import_usb_npy",
     "import_usl_npy",
     "load_selection",
     "make_selection",
+    "merge_selections",
     "save_selection",
     "usb_index_filenames",
 ]
@@ -274,11 +283,11 @@ def save_selection(sel: Selection, path: str | os.PathLike, *, overwrite: bool =
             old = load_selection(path).to_dict()
         except (ValueError, OSError) as e:
             raise FileExistsError(f"{path} exists and is not a readable labels file ({e}); pass overwrite=True "
-                                  "to replace it") from e
+                                  "(--overwrite) to replace it") from e
         diff = [k for k in d if k not in _PROVENANCE and old.get(k) != d[k]]
         if diff:
-            raise FileExistsError(f"{path} holds another selection (differing: {diff}); pass overwrite=True to "
-                                  "replace it or choose another path")
+            raise FileExistsError(f"{path} holds another selection (differing: {diff}); pass overwrite=True "
+                                  "(--overwrite) to replace it or choose another path")
         return Path(path)
     path = check_can_write(path, overwrite=overwrite)
     return atomic_write_json(path, d)
@@ -506,3 +515,4 @@ from .formats import (  # noqa: E402
     import_usl_npy,
     usb_index_filenames,
 )
+from .roundtrip import export_for_labelling, import_labels, merge_selections  # noqa: E402

@@ -334,6 +334,7 @@ class FinetuneConfig(LearnerConfig):
     Attributes:
         mode: ``"linear"`` (frozen backbone, a new linear layer: the protocol) or ``"full"``.
         epochs: passes of ``samples_per_epoch`` labelled draws (5).
+        steps: optimisation steps instead of ``epochs`` (giving one clears the other).
         samples_per_epoch: ``None``: the size of the training pool (the USL toolbox repeats the labelled list
             to fill its epochs); ``len(labelled)`` gives plain epochs.
         batch_size: labelled images per step.
@@ -343,9 +344,12 @@ class FinetuneConfig(LearnerConfig):
     """
 
     LEARNER: ClassVar[str] = "finetune"
+    ALTERNATIVES: ClassVar[tuple[tuple[str, ...], ...]] = (("steps", "epochs"),)
+    REQUIRED: ClassVar[tuple[tuple[str, ...], ...]] = (("steps", "epochs"),)
 
     mode: str = "linear"
-    epochs: float = 5
+    epochs: float | None = 5
+    steps: int | None = recorded_if_changed(None)
     samples_per_epoch: int | None = None
     batch_size: int = 64
     lr: float = 0.01
@@ -362,7 +366,9 @@ class FinetuneConfig(LearnerConfig):
         check_positive_int(self.batch_size, name="batch_size")
         if self.samples_per_epoch is not None:
             check_positive_int(self.samples_per_epoch, name="samples_per_epoch")
-        if not self.epochs > 0:
+        if self.steps is not None:
+            check_positive_int(self.steps, name="steps")
+        if self.epochs is not None and not self.epochs > 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
 
 

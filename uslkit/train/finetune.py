@@ -80,7 +80,8 @@ def finetune(
     cfg = resolve_config(FinetuneConfig, config, preset, overrides)
     mode, batch_size, lr, momentum, weight_decay = cfg.mode, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay
     per_epoch = len(train_set) if cfg.samples_per_epoch is None else cfg.samples_per_epoch
-    steps = max(1, math.ceil(float(cfg.epochs) * per_epoch / batch_size))
+    cfg.check_complete()
+    steps = cfg.steps if cfg.steps is not None else max(1, math.ceil(float(cfg.epochs) * per_epoch / batch_size))
     settings = RunSettings(steps=steps, **run)
     seed, num_workers = settings.seed, settings.num_workers
     idx, lab = labeled_set(selection, train_set)

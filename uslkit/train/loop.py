@@ -8,9 +8,12 @@
   and torch's global RNG is re-seeded from ``(seed, step)`` before every step, so on CPU the same inputs and
   seed give the same weights bit for bit, and a resumed run ends where an uninterrupted one does;
 - checkpoints (``out_dir/state.pt``: model, extra modules, EMA, optimizer, grad scaler, step, history)
-  written atomically every ``ckpt_every`` steps and at the end; an existing one is resumed when the run's
-  parameters (``out_dir/config.json``) are the same, refused with an error naming the differences when
-  they are not (``overwrite=True`` starts afresh), and a finished run is loaded instead of re-trained;
+  written atomically every ``ckpt_every`` steps, every ``ckpt_minutes`` of wall time, at the end, and when
+  the process gets SIGINT (Ctrl-C) or SIGTERM: the loop finishes the step, saves, and raises
+  :class:`TrainingInterrupted` ("interrupted at step 16; rerun the same command to resume"); an existing
+  one is resumed when the run's parameters (``out_dir/config.json``) are the same, refused with an error
+  naming the differences when they are not (``overwrite=True`` starts afresh), and a finished run is loaded
+  instead of re-trained;
 - a per-log-step ``history`` (losses, lr, throughput in samples per second over all processes, evaluation
   metrics) returned and saved as ``out_dir/history.json``; a tqdm progress bar with loss and samples/s;
 - ``torchrun``/DDP (:mod:`uslkit.train.distributed`): the module is wrapped in
@@ -43,8 +46,8 @@ from .models import TRAIN_STATE_FORMAT
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunSettings", "TrainResult", "ModelEMA", "run_loop", "cosine_lr", "fixmatch_cosine_lr", "decay_groups",
-           "STATE_FORMAT"]
+__all__ = ["RunSettings", "TrainResult", "TrainingInterrupted", "ModelEMA", "run_loop", "cosine_lr",
+           "fixmatch_cosine_lr", "decay_groups", "STATE_FORMAT"]
 
 STATE_FORMAT = TRAIN_STATE_FORMAT  # the file kind load_model and read_checkpoint accept besides models
 STATE_VERSION = 1
@@ -61,6 +64,8 @@ class RunSettings:
         device: ``None``/``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``.
         amp: float16 autocast with gradient scaling; ``None`` = on CUDA only (it is never used on CPU).
         ckpt_every: steps between checkpoints (one is always written at the end).
+        ckpt_minutes: also checkpoint after the step during which this many minutes of wall time passed since
+            the last one (``None``: by steps only), so a killed run loses at most that much.
         log_every: steps between history entries.
         eval_every: steps between evaluations (``None``: only at the end).
         overwrite: discard an existing run in ``out_dir`` instead of resuming or refusing it.
@@ -74,6 +79,7 @@ class RunSettings:
     device: str | None = None
     amp: bool | None = None
     ckpt_every: int = 500
+    ckpt_minutes: float | None = 2.0
     log_every: int = 50
     eval_every: int | None = None
     overwrite: bool = False
@@ -84,6 +90,10 @@ class RunSettings:
         self.steps = check_positive_int(self.steps, name="steps")
         self.seed = check_seed(self.seed)
         self.ckpt_every = check_positive_int(self.ckpt_every, name="ckpt_every")
+        if self.ckpt_minutes is not None and not (isinstance(self.ckpt_minutes, (int, float))
+                                                  and not isinstance(self.ckpt_minutes, bool)
+                                                  and self.ckpt_minutes > 0):
+            raise ValueError(f"ckpt_minutes must be a positive number of minutes or None, got {self.ckpt_minutes!r}")
         self.log_every = check_positive_int(self.log_every, name="log_every")
         if self.eval_every is not None:
             self.eval_every = check_positive_int(self.eval_every, name="eval_every")
@@ -106,6 +116,42 @@ class TrainResult:
     resumed_from: int | None = None
     reused: bool = False
     extras: dict[str, torch.nn.Module] = field(default_factory=dict)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a run after a checkpoint; its message says the step and how to resume."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+class _StopRequests:
+    """Turns SIGINT / SIGTERM into a request the loop honours between steps (main thread only; elsewhere, e.g.
+    a notebook's background thread, signals keep their handlers). A second signal during the save acts at once."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.signum, self._old = None, {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        import signal
+
+        self.signum = signum
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))  # a second press is not swallowed
+
+    def restore(self):
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
 
 
 class ModelEMA:
@@ -219,7 +265,7 @@ def run_loop(
             _restore(state, module, ema, optimizer, scaler)
             start, resumed_from, history = int(state["step"]), int(state["step"]), list(state["history"])
             if info.is_main:
-                logger.info("%s: resuming %s from step %d of %d", learner, out, start, s.steps)
+                _say(s, f"{learner}: resuming {out} from step {start} of {s.steps}")
     model = module
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -233,61 +279,78 @@ def run_loop(
         bar = tqdm(total=s.steps, initial=start, desc=learner, unit="step", dynamic_ncols=True)
     window: dict[str, float] = {}
     n_window, samples, t_window = 0, 0, time.perf_counter()
+    if start and "window" in state:  # a checkpoint between log steps: the partial averages go on
+        window, n_window = dict(state["window"]), int(state["n_window"])
     metrics: dict = {}
-    for step in range(start, s.steps):
-        torch.manual_seed(mix_seed(s.seed, 0x5EED, step))
-        lr = lr_at(step)
-        for g in optimizer.param_groups:
-            g["lr"] = lr * g.get("lr_scale", 1.0)
-        batches = {k: _to_device(next(it), device) for k, it in iters.items()}
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            loss, stats = step_fn(model, batches, step)
-        if not torch.isfinite(loss.detach()).all():
-            raise FloatingPointError(f"{learner}: loss is {loss.item()} at step {step}; lower the learning rate "
-                                     f"(now {lr:.4g}) or check the inputs")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if ema is not None:
-            ema.update(net)
-        window["loss"] = window.get("loss", 0.0) + float(loss.detach())
-        for k, v in stats.items():
-            if torch.is_tensor(v) and v.numel() != 1:
-                continue
-            window[k] = window.get(k, 0.0) + float(v)
-        n_window += 1
-        samples += sum(_batch_len(b) for b in batches.values()) * info.world_size
-        done = step + 1
-        last = done == s.steps
-        if done % s.log_every == 0 or last:
-            elapsed = time.perf_counter() - t_window
-            entry = {"step": done, "lr": lr, "samples_per_s": samples / max(elapsed, 1e-9),
-                     **{k: v / n_window for k, v in window.items()}}
-            entry.update(distributed.mean_over_processes(
-                {k: entry[k] for k in window}, info, device))
-            for k, ld in loaders.items():
-                entry[f"epoch_{k}"] = ld.stream.epoch_of(done)
-            if eval_fn is not None and ((s.eval_every and done % s.eval_every == 0) or last):
+    stops = _StopRequests() if out is not None else None
+    t_ckpt = time.monotonic()
+    try:
+        for step in range(start, s.steps):
+            torch.manual_seed(mix_seed(s.seed, 0x5EED, step))
+            lr = lr_at(step)
+            for g in optimizer.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            batches = {k: _to_device(next(it), device) for k, it in iters.items()}
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                loss, stats = step_fn(model, batches, step)
+            if not torch.isfinite(loss.detach()).all():
+                raise FloatingPointError(f"{learner}: loss is {loss.item()} at step {step}; lower the learning rate "
+                                         f"(now {lr:.4g}) or check the inputs")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                ema.update(net)
+            window["loss"] = window.get("loss", 0.0) + float(loss.detach())
+            for k, v in stats.items():
+                if torch.is_tensor(v) and v.numel() != 1:
+                    continue
+                window[k] = window.get(k, 0.0) + float(v)
+            n_window += 1
+            samples += sum(_batch_len(b) for b in batches.values()) * info.world_size
+            done = step + 1
+            last = done == s.steps
+            if done % s.log_every == 0 or last:
+                elapsed = time.perf_counter() - t_window
+                entry = {"step": done, "lr": lr, "samples_per_s": samples / max(elapsed, 1e-9),
+                         **{k: v / n_window for k, v in window.items()}}
+                entry.update(distributed.mean_over_processes(
+                    {k: entry[k] for k in window}, info, device))
+                for k, ld in loaders.items():
+                    entry[f"epoch_{k}"] = ld.stream.epoch_of(done)
+                if eval_fn is not None and ((s.eval_every and done % s.eval_every == 0) or last):
+                    metrics = _evaluate(eval_fn, net, ema, info) or {}
+                    entry.update(metrics)
+                    module.train()
+                history.append(entry)
+                window, n_window, samples, t_window = {}, 0, 0, time.perf_counter()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{entry['loss']:.4f}", samples_s=f"{entry['samples_per_s']:.0f}",
+                                    refresh=False)
+                if out is not None and info.is_main:
+                    _io.atomic_write_json(out / "history.json", history)
+            elif eval_fn is not None and s.eval_every and done % s.eval_every == 0:
                 metrics = _evaluate(eval_fn, net, ema, info) or {}
-                entry.update(metrics)
+                history.append({"step": done, **metrics})
                 module.train()
-            history.append(entry)
-            window, n_window, samples, t_window = {}, 0, 0, time.perf_counter()
+            due, stop = _checkpoint_due(s, stops, t_ckpt, info, device) if out is not None else (False, False)
+            if out is not None and (done % s.ckpt_every == 0 or last or due or stop):
+                if info.is_main:
+                    _write_state(out / "state.pt", config, module, ema, optimizer, scaler, done, history,
+                                 window=window, n_window=n_window)
+                distributed.barrier(info)
+                t_ckpt = time.monotonic()
             if bar is not None:
-                bar.set_postfix(loss=f"{entry['loss']:.4f}", samples_s=f"{entry['samples_per_s']:.0f}", refresh=False)
-            if out is not None and info.is_main:
-                _io.atomic_write_json(out / "history.json", history)
-        elif eval_fn is not None and s.eval_every and done % s.eval_every == 0:
-            metrics = _evaluate(eval_fn, net, ema, info) or {}
-            history.append({"step": done, **metrics})
-            module.train()
-        if out is not None and (done % s.ckpt_every == 0 or last):
-            if info.is_main:
-                _write_state(out / "state.pt", config, module, ema, optimizer, scaler, done, history)
-            distributed.barrier(info)
-        if bar is not None:
-            bar.update(1)
+                bar.update(1)
+            if stop and not last:
+                if bar is not None:
+                    bar.close()
+                raise TrainingInterrupted(f"{learner}: interrupted at step {done} of {s.steps}; checkpoint saved in "
+                                          f"{out}; rerun the same command to resume", done)
+    finally:
+        if stops is not None:
+            stops.restore()
     if bar is not None:
         bar.close()
     if start == s.steps and eval_fn is not None:  # resumed a run whose last checkpoint was its end
@@ -304,6 +367,28 @@ def run_loop(
 # ----------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------
+def _say(s: RunSettings, msg: str) -> None:
+    """A one-line notice on stderr when the run shows progress (the log otherwise)."""
+    if s.progress:
+        import sys
+
+        print(msg, file=sys.stderr, flush=True)
+    else:
+        logger.info(msg)
+
+
+def _checkpoint_due(s: RunSettings, stops: _StopRequests, t_ckpt: float, info, device) -> tuple[bool, bool]:
+    """``(time for a wall-clock checkpoint, stop requested)``, agreed by every process under DDP (max over
+    ranks), so they all save and stop after the same step."""
+    due = s.ckpt_minutes is not None and time.monotonic() - t_ckpt >= 60 * s.ckpt_minutes
+    stop = stops is not None and stops.signum is not None
+    if info.enabled:
+        flags = torch.tensor([float(due), float(stop)], device=device)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        due, stop = bool(flags[0]), bool(flags[1])
+    return due, stop
+
+
 def _evaluate(eval_fn, net, ema, info) -> dict:
     metrics = None
     if info.is_main:
@@ -360,13 +445,15 @@ def _prepare_out_dir(out: Path, config: dict, overwrite: bool, info) -> str:
             if diffs:
                 raise ValueError(
                     f"{out} holds a {old.get('learner')!r} run with other parameters ({'; '.join(diffs[:6])}"
-                    f"{'; ...' if len(diffs) > 6 else ''}); use another out_dir, or overwrite=True to discard it")
+                    f"{'; ...' if len(diffs) > 6 else ''}); use another out_dir (--out), or overwrite=True "
+                    "(--overwrite) to discard it")
             if (out / "results.json").exists() and (out / "model.pt").exists():
                 status = "finished"
             elif (out / "state.pt").exists():
                 status = "resume"
         elif (out / "state.pt").exists():
-            raise ValueError(f"{out} has a state.pt but no config.json; use another out_dir or overwrite=True")
+            raise ValueError(f"{out} has a state.pt but no config.json; use another out_dir or overwrite=True "
+                             "(--overwrite)")
         if status == "fresh":
             _io.atomic_write_json(cfg_path, {**config, **_io.provenance()})
     return distributed.broadcast_object(status, info)
@@ -378,7 +465,7 @@ def _read_state(path: Path, device) -> dict:
     try:
         state = read_checkpoint(path, map_location=device)  # weights_only: a checkpoint runs no code
     except ValueError as e:
-        raise ValueError(f"{e}; delete it or use overwrite=True") from e
+        raise ValueError(f"{e}; delete it or use overwrite=True (--overwrite)") from e
     if state.get("format") != STATE_FORMAT:
         raise ValueError(f"{path} is not a uslkit training checkpoint (format {state.get('format')!r})")
     return state
@@ -415,9 +502,14 @@ def _state_dict(config, module, ema, optimizer, scaler, step, history) -> dict:
     }
 
 
-def _write_state(path: Path, config, module, ema, optimizer, scaler, step, history) -> None:
+def _write_state(path: Path, config, module, ema, optimizer, scaler, step, history, *, window=None,
+                 n_window=0) -> None:
+    """``state.pt``, atomically; ``window``/``n_window``: the sums of the history entry being averaged (a
+    checkpoint between log steps), so a resumed run logs what an uninterrupted one does."""
+    state = _state_dict(config, module, ema, optimizer, scaler, step, history)
+    state.update(window=dict(window or {}), n_window=int(n_window))
     buf = io.BytesIO()
-    torch.save(_state_dict(config, module, ema, optimizer, scaler, step, history), buf)
+    torch.save(state, buf)
     _io.atomic_write_bytes(path, buf.getvalue())
 
 

@@ -484,16 +484,22 @@ def read_checkpoint(path: str | os.PathLike, *, map_location="cpu", trusted: boo
     if not path.is_file():
         raise FileNotFoundError(f"model checkpoint {path} does not exist")
     bad = f"{path} is not a uslkit model checkpoint: "
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"\x93NUMPY"):
+        raise ValueError(bad + "it is a NumPy array (.npy, e.g. embeddings); give the model.pt of a training run "
+                         "(`uslkit train simclr --out RUN` writes RUN/model.pt)")
+    if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x80")):  # torch's zip format, or a pickle
+        raise ValueError(bad + "it is not a file written by torch.save; give the model.pt of a training run")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only load failed" not in str(e).lower():
             raise ValueError(bad + f"cannot read it ({type(e).__name__}: {e})") from e
         if not trusted:
-            first = str(e).strip().splitlines()[0]
             raise ValueError(
-                bad + "it holds Python objects other than tensors and plain containers, which need full "
-                f"unpickling ({first}); pass trusted=True only if you trust this file"
+                bad + "it holds Python objects other than tensors and plain containers, and reading those runs "
+                "arbitrary code; in Python, load it with trusted=True only if you made it"
             ) from e
         try:
             obj = torch.load(path, map_location=map_location, weights_only=False)

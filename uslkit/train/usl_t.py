@@ -374,7 +374,8 @@ def _check_neighbours(out_dir, neighbours: np.ndarray, *, fresh: bool, main: boo
         return
     if path.exists() and not np.array_equal(np.load(path), neighbours):
         raise ValueError(f"the kNN neighbours differ from the ones this run started with (faiss version/device?); "
-                         f"{path} holds them: resume where the run started, or overwrite=True to train afresh")
+                         f"{path} holds them: resume where the run started, or overwrite=True (--overwrite) to "
+                         "train afresh")
 
 
 def _update_counts(count_ema: torch.Tensor, confident: list[torch.Tensor], n: int) -> None:
