@@ -157,6 +157,18 @@ def test_import_label_studio_json_and_json_min_exports(sel, train, tmp_path):
         import_labels(tmp_path / "min.json", sel)
 
 
+def test_import_real_label_studio_exports(train):
+    """Exports written by Label Studio 1.23.2 itself (project made from our label_studio.xml, our tasks imported,
+    the images served from a Local Files storage on images/, one skip then a label on task 2)."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "label_studio"
+    sel = load_selection(data / "sel.json", dataset=train)
+    want = annotate(sel, train).labels
+    for name in ("export_JSON.json", "export_JSON_MIN.json"):
+        assert import_labels(data / name, sel, class_names=train.class_names).labels == want
+
+
 def test_image_file_names_are_safe_and_unique():
     assert image_file_names([3, "n01/x.JPEG", "a b", "a_b"]) == [
         "images/3.png", "images/n01_x.JPEG.png", "images/a_b_2.png", "images/a_b_3.png"]

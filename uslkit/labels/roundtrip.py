@@ -16,7 +16,10 @@ Export folder
 ``contact_sheet.png`` the picks as a grid of thumbnails with their ids (pages ``contact_sheet_2.png``...
                       beyond 100 picks)
 ``label_studio.json`` Label Studio tasks: ``data.image`` a local-file URL (``/data/local-files/?d=...``,
-                      relative to ``document_root``), ``data.uslkit_id`` / ``data.uslkit_index``
+                      relative to ``document_root``), ``data.uslkit_id`` / ``data.uslkit_index``; Label
+                      Studio serves the images once a Local Files storage points at ``images/`` (steps in
+                      ``README.txt``; checked with Label Studio 1.23.2, whose JSON and JSON-MIN exports
+                      are in ``tests/data/label_studio``)
 ``label_studio.xml``  the matching labelling config: one single-choice ``Choices`` named ``label``
 ``export.json``       what was exported (dataset, split, n, method, seed, indices, ids, class names), so a
                       repeated export is recognised and a different one refused
@@ -34,6 +37,7 @@ import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, provenance, read_json
 from . import Selection, _selection_from_dict, load_selection
@@ -125,7 +129,7 @@ def export_for_labelling(sel: Selection, dataset, to, *, class_names=None, docum
             rel = rel.relative_to(root)
         except ValueError as e:
             raise ValueError(f"document_root {root} does not contain the export folder {to.resolve()}") from e
-        tasks.append({"data": {"image": f"/data/local-files/?d={rel.as_posix()}", "uslkit_id": r["id"],
+        tasks.append({"data": {"image": f"/data/local-files/?d={quote(rel.as_posix())}", "uslkit_id": r["id"],
                                "uslkit_index": r["index"], "uslkit_position": r["position"]}})
     atomic_write_json(to / "label_studio.json", tasks)
     atomic_write_text(to / "label_studio.xml", _label_studio_config(names))
@@ -152,9 +156,14 @@ def _readme(sel: Selection, names: list[str]) -> str:
     classes = "\n".join(f"  {i}: {c}" for i, c in enumerate(names))
     return (f"{sel.budget} images picked by {sel.method} (seed {sel.seed}) from {sel.dataset}/{sel.split}.\n\n"
             "Fill the `label` column of manifest.csv with a class name or its index below (leave it empty when\n"
-            "unsure), or label them in Label Studio: create a project with label_studio.xml as its labelling\n"
-            "config, serve this folder as local files (LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true,\n"
-            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<this folder>), import label_studio.json, and export as JSON.\n"
+            "unsure), or label them in Label Studio:\n"
+            "  1. start it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and\n"
+            "     LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<this folder, absolute> (or the --document-root given\n"
+            "     to the export);\n"
+            "  2. create a project whose labelling config is label_studio.xml;\n"
+            "  3. add a Local Files source storage with the absolute path of this folder's images/ (Label Studio\n"
+            "     serves files only from a storage path strictly below the document root); no sync needed;\n"
+            "  4. import label_studio.json, label, and export as JSON or JSON-MIN.\n"
             "Then: uslkit labels import manifest.csv (or the export) --into <selection.json> --out <labelled.json>\n\n"
             f"Classes:\n{classes}\n")
 
@@ -285,8 +294,8 @@ def _names_from_export(path: Path) -> list[str] | None:
 def import_labels(path, selection, *, class_names=None, allow_partial: bool = False) -> Selection:
     """Read a filled manifest CSV or a Label Studio JSON export into an annotated :class:`Selection`.
 
-    Rows are matched to picks by sample id; a label is a class name (case-insensitive when unambiguous) or a
-    0-based class index.
+    Rows are matched to picks by sample id; a label is a class name (exact, else case-insensitive when that is
+    unambiguous) or, when no class has that name, a 0-based class index.
 
     Args:
         path: ``manifest.csv`` (or any CSV with ``id`` and ``label`` columns) or a Label Studio export (``.json``).
