@@ -232,15 +232,18 @@ def test_widget_saves_after_every_answer_and_resumes(sel, train, tmp_path):
     assert w.progress == "0 / 8 labelled" and w.position == 0
     w.buttons[truth[0]].click()
     assert read_manifest(tmp_path / "ex" / "manifest.csv")[0]["label"] == train.class_names[truth[0]]
+    saved = load_selection(out, dataset=train)  # the labels file after the first answer: the labelled pick only
+    assert saved.indices == sel.indices[:1] and saved.labels == truth[:1]
+    assert saved.params["labelling"]["labelled"] == 1 and saved.params["labelling"]["of"] == 8
     w.skip()  # pick 2 stays unlabelled
     w.keys.value = str((truth[2] + 1) % 10)  # keyboard shortcut: digit of the class (1-9, then 0 for the 10th)
-    assert w.labelled == 2 and w.position == 3 and not out.exists()
+    assert w.labelled == 2 and w.position == 3
+    assert load_selection(out).indices == [sel.indices[0], sel.indices[2]]
     w2 = LabellingWidget(sel, train, tmp_path / "ex", out=out)  # the notebook was closed and reopened
     assert w2.labelled == 2 and w2.position == 1  # the first unlabelled pick
     for _ in range(6):
         w2.answer(truth[w2.position])
-    assert w2.labelled == 8 and out.exists()
-    assert load_selection(out).labels == truth
+    assert w2.labelled == 8 and load_selection(out).labels == truth and load_selection(out).indices == sel.indices
     w2.back()
     w2.keys.value = "b"
     pos = w2.position

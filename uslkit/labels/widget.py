@@ -1,9 +1,10 @@
 """Label the picks in Jupyter: one image at a time, one button per class, keyboard shortcuts, saved per answer.
 
-The widget fills the export folder's ``manifest.csv`` (:func:`uslkit.labels.roundtrip.export_for_labelling`),
-rewriting it atomically after every answer, so closing the notebook loses nothing and a new widget on the same
-folder continues at the first unlabelled pick. Once every pick has a label it also writes the annotated labels
-file ``out`` (again after every later answer), the same file ``uslkit labels import`` would write.
+The widget fills the export folder's ``manifest.csv`` (:func:`uslkit.labels.roundtrip.export_for_labelling`)
+and writes the labels file ``out``, both atomically after every answer, so closing the notebook loses nothing
+and a new widget on the same folder continues at the first unlabelled pick. ``out`` is what ``uslkit labels
+import`` writes from the manifest: while some picks are unlabelled it holds the labelled ones only, and its
+``params["labelling"]`` says how many of how many (``"labelled": 12, "of": 40``); it is trainable at any time.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ class LabellingWidget:
         selection: the labels file (path) or :class:`~uslkit.labels.Selection` to label.
         dataset: the dataset it was made on (images for the export).
         folder: export folder (created, or reused when it holds this selection's export).
-        out: labels file written once every pick is labelled (``None``: only the manifest is kept).
-            An existing ``out`` must hold this selection; the widget then keeps it in step with its answers.
+        out: labels file rewritten after every answer (``None``: only the manifest is kept). An existing ``out``
+            must hold picks of this selection; the widget then keeps it in step with its answers.
         class_names: classes to choose from (default: the selection's or the dataset's).
         size: displayed image size in pixels (small images are enlarged without smoothing).
 
@@ -48,8 +49,9 @@ class LabellingWidget:
         self.out = None if out is None else Path(out)
         if self.out is not None and self.out.exists():
             old = load_selection(self.out)
-            if (old.dataset, old.split, old.indices, old.ids) != (self.selection.dataset, self.selection.split,
-                                                                   self.selection.indices, self.selection.ids):
+            sel = self.selection
+            if (old.dataset, old.split, old.n) != (sel.dataset, sel.split, sel.n) or not set(old.indices) <= set(
+                    sel.indices):
                 raise FileExistsError(f"{self.out} holds another selection's labels; choose another out")
         self.size = int(size)
         self.position = next((j for j, r in enumerate(self.rows) if not r["label"]), len(self.rows) - 1)
@@ -109,8 +111,8 @@ class LabellingWidget:
 
     def _save(self) -> None:
         write_manifest(self.manifest, self.rows)
-        if self.out is not None and self.labelled == len(self.rows):
-            save_selection(self.result(), self.out, overwrite=True)
+        if self.out is not None and self.labelled:
+            save_selection(self.result(allow_partial=True), self.out, overwrite=True)
 
     # ------------------------------------------------------------------ display
     def _on_key(self, change) -> None:
@@ -138,8 +140,8 @@ class LabellingWidget:
         img.save(buf, format="PNG")
         self._image.value = buf.getvalue()
         current = f"labelled <b>{row['label']}</b>" if row["label"] else "not labelled"
-        done = " &mdash; all labelled" + (f", saved to {self.out}" if self.out else "") \
-            if self.labelled == len(self.rows) else ""
+        done = (" &mdash; all labelled" if self.labelled == len(self.rows) else "") + \
+            (f"; saved to {self.out}" if self.out is not None and self.labelled else "")
         self._status.value = (f"pick {self.position + 1} of {len(self.rows)} (id {row['id']}, {current}); "
                               f"{self.progress}{done}")
 
