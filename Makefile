@@ -8,10 +8,15 @@ PYTEST_ARGS ?=
 setup:
 	@# Fashion-MNIST offline: Debian's dataset-fashion-mnist where we are root on Debian; elsewhere the
 	@# loaders fall back to data/ and then to torchvision's download.
-	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "setup: installing Debian package dataset-fashion-mnist"; \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
-		|| echo "setup: could not install dataset-fashion-mnist; Fashion-MNIST will be downloaded instead"; \
+	@# Chromium for the browser tests (tests/test_browser.py drives JupyterLab with Playwright): Debian's
+	@# chromium package where we are root on Debian; elsewhere those tests are skipped with the reason.
+	@pkgs=""; \
+	[ -d /usr/share/datasets/fashion-mnist ] || pkgs="$$pkgs dataset-fashion-mnist"; \
+	[ -x /usr/bin/chromium ] || pkgs="$$pkgs chromium"; \
+	if [ -n "$$pkgs" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "setup: installing Debian packages$$pkgs"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs >/dev/null) \
+		|| echo "setup: could not install$$pkgs (Fashion-MNIST is then downloaded; browser tests are skipped)"; \
 	fi
 	$(PYTHON) -m pip install -q -e ".[dev]"
 

@@ -14,6 +14,15 @@ from uslkit.data import load_dataset
 from uslkit.labels import annotate, make_selection
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Mark a test whose call failed (``item.failed``), so fixtures can keep evidence (the browser tests'
+    screenshot)."""
+    outcome = yield
+    if call.when == "call" and outcome.get_result().failed:
+        item.failed = True
+
+
 @pytest.fixture(scope="module")
 def digits():
     """``(train, test)`` splits of scikit-learn's digits."""
