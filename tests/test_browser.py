@@ -133,3 +133,44 @@ def test_notebook_10_runs_and_its_labelling_widget_answers_clicks_and_keys(lab, 
     manifest = next((root / "papermill_runs" / "10_explorer").glob("to_label_*/manifest.csv")).read_text()
     labels = [line.rsplit(",", 1)[1] for line in manifest.splitlines()[1:4]]
     assert labels == ["Trouser", "Coat", ""]
+
+
+def test_notebook_10_explorer_answers_widgets_and_a_click_on_the_map(lab, page):
+    """The explorer in a real browser: one map canvas (not one per redraw), method and budget changes repaint
+    the summary, a click on the map focuses a sample and fills the neighbour panel, and the console is clean
+    of widget errors."""
+    base, token, root = lab
+    run_all(page, base, token, root, "10_explorer.ipynb")
+    page.wait_for_selector(".jp-OutputArea-output >> text=results:", timeout=300_000)
+    explorer = page.locator(".jp-OutputArea-output .widget-hbox").first
+    canvases = explorer.locator(".jupyter-matplotlib canvas")
+    assert page.locator(".jupyter-matplotlib").count() == 1  # one map, updated in place
+    info = explorer.locator(".widget-html-content").first
+    t0 = time.time()
+    explorer.locator(".widget-dropdown:has-text('method') select").select_option("kmeans")
+    page.wait_for_function("el => el.innerText.includes('labels')", arg=info.element_handle(), timeout=30_000)
+    before = info.inner_text()
+    slider = explorer.locator(".widget-slider:has-text('budget') .noUi-handle")
+    slider.focus()
+    page.keyboard.press("ArrowRight")  # budget 10 -> 11 (the drive cell left it at 10)
+    page.wait_for_function("el => el.innerText.startsWith('11 labels')", arg=info.element_handle(), timeout=30_000)
+    repaint = time.time() - t0
+    assert info.inner_text() != before and repaint < 30
+    detail = explorer.locator("img").last  # the image/neighbour panel under the map
+    assert "focused: sample 0 " in info.inner_text()  # the drive cell's ex.click(*ex.xy[0])
+    src = detail.get_attribute("src")
+    box = canvases.last.bounding_box()
+    canvases.last.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.55})  # mid-map, not sample 0
+    page.wait_for_function("el => /focused: sample [1-9]/.test(el.innerText)", arg=info.element_handle(),
+                           timeout=30_000)
+    page.wait_for_function("([el, old]) => el.getAttribute('src') && el.getAttribute('src') !== old",
+                           arg=[detail.element_handle(), src], timeout=30_000)
+    assert detail.is_visible() and detail.evaluate("el => el.naturalWidth") > 100
+    assert page.locator(".jupyter-matplotlib").count() == 1
+    explorer.locator(".widget-dropdown:has-text('dataset') select").select_option("digits")
+    page.wait_for_function("el => el.innerText.includes('labels') && !el.innerText.includes('focused')",
+                           arg=info.element_handle(), timeout=60_000)
+    assert not detail.is_visible()  # the old pool's neighbours are not left on screen
+    assert page.locator(".jp-OutputArea-output.jp-RenderedImage").count() == 0  # no stray static figure printed
+    noise = [m for m in page.console if "model not found" in m or "capture_scroll" in m or m.startswith("error")]
+    assert not noise, noise[:5]

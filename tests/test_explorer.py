@@ -106,3 +106,25 @@ def test_budget_maximum_follows_the_pool_both_ways():
     assert ex.budget.max == 30
     ex.dataset.value = "big"
     assert ex.budget.max == 50
+
+
+def test_switching_pool_clears_the_focus_and_the_info_line_reads_as_words(app):
+    app.click(*app.xy[3])
+    assert app.focus == 3 and app.detail_view.layout.display == "" and len(app.detail_view.value) > 100
+    assert "focused: sample 3 (class" in app.info.value
+    app.dataset.value = "b"  # another pool: sample 3 there is another image
+    assert app.focus is None and app.detail_view.layout.display == "none" and "focused" not in app.info.value
+    assert "max/min" not in app.info.value and "inf" not in app.info.value
+    assert "largest / smallest class" in app.info.value or "without a pick" in app.info.value
+
+
+def test_panels_are_made_once_and_updated_in_place(app):
+    views = (app.map_view, app.hist_view, app.detail_view, app.map_fig)
+    first = bytes(app.hist_view.value)
+    app.budget.value = 20
+    app.method.value = "random"
+    assert (app.map_view, app.hist_view, app.detail_view, app.map_fig) == views
+    assert app.hist_view.value != first
+    import matplotlib.pyplot as plt
+
+    assert plt.get_fignums() == []  # nothing left for a later cell to print

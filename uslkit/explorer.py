@@ -11,8 +11,10 @@ driven from Python without a browser (that is how the tests run it)::
 
 The pool is a seeded random subset of ``max_points`` training samples, so selection (USL included) is quick
 enough for the slider to stay live; the map is computed once per (dataset, embedding, projection).
-Clicking on the map needs an interactive Matplotlib canvas (``pip install ipympl`` and ``%matplotlib
-widget``); with the inline backend the "sample" box does the same.
+Each panel is created once and updated in place: the map is an ipympl canvas when ipympl is installed (clicks
+on it focus a sample, whatever the notebook's ``%matplotlib`` backend), else a PNG image (the "sample" box
+then does what a click does); the class histogram and the image/neighbour panel are PNG images rendered off
+pyplot, so no figure is left behind for a later cell to print.
 """
 
 from __future__ import annotations
@@ -80,12 +82,13 @@ class SelectionExplorer:
         root: data root.
         loader: replaces :func:`load_pool` (``loader(dataset, embedding, max_points=...)`` returning the same
             tuple), e.g. to explore your own arrays.
+        interactive: the map as a clickable ipympl canvas (``None``: when ipympl is installed) or a PNG image.
     """
 
     def __init__(self, *, datasets: Sequence[str] = ("fashion_mnist",), embeddings: Sequence[str] = ("pca64",),
                  methods: Sequence[str] = _SELECT_METHODS, max_points: int = 3000, budget: int = 20,
                  max_budget: int = 200, seed: int = 0, projection: str = "tsne", n_neighbors: int = 8,
-                 root="data", loader: Callable | None = None):
+                 root="data", loader: Callable | None = None, interactive: bool | None = None):
         import ipywidgets as w
 
         if not datasets or not embeddings or not methods:
@@ -110,12 +113,16 @@ class SelectionExplorer:
         self.projection = w.Dropdown(options=["tsne", "umap", "pca"], value=projection, description="map")
         self.sample = w.BoundedIntText(value=0, min=0, max=max(0, self.max_points - 1), description="sample")
         self.info = w.HTML()
-        self.map_out = w.Output()
-        self.hist_out = w.Output()
-        self.detail_out = w.Output()
+        self.map_fig, self.map_view = _map_canvas(interactive)
+        self.map_ax = self.map_fig.add_subplot()
+        self.interactive = self.map_view is self.map_fig.canvas
+        if self.interactive:
+            self.map_fig.canvas.mpl_connect("button_press_event", self._on_press)
+        self.hist_view = w.Image(format="png")
+        self.detail_view = w.Image(format="png")
         controls = w.VBox([self.dataset, self.embedding, self.method, self.budget, self.seed, self.projection,
-                           self.sample, self.info, self.hist_out])
-        self.widget = w.HBox([controls, w.VBox([self.map_out, self.detail_out])])
+                           self.sample, self.info, self.hist_view])
+        self.widget = w.HBox([controls, w.VBox([self.map_view, self.detail_view])])
 
         for ctl in (self.dataset, self.embedding):
             ctl.observe(lambda _: self.refresh(), names="value")
@@ -123,7 +130,6 @@ class SelectionExplorer:
         for ctl in (self.method, self.budget, self.seed):
             ctl.observe(lambda _: self.update_selection(), names="value")
         self.sample.observe(lambda ch: self.show_sample(int(ch["new"])), names="value")
-        self._fig = None
         self.refresh()
 
     # ---- data -------------------------------------------------------------------------------------------
@@ -146,11 +152,18 @@ class SelectionExplorer:
 
     # ---- reactions ----------------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Load (or reuse) the pool and map of the current dataset/embedding/projection, then reselect."""
+        """Load (or reuse) the pool and map of the current dataset/embedding/projection, then reselect; the
+        focused sample and its neighbour panel belong to the old pool and are cleared."""
+        key = (self.dataset.value, self.embedding.value, self.projection.value)
+        if key not in self._maps:
+            self.info.value = f"computing the {self.projection.value} map of {self.dataset.value} ..."
         n = len(self.pool[1])
         self.budget.max = max(1, min(self.max_budget, n))  # from the requested maximum: a larger pool regrows it
         self.sample.max = n - 1
         _ = self.xy  # computed and cached here, before drawing
+        self.focus = None
+        self.detail_view.value = b""
+        self.detail_view.layout.display = "none"  # no sample focused in this pool yet
         self.update_selection()
 
     def update_selection(self) -> None:
@@ -197,13 +210,13 @@ class SelectionExplorer:
             raise ValueError(f"sample index {i} outside the pool of {len(labels)}")
         self.focus = int(i)
         nb = self.neighbors(i)
-        with self.detail_out:
-            self.detail_out.clear_output(wait=True)
-            fig = neighbor_grid(images, [i], nb[None, :], labels=labels, class_names=names,
-                                suptitle=f"sample {i} ({'labelled' if i in set(self.selected.tolist()) else 'pool'})"
-                                f" and its {len(nb)} nearest neighbours")
-            _show(fig)
-            plt.close(fig)
+        fig = neighbor_grid(images, [i], nb[None, :], labels=labels, class_names=names,
+                            suptitle=f"{self.dataset.value}: sample {i} "
+                            f"({'labelled' if i in set(self.selected.tolist()) else 'pool'}) and its {len(nb)} "
+                            f"nearest neighbours in {self.embedding.value} (red: another class)")
+        self.detail_view.value = _png(fig)
+        self.detail_view.layout.display = ""
+        plt.close(fig)
         self._draw()
 
     def state(self) -> dict:
@@ -221,7 +234,12 @@ class SelectionExplorer:
         return out
 
     # ---- drawing ------------------------------------------------------------------------------------------
+    def _on_press(self, event) -> None:
+        if event.inaxes is self.map_ax and event.xdata is not None:
+            self.click(event.xdata, event.ydata)
+
     def _draw(self) -> None:
+        """Update the panels in place: the info line, the map (same figure: redrawn axes), the histogram."""
         import matplotlib.pyplot as plt
 
         from .plots import class_histograms, selection_map
@@ -232,30 +250,33 @@ class SelectionExplorer:
             self.info.value = f"<b style='color:#b00'>{html.escape(self.error)}</b>"
         else:
             imb = st["imbalance"]
+            counts = np.bincount(labels[self.selected], minlength=len(names))
+            spread = (f"largest / smallest class {counts.max()} / {counts.min()} picks" if counts.min() > 0 else
+                      f"{int((counts == 0).sum())} classes without a pick")
             self.info.value = (f"<b>{len(self.selected)}</b> labels, coverage <b>{st['coverage']:.0%}</b> of "
                                f"{len(names)} classes<br>class balance: normalised entropy "
-                               f"{imb['normalized_entropy']:.2f}, max/min {imb['max_min_ratio']}")
-        fig, ax = plt.subplots(figsize=(6.5, 5.5))
+                               f"{imb['normalized_entropy']:.2f}; {spread}")
+        if self.focus is not None:
+            self.info.value += (f"<br>focused: sample {self.focus} ({html.escape(str(names[labels[self.focus]]))}), "
+                                "its neighbours below the map")
+        ax = self.map_ax
+        ax.clear()
         selection_map(self.xy, labels, self.selected, class_names=names, ax=ax,
-                      title=f"{self.method.value}, budget {self.budget.value}, seed {self.seed.value} "
-                            f"({self.projection.value}, pool {len(labels)})")
+                      title=f"{self.dataset.value} ({self.embedding.value}): {self.method.value}, budget "
+                            f"{self.budget.value}, seed {self.seed.value}\n{self.projection.value} map of a pool of "
+                            f"{len(labels)} (stars: picks{'; click a point' if self.interactive else ''})")
         if self.focus is not None:
             ax.scatter(*self.xy[self.focus], s=260, facecolors="none", edgecolors="red", linewidths=2, zorder=4)
-        fig.canvas.mpl_connect("button_press_event",
-                               lambda ev: ev.inaxes is ax and ev.xdata is not None and self.click(ev.xdata, ev.ydata))
-        with self.map_out:
-            self.map_out.clear_output(wait=True)
-            _show(fig)
-        if self._fig is not None and self._fig is not fig:
-            plt.close(self._fig)
-        self._fig = fig
-        with self.hist_out:
-            self.hist_out.clear_output(wait=True)
-            h = class_histograms({self.method.value: labels[self.selected]}, num_classes=len(names),
-                                 class_names=names)
-            h.set_size_inches(4.5, 2.6)
-            _show(h)
-            plt.close(h)
+        if self.interactive:
+            self.map_fig.canvas.draw_idle()
+        else:
+            self.map_view.value = _png(self.map_fig)
+        h = class_histograms({self.method.value: labels[self.selected]}, num_classes=len(names),
+                             class_names=names)
+        h.set_size_inches(4.5, 2.6)
+        h.axes[0].set_ylabel("picks")
+        self.hist_view.value = _png(h)
+        plt.close(h)
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -263,16 +284,41 @@ class SelectionExplorer:
         display(self.widget)
 
 
-def _show(fig) -> None:
-    """Display a figure in the current output: its interactive canvas under ipympl, else a static image."""
-    from IPython.display import display
+def _png(fig) -> bytes:
+    """``fig`` rendered as PNG bytes (Agg, whatever the notebook's backend)."""
+    import io
 
-    try:
-        import ipywidgets as w
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return buf.getvalue()
 
-        if isinstance(fig.canvas, w.DOMWidget):  # ipympl: clicks reach mpl_connect handlers
-            display(fig.canvas)
-            return
-    except ImportError:
-        pass
-    display(fig)
+
+def _map_canvas(interactive: bool | None):
+    """``(figure, view)``: the map's figure, made once, off pyplot, and the widget showing it: the figure's
+    ipympl canvas (clickable) when ``interactive`` (``None``: when ipympl imports), else a PNG image."""
+    import ipywidgets as w
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 5.5))
+    if interactive is not False:
+        try:
+            from ipympl.backend_nbagg import new_figure_manager_given_figure
+        except ImportError:
+            if interactive:
+                raise ImportError("interactive=True needs ipympl (pip install ipympl)") from None
+        else:
+            manager = new_figure_manager_given_figure(id(fig), fig)
+            canvas = manager.canvas
+            canvas.header_visible = False
+            canvas.toolbar_visible = False
+            canvas.footer_visible = False
+            canvas.resizable = False
+            send = canvas.send_event
+
+            def send_event(event_type, **kwargs):  # matplotlib >= 3.11 sends "capture_scroll" to every new view;
+                if event_type != "capture_scroll":  # ipympl 0.10's frontend has no handler and logs each one
+                    send(event_type, **kwargs)
+
+            canvas.send_event = send_event
+            return fig, canvas
+    return fig, w.Image(format="png")
