@@ -7,6 +7,7 @@ the test's temporary folder.
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -143,8 +144,8 @@ def test_notebook_10_explorer_answers_widgets_and_a_click_on_the_map(lab, page):
     run_all(page, base, token, root, "10_explorer.ipynb")
     page.wait_for_selector(".jp-OutputArea-output >> text=results:", timeout=300_000)
     explorer = page.locator(".jp-OutputArea-output .widget-hbox").first
-    canvases = explorer.locator(".jupyter-matplotlib canvas")
-    assert page.locator(".jupyter-matplotlib").count() == 1  # one map, updated in place
+    figures = explorer.locator(".jupyter-matplotlib")  # each: an image canvas under an event canvas
+    assert page.locator(".jupyter-matplotlib").count() == 2  # one map and one image grid, updated in place
     info = explorer.locator(".widget-html-content").first
     t0 = time.time()
     explorer.locator(".widget-dropdown:has-text('method') select").select_option("kmeans")
@@ -157,16 +158,35 @@ def test_notebook_10_explorer_answers_widgets_and_a_click_on_the_map(lab, page):
     repaint = time.time() - t0
     assert info.inner_text() != before and repaint < 30
     detail = explorer.locator("img").last  # the image/neighbour panel under the map
-    assert "focused: sample 0 " in info.inner_text()  # the drive cell's ex.click(*ex.xy[0])
+    assert re.search(r"focused: sample 0\b", info.inner_text()), info.inner_text()  # the drive cell's click
     src = detail.get_attribute("src")
-    box = canvases.last.bounding_box()
-    canvases.last.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.55})  # mid-map, not sample 0
+    mapc = figures.nth(0).locator("canvas").last
+    box = mapc.bounding_box()
+    mapc.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.55})  # mid-map, not sample 0
     page.wait_for_function("el => /focused: sample [1-9]/.test(el.innerText)", arg=info.element_handle(),
                            timeout=30_000)
     page.wait_for_function("([el, old]) => el.getAttribute('src') && el.getAttribute('src') !== old",
                            arg=[detail.element_handle(), src], timeout=30_000)
     assert detail.is_visible() and detail.evaluate("el => el.naturalWidth") > 100
-    assert page.locator(".jupyter-matplotlib").count() == 1
+    assert page.locator(".jupyter-matplotlib").count() == 2  # the map and the image grid, nothing more
+    # drag a box on the map: the grid shows the samples inside it and offers the picks back
+    back = explorer.locator("button:has-text('show the picks')")
+    assert not back.is_visible()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5, steps=8)
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7, steps=8)
+    page.mouse.up()
+    back.wait_for(state="visible", timeout=30_000)
+    # a click on a tile of the grid focuses that sample
+    focused = info.inner_text()
+    grid = figures.nth(1).locator("canvas").last
+    gbox = grid.bounding_box()
+    grid.click(position={"x": gbox["width"] * 0.17, "y": gbox["height"] * 0.5})  # a tile of the first column
+    page.wait_for_function("([el, old]) => el.innerText.includes('focused: sample') && el.innerText !== old",
+                           arg=[info.element_handle(), focused], timeout=30_000)
+    back.click()
+    back.wait_for(state="hidden", timeout=30_000)
     explorer.locator(".widget-dropdown:has-text('dataset') select").select_option("digits")
     page.wait_for_function("el => el.innerText.includes('labels') && !el.innerText.includes('focused')",
                            arg=info.element_handle(), timeout=60_000)

@@ -128,3 +128,16 @@ def test_panels_are_made_once_and_updated_in_place(app):
     import matplotlib.pyplot as plt
 
     assert plt.get_fignums() == []  # nothing left for a later cell to print
+
+
+def test_box_on_the_map_shows_its_samples_and_the_picks_come_back(app):
+    xy = app.xy
+    box = (np.quantile(xy[:, 0], 0.2), np.quantile(xy[:, 0], 0.6), np.quantile(xy[:, 1], 0.1),
+           np.quantile(xy[:, 1], 0.9))
+    region = app.select_region(box)
+    want = np.flatnonzero((xy[:, 0] >= box[0]) & (xy[:, 0] <= box[1]) & (xy[:, 1] >= box[2]) & (xy[:, 1] <= box[3]))
+    assert np.array_equal(region, want) and app.state()["region"] == want.tolist()
+    assert np.array_equal(app.grid_shown, want[:30]) and app.show_picks.layout.display == ""
+    app.show_picks.click()
+    assert app.region is None and np.array_equal(app.grid_shown, app.selected[:30])
+    assert app.show_picks.layout.display == "none"

@@ -113,16 +113,21 @@ class SelectionExplorer:
         self.projection = w.Dropdown(options=["tsne", "umap", "pca"], value=projection, description="map")
         self.sample = w.BoundedIntText(value=0, min=0, max=max(0, self.max_points - 1), description="sample")
         self.info = w.HTML()
-        self.map_fig, self.map_view = _map_canvas(interactive)
-        self.map_ax = self.map_fig.add_subplot()
+        self.region: np.ndarray | None = None  # pool indices inside the box drawn on the map, or None
+        self.map_fig, self.map_view = _canvas(interactive, (6.5, 5.5))
         self.interactive = self.map_view is self.map_fig.canvas
+        self._init_map()
+        self.grid_fig, self.grid_view = _canvas(self.interactive, (6.5, 2.6))
+        self.grid_shown = np.zeros(0, dtype=np.int64)  # pool indices of the grid's tiles, in order
         if self.interactive:
-            self.map_fig.canvas.mpl_connect("button_press_event", self._on_press)
+            self.grid_fig.canvas.mpl_connect("button_press_event", self._on_grid_press)
+        self.show_picks = w.Button(description="show the picks", layout=w.Layout(width="auto"))
+        self.show_picks.on_click(lambda _: self.select_region(None))
         self.hist_view = w.Image(format="png")
         self.detail_view = w.Image(format="png")
         controls = w.VBox([self.dataset, self.embedding, self.method, self.budget, self.seed, self.projection,
-                           self.sample, self.info, self.hist_view])
-        self.widget = w.HBox([controls, w.VBox([self.map_view, self.detail_view])])
+                           self.sample, self.info, self.hist_view, self.show_picks])
+        self.widget = w.HBox([controls, w.VBox([self.map_view, self.grid_view, self.detail_view])])
 
         for ctl in (self.dataset, self.embedding):
             ctl.observe(lambda _: self.refresh(), names="value")
@@ -162,8 +167,10 @@ class SelectionExplorer:
         self.sample.max = n - 1
         _ = self.xy  # computed and cached here, before drawing
         self.focus = None
+        self.region = None
         self.detail_view.value = b""
         self.detail_view.layout.display = "none"  # no sample focused in this pool yet
+        self._new_pool()
         self.update_selection()
 
     def update_selection(self) -> None:
@@ -199,6 +206,21 @@ class SelectionExplorer:
         top = np.argpartition(-sims, k - 1)[:k] if k > 0 else np.zeros(0, dtype=np.int64)
         return top[np.lexsort((top, -sims[top]))]
 
+    def select_region(self, box) -> np.ndarray | None:
+        """Show the images of the pool samples inside ``box = (x0, x1, y0, y1)`` in map coordinates (what
+        dragging a box on the map does) in the image grid; ``None`` goes back to the picks. Returns the
+        region's indices (sorted), or ``None``."""
+        if box is None:
+            self.region = None
+        else:
+            x0, x1, y0, y1 = box
+            xy = self.xy
+            inside = ((xy[:, 0] >= min(x0, x1)) & (xy[:, 0] <= max(x0, x1)) & (xy[:, 1] >= min(y0, y1))
+                      & (xy[:, 1] <= max(y0, y1)))
+            self.region = np.flatnonzero(inside)
+        self._draw()
+        return self.region
+
     def show_sample(self, i: int) -> None:
         """Show sample ``i`` and its neighbours (classes of the neighbours in red where they differ)."""
         import matplotlib.pyplot as plt
@@ -227,22 +249,76 @@ class SelectionExplorer:
         y = labels[self.selected]
         out = {"dataset": self.dataset.value, "embedding": self.embedding.value, "method": self.method.value,
                "budget": int(self.budget.value), "seed": int(self.seed.value), "pool": int(len(labels)),
-               "selected": self.selected.tolist(), "focus": self.focus, "error": self.error}
+               "selected": self.selected.tolist(), "focus": self.focus, "error": self.error,
+               "region": None if self.region is None else self.region.tolist()}
         if len(y):
             out["coverage"] = class_coverage(y, len(names))
             out["imbalance"] = imbalance(y, len(names))
         return out
 
     # ---- drawing ------------------------------------------------------------------------------------------
+    def _init_map(self) -> None:
+        """The map's artists, made once: pool points, picks (stars), the focus ring, and (interactive) the click
+        handler and a box selector (drag a box to see the images inside it)."""
+        ax = self.map_ax = self.map_fig.add_subplot()
+        ax.set_xticks([])
+        ax.set_yticks([])
+        self._bg = ax.scatter(np.zeros(0), np.zeros(0), s=3, alpha=0.35, linewidths=0)
+        self._picks = ax.scatter(np.zeros(0), np.zeros(0), s=160, marker="*", edgecolors="black", linewidths=0.8,
+                                 zorder=3)
+        self._ring = ax.scatter(np.zeros(0), np.zeros(0), s=260, facecolors="none", edgecolors="red",
+                                linewidths=2, zorder=4)
+        if self.interactive:
+            from matplotlib.widgets import RectangleSelector
+
+            self.map_fig.canvas.mpl_connect("button_press_event", self._on_press)
+            self.map_fig.canvas.mpl_connect("button_release_event", self._on_release)
+            self._box = RectangleSelector(ax, self._on_box, useblit=False, button=[1], minspanx=8, minspany=8,
+                                          spancoords="pixels", interactive=False)
+
+    def _new_pool(self) -> None:
+        """Map artists for the current pool: points coloured by class, limits, class legend."""
+        from matplotlib.lines import Line2D
+
+        from .plots import _class_colors
+
+        _, labels, names, _ = self.pool
+        xy = self.xy
+        self._colors = np.array(_class_colors(max(len(names), 1)))
+        self._bg.set_offsets(xy)
+        self._bg.set_facecolors(self._colors[labels])
+        pad = 0.03 * (xy.max(0) - xy.min(0) + 1e-9)
+        self.map_ax.set_xlim(xy[:, 0].min() - pad[0], xy[:, 0].max() + pad[0])
+        self.map_ax.set_ylim(xy[:, 1].min() - pad[1], xy[:, 1].max() + pad[1])
+        handles = [Line2D([], [], marker="o", ls="", color=self._colors[i], label=str(n)) for i, n in enumerate(names)]
+        self.map_ax.legend(handles=handles, fontsize=7, loc="best", markerscale=1.2, framealpha=0.7)
+
     def _on_press(self, event) -> None:
-        if event.inaxes is self.map_ax and event.xdata is not None:
+        self._pressed_at = (event.x, event.y) if event.inaxes is self.map_ax else None
+
+    def _on_release(self, event) -> None:
+        """A click (press and release within 5 pixels) focuses the nearest sample; a drag is the box selector's."""
+        start, self._pressed_at = getattr(self, "_pressed_at", None), None
+        if (start is not None and event.inaxes is self.map_ax and event.xdata is not None
+                and abs(event.x - start[0]) + abs(event.y - start[1]) < 5):
             self.click(event.xdata, event.ydata)
 
+    def _on_box(self, press, release) -> None:
+        self.select_region((press.xdata, release.xdata, press.ydata, release.ydata))
+
+    def _on_grid_press(self, event) -> None:
+        tile = getattr(event.inaxes, "_uslkit_tile", None)
+        if tile is not None and tile < len(self.grid_shown):
+            i = int(self.grid_shown[tile])
+            self.sample.value = i
+            if self.focus != i:
+                self.show_sample(i)
+
     def _draw(self) -> None:
-        """Update the panels in place: the info line, the map (same figure: redrawn axes), the histogram."""
+        """Update the panels in place: info line, map artists, image grid, histogram."""
         import matplotlib.pyplot as plt
 
-        from .plots import class_histograms, selection_map
+        from .plots import class_histograms
 
         _, labels, names, _ = self.pool
         st = self.state()
@@ -259,24 +335,53 @@ class SelectionExplorer:
         if self.focus is not None:
             self.info.value += (f"<br>focused: sample {self.focus} ({html.escape(str(names[labels[self.focus]]))}), "
                                 "its neighbours below the map")
-        ax = self.map_ax
-        ax.clear()
-        selection_map(self.xy, labels, self.selected, class_names=names, ax=ax,
-                      title=f"{self.dataset.value} ({self.embedding.value}): {self.method.value}, budget "
-                            f"{self.budget.value}, seed {self.seed.value}\n{self.projection.value} map of a pool of "
-                            f"{len(labels)} (stars: picks{'; click a point' if self.interactive else ''})")
-        if self.focus is not None:
-            ax.scatter(*self.xy[self.focus], s=260, facecolors="none", edgecolors="red", linewidths=2, zorder=4)
-        if self.interactive:
-            self.map_fig.canvas.draw_idle()
-        else:
-            self.map_view.value = _png(self.map_fig)
+        sel = self.selected
+        self._picks.set_offsets(self.xy[sel] if len(sel) else np.zeros((0, 2)))
+        self._picks.set_facecolors(self._colors[labels[sel]] if len(sel) else np.zeros((0, 4)))
+        self._ring.set_offsets(self.xy[[self.focus]] if self.focus is not None else np.zeros((0, 2)))
+        self.map_ax.set_title(f"{self.dataset.value} ({self.embedding.value}): {self.method.value}, budget "
+                              f"{self.budget.value}, seed {self.seed.value}\n{self.projection.value} map of a pool of "
+                              f"{len(labels)} (stars: picks"
+                              + ("; click a point, drag a box)" if self.interactive else ")"), fontsize=10)
+        self._show(self.map_fig, self.map_view)
+        self._draw_grid()
         h = class_histograms({self.method.value: labels[self.selected]}, num_classes=len(names),
                              class_names=names)
         h.set_size_inches(4.5, 2.6)
         h.axes[0].set_ylabel("picks")
         self.hist_view.value = _png(h)
         plt.close(h)
+
+    def _draw_grid(self, cols: int = 10, rows: int = 3) -> None:
+        """The image grid: the picks, or the samples in the box drawn on the map (the first rows x cols)."""
+        images, labels, names, _ = self.pool
+        shown = self.selected if self.region is None else self.region
+        what = (f"the {len(shown)} picks" if self.region is None else
+                f"{len(shown)} samples in the box drawn on the map")
+        self.grid_shown = shown[:cols * rows]
+        fig = self.grid_fig
+        fig.clear()
+        n_rows = max(1, -(-len(self.grid_shown) // cols))
+        fig.set_size_inches(6.5, 0.75 * n_rows + 0.4)
+        for t, i in enumerate(self.grid_shown):
+            ax = fig.add_subplot(n_rows, cols, t + 1)
+            img = images[i]
+            ax.imshow(img, cmap="gray" if np.asarray(img).ndim == 2 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(str(names[labels[i]])[:10], fontsize=6, color=self._colors[labels[i]])
+            ax._uslkit_tile = t
+        more = f", first {len(self.grid_shown)} shown" if len(shown) > len(self.grid_shown) else ""
+        fig.suptitle(f"{what}{more}" + ("; click one to find it on the map" if self.interactive else ""),
+                     fontsize=9)
+        self._show(fig, self.grid_view)
+        self.show_picks.layout.display = "none" if self.region is None else ""
+
+    def _show(self, fig, view) -> None:
+        if self.interactive:
+            fig.canvas.draw_idle()
+        else:
+            view.value = _png(fig)
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -293,13 +398,13 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _map_canvas(interactive: bool | None):
-    """``(figure, view)``: the map's figure, made once, off pyplot, and the widget showing it: the figure's
-    ipympl canvas (clickable) when ``interactive`` (``None``: when ipympl imports), else a PNG image."""
+def _canvas(interactive: bool | None, size):
+    """``(figure, view)``: a figure made once, off pyplot, and the widget showing it: the figure's ipympl canvas
+    (clickable) when ``interactive`` (``None``: when ipympl imports), else a PNG image."""
     import ipywidgets as w
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.5, 5.5))
+    fig = Figure(figsize=size)
     if interactive is not False:
         try:
             from ipympl.backend_nbagg import new_figure_manager_given_figure
