@@ -89,7 +89,8 @@ def test_figure_functions_return_figures():
     ]
     assert all(isinstance(f, Figure) for f in figs)
     # the learning curves plot exactly the keys present
-    assert [ax.get_title() for ax in figs[7].axes] == ["loss", "mask", "pseudo_acc", "top1"]
+    assert [ax.get_title() for ax in figs[7].axes] == [plots.metric_label(k) for k in ("loss", "mask", "pseudo_acc",
+                                                                                       "top1")]
 
 
 def test_bad_inputs_name_the_problem():
@@ -135,3 +136,44 @@ def test_cluster_history_bad_input_names_the_problem():
         plots.cluster_history(bad)
     with pytest.raises(ValueError, match="max_curves must be a positive int, got 0"):
         plots.cluster_history(_usl_t_history(), max_curves=0)
+
+
+def _texts(fig):
+    out = [fig._suptitle.get_text()] if fig._suptitle is not None else []
+    for ax in fig.axes:
+        if ax.get_visible():
+            out += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+    return [t for t in out if t]
+
+
+def test_titles_and_axis_labels_are_words_not_keys():
+    """Every title and axis label of the summary figures is words: no raw metric key like ``nn1_acc``."""
+    import re
+
+    import matplotlib.pyplot as plt
+
+    from uslkit import plots
+
+    key = re.compile(r"\b[a-z0-9]+_[a-z0-9_]+\b")
+    rows = [{"method": m, "budget": b, "seed": s, "nn1_acc": 0.5 + 0.01 * b, "coverage": 0.9,
+             "propagation_acc": 0.4} for m in ("usl", "random") for b in (10, 20) for s in (0, 1)]
+    table = [{"method": m, "runs": 3, **{f"{k}_{st}": 0.5 for k in ("nn1_acc", "logreg_acc", "coverage")
+                                           for st in ("mean", "std")}} for m in ("usl", "random")]
+    history = [{"step": s, "loss": 1.0 / s, "loss_x": 0.5, "loss_u": 0.2, "mask": 0.7, "mask_correct": 0.6,
+                "pseudo_acc": 0.8, "ema_top1": 0.7} for s in (10, 20)]
+    figs = {"accuracy_bars": plots.accuracy_bars(table, metrics=("nn1_acc", "logreg_acc", "coverage"),
+                                                 context="fashion_mnist, budget 40"),
+            "accuracy_vs_budget": plots.accuracy_vs_budget(rows, key="propagation_acc"),
+            "coverage_vs_budget": plots.coverage_vs_budget(rows),
+            "metric_curves": plots.metric_curves(rows, x="budget", y="nn1_acc"),
+            "learning_curves": plots.learning_curves(history)}
+    for name, fig in figs.items():
+        texts = _texts(fig)
+        assert texts, name
+        for t in texts:
+            assert not key.search(t.replace("fashion_mnist", "")), (name, t)
+        plt.close(fig)
+    bars = _texts(figs["accuracy_bars"])
+    assert any("std over 3 seeds" in t for t in bars) and any("budget 40" in t for t in bars)
+    assert figs["learning_curves"].axes[0].get_title() == "training loss"
+    assert len([a for a in figs["learning_curves"].axes if a.get_visible()]) == 7  # a 2 x 4 grid, not a strip

@@ -156,7 +156,8 @@ def run_demo(*, out_dir: str | Path = "papermill_runs/demo", budget: int = 40, s
     figs["class_histograms.png"] = class_histograms(
         {m: train.labels[selections[(m, seed0)]] for m in methods if (m, seed0) in selections},
         num_classes=train.num_classes, class_names=train.class_names)
-    figs["accuracy.png"] = accuracy_bars(table, metrics=("nn1_acc", "logreg_acc", "coverage"))
+    figs["accuracy.png"] = accuracy_bars(table, metrics=("nn1_acc", "logreg_acc", "coverage"),
+                                         context=f"{dataset} (PCA-{pca}), budget {budget}")
     for name, fig in figs.items():
         path = out / "figures" / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,40 @@ def embedding_2d(emb: np.ndarray, *, method: str = "tsne", seed: int = 0, perple
     raise ValueError(f"unknown 2-D method {method!r}; choose tsne, umap or pca")
 
 
+#: words (with units) for the metric keys the kit records, used for titles and axis labels
+METRIC_LABELS = {
+    "nn1_acc": "1-NN test accuracy (%)",
+    "logreg_acc": "logistic-regression test accuracy (%)",
+    "linear_acc": "linear-probe test accuracy (%)",
+    "propagation_acc": "label-propagation accuracy on the pool (%)",
+    "coverage": "classes covered (%)",
+    "purity": "cluster purity (%)",
+    "normalized_entropy": "class balance (normalised entropy)",
+    "budget": "labels (budget)",
+    "loss": "training loss",
+    "loss_x": "loss on labelled images",
+    "loss_u": "loss on unlabelled images",
+    "mask": "share of the unlabelled batch above the threshold",
+    "mask_correct": "share confident and right",
+    "pseudo_acc": "pseudo-label accuracy",
+    "top1": "test top-1 accuracy",
+    "ema_top1": "test top-1 accuracy of the EMA model",
+    "lr": "learning rate",
+    "step": "training step",
+}
+
+
+def metric_label(key: str, *, percent: bool | None = None) -> str:
+    """Words for a metric key (:data:`METRIC_LABELS`), else the key with spaces; ``percent=False`` drops a
+    ``(%)`` unit, ``True`` adds one."""
+    text = METRIC_LABELS.get(key, key.replace("_", " "))
+    if percent is False:
+        text = text.replace(" (%)", "")
+    elif percent and "(%)" not in text:
+        text += " (%)"
+    return text
+
+
 def _class_colors(num_classes: int):
     import matplotlib.pyplot as plt
 
@@ -122,19 +156,23 @@ def class_histograms(selected_labels: Mapping[str, np.ndarray], *, num_classes: 
     return fig
 
 
-def accuracy_bars(table: Sequence[Mapping], *, metrics: Sequence[str] = ("nn1_acc",)):
-    """Bars of ``<metric>_mean`` with ``<metric>_std`` error bars per method (rows of a summary table)."""
+def accuracy_bars(table: Sequence[Mapping], *, metrics: Sequence[str] = ("nn1_acc",), context: str = ""):
+    """Bars of ``<metric>_mean`` with ``<metric>_std`` error bars per method (rows of a summary table; ``runs``,
+    when present, is the number of seeds the std is over); ``context`` (dataset, budget) heads the figure."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.8), squeeze=False)
     methods = [t["method"] for t in table]
+    runs = sorted({int(t["runs"]) for t in table if "runs" in t})
     for ax, metric in zip(axes[0], metrics):
         mean = [100 * t[f"{metric}_mean"] for t in table]
         std = [100 * t[f"{metric}_std"] for t in table]
         ax.bar(methods, mean, yerr=std, capsize=3, color="tab:blue", alpha=0.8)
-        ax.set_title(metric)
-        ax.set_ylabel("%")
+        ax.set_title(metric_label(metric, percent=False))
+        ax.set_ylabel(metric_label(metric, percent=True))
         ax.tick_params(axis="x", rotation=40, labelsize=8)
+    seeds = f"std over {'/'.join(map(str, runs))} seeds" if runs else "std over seeds"
+    fig.suptitle((f"{context}: " if context else "") + f"mean per method, error bars {seeds}", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -242,9 +280,10 @@ def metric_curves(rows: Sequence[Mapping], *, x: str, y: str, hue: str = "method
         ax.fill_between(d["x"], m - s, m + s, color=line.get_color(), alpha=0.18, linewidth=0)
     if logx:
         ax.set_xscale("log")
-    ax.set_xlabel(xlabel or x)
-    ax.set_ylabel(ylabel or (f"{y} (%)" if percent else y))
-    ax.set_title(title or f"{y} vs {x} (mean +- std over seeds)")
+    ax.set_xlabel(xlabel or metric_label(x))
+    ax.set_ylabel(ylabel or metric_label(y, percent=percent))
+    ax.set_title((title or f"{metric_label(y, percent=False)} vs {metric_label(x, percent=False)}")
+                 + "\n(line: mean over seeds, band: +-1 std; n = seeds)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -258,8 +297,7 @@ def coverage_vs_budget(rows: Sequence[Mapping], *, key: str = "coverage", ax=Non
 
 def accuracy_vs_budget(rows: Sequence[Mapping], *, key: str = "nn1_acc", ax=None, title: str | None = None):
     """An accuracy metric against budget per method, spread over seeds."""
-    return metric_curves(rows, x="budget", y=key, ax=ax, title=title or f"{key} vs budget",
-                         ylabel=f"{key} (%)")
+    return metric_curves(rows, x="budget", y=key, ax=ax, title=title or f"{metric_label(key, percent=False)} vs budget")
 
 
 def learning_curves(history: Sequence[Mapping], *, keys: Sequence[str] | None = None):
@@ -278,14 +316,18 @@ def learning_curves(history: Sequence[Mapping], *, keys: Sequence[str] | None = 
     keys = list(keys)
     if not keys:
         raise ValueError(f"no plottable keys in the history (present: {sorted(present)})")
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.0), squeeze=False)
-    for ax, k in zip(axes[0], keys):
+    cols = min(4, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+    for ax, k in zip(axes.ravel(), keys):
         pts = [(h["step"], h[k]) for h in history if isinstance(h.get(k), (int, float))]
         if pts:
             ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, ms=3)
-        ax.set_title(k)
-        ax.set_xlabel("step")
+        ax.set_title(metric_label(k), fontsize=9)
+        ax.set_xlabel(metric_label("step"))
         ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(keys):]:
+        ax.set_visible(False)
     fig.tight_layout()
     return fig
 
