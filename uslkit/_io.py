@@ -34,6 +34,15 @@ __all__ = [
 
 
 def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (``os.umask`` can only be read by
+    setting it, which for a moment affects files other threads create)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
