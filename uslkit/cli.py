@@ -357,17 +357,17 @@ def _cmd_train(args) -> int:
 # ----------------------------------------------------------------------------------------------------------
 def _cmd_labels_export(args) -> int:
     from .data import load_dataset
-    from .labels import export_for_labelling, load_selection
+    from .labels import check_against_dataset, export_for_labelling, load_selection
 
     sel = load_selection(args.selection)
     name = args.dataset or sel.dataset
     if not name:
         raise CLIError(f"{args.selection} names no dataset; give --dataset")
     dataset = load_dataset(name, args.split or sel.split, root=args.data_root)
-    try:
-        sel = load_selection(args.selection, dataset=dataset)
+    try:  # export_for_labelling checks it too; here the message also names the dataset option
+        check_against_dataset(sel, dataset)
     except ValueError as e:
-        raise CLIError(f"{e} (--dataset {name})") from e
+        raise CLIError(f"{args.selection}: {e} (--dataset {name})") from e
     to = export_for_labelling(sel, dataset, args.to, class_names=_classes(args.classes),
                               document_root=args.document_root, overwrite=args.overwrite)
     print(f"exported {sel.budget} images to {to}: fill {to / 'manifest.csv'} (or import {to / 'label_studio.json'} "
@@ -394,10 +394,7 @@ def _cmd_labels_import(args) -> int:
         from .data import load_dataset
 
         names = load_dataset(args.dataset, sel.split, root=args.data_root).class_names
-    try:
-        res = import_labels(args.file, sel, class_names=names, allow_partial=args.allow_partial)
-    except ValueError as e:
-        raise CLIError(str(e)) from e
+    res = import_labels(args.file, sel, class_names=names, allow_partial=args.allow_partial)  # errors: main()
     save_selection(res, out, overwrite=args.overwrite)
     info = res.params["labelling"]
     print(f"labelled {info['labelled']} of {info['of']} picks -> {out}"

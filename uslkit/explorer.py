@@ -191,8 +191,12 @@ class SelectionExplorer:
     def click(self, x: float, y: float) -> int:
         """What a click at map coordinates ``(x, y)`` does: focus the nearest sample; returns its index."""
         d = ((self.xy - np.array([x, y], dtype=np.float32)) ** 2).sum(1)
-        i = int(np.argmin(d))
-        self.sample.value = i  # triggers show_sample through the observer
+        return self._focus(int(np.argmin(d)))
+
+    def _focus(self, i: int) -> int:
+        """Focus sample ``i`` through the sample box (its observer shows it; shown here when the box already
+        held ``i``)."""
+        self.sample.value = i
         if self.focus != i:
             self.show_sample(i)
         return i
@@ -309,10 +313,7 @@ class SelectionExplorer:
     def _on_grid_press(self, event) -> None:
         tile = getattr(event.inaxes, "_uslkit_tile", None)
         if tile is not None and tile < len(self.grid_shown):
-            i = int(self.grid_shown[tile])
-            self.sample.value = i
-            if self.focus != i:
-                self.show_sample(i)
+            self._focus(int(self.grid_shown[tile]))
 
     def _draw(self) -> None:
         """Update the panels in place: info line, map artists, image grid, histogram."""

@@ -354,7 +354,7 @@ def import_labels(path, selection, *, class_names=None, allow_partial: bool = Fa
     if not keep:
         raise ValueError(f"{path}: no pick is labelled")
     info = {"format": fmt, "path": str(path), "labelled": len(keep), "of": sel.budget,
-            "unlabelled_ids": [sel.ids[j] for j in range(sel.budget) if j not in set(keep)]}
+            "unlabelled_ids": [sel.ids[j] for j, sid in enumerate(want) if sid not in labels]}
     d = dataclasses.asdict(sel)
     d.update(indices=[sel.indices[j] for j in keep], ids=[sel.ids[j] for j in keep], budget=len(keep),
              labels=[labels[want[j]] for j in keep], class_names=names, params={**sel.params, "labelling": info})
