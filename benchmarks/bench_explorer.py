@@ -3,7 +3,8 @@
 Drives :class:`uslkit.explorer.SelectionExplorer` from Python as the browser test does through the widgets
 (Fashion-MNIST, PCA-64, the clickable ipympl map when ipympl is installed) and reports the median seconds of
 ``--repeats`` runs per action: opening (pool, embedding, map), each method at budget 20, budget changes, a
-click on the map, a box on the map; the one-time map computation per projection is timed separately.
+click on the map, the cursor onto another sample (tooltip and map repainted), a box on the map; the one-time
+map computation per projection is timed separately.
 
     python benchmarks/bench_explorer.py --points 3000 10000
     python benchmarks/bench_explorer.py --points 10000 --projections pca umap tsne
@@ -48,6 +49,9 @@ def measure(points: int, repeats: int, data_root: str) -> dict:
     out["budget_change_s"] = statistics.median(
         timed(lambda b=b: setattr(ex.budget, "value", b)) for b in (21, 40, 20)[:max(repeats, 1)])
     out["click_s"] = statistics.median(timed(lambda i=i: ex.click(*ex.xy[i])) for i in range(repeats))
+    # the cursor onto another sample: the tooltip moves and the map is painted again (what ipympl sends)
+    out["hover_s"] = statistics.median(timed(lambda i=i: (ex.hover(*ex.xy[i]), ex.map_fig.canvas.draw()))
+                                       for i in range(10, 10 + repeats))
     lo, hi = ex.xy.min(0), ex.xy.max(0)
     mid = (lo + hi) / 2
     out["box_s"] = statistics.median(timed(lambda: ex.select_region((lo[0], mid[0], lo[1], mid[1])))
@@ -68,12 +72,12 @@ def markdown(rows, maps, m) -> str:
     lines = [f"Machine: {m['cpu']}, {m['cpu_count']} cores, load average at start {m['loadavg_at_start']}, "
              f"{m['date']}. Fashion-MNIST PCA-64, PCA map, budget 20; median seconds per action "
              "(`python benchmarks/bench_explorer.py`).", "",
-             "| pool | open | " + " | ".join(METHODS) + " | budget change | click | box |",
-             "|---" * (5 + len(METHODS)) + "|"]
+             "| pool | open | " + " | ".join(METHODS) + " | budget change | click | hover (map painted) | box |",
+             "|---" * (6 + len(METHODS)) + "|"]
     for r in rows:
         lines.append(f"| {r['points']} | {r['open_s']:.1f} | "
                      + " | ".join(f"{r[f'method_{x}_s']:.2f}" for x in METHODS)
-                     + f" | {r['budget_change_s']:.2f} | {r['click_s']:.2f} | {r['box_s']:.2f} |")
+                     + f" | {r['budget_change_s']:.2f} | {r['click_s']:.2f} | {r['hover_s']:.2f} | {r['box_s']:.2f} |")
     for pts, t in maps.items():
         lines.append("")
         lines.append(f"- Map of {pts} points, computed once per dataset/embedding/projection: "

@@ -169,6 +169,20 @@ def test_notebook_10_explorer_answers_widgets_and_a_click_on_the_map(lab, page):
                            arg=[detail.element_handle(), src], timeout=30_000)
     assert detail.is_visible() and detail.evaluate("el => el.naturalWidth") > 100
     assert page.locator(".jupyter-matplotlib").count() == 2  # the map and the image grid, nothing more
+    # hovering over the map shows the image under the cursor and says which sample it is
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    hover = explorer.locator(".uslkit-hover")
+    for fx, fy in ((0.5, 0.55), (0.45, 0.5), (0.55, 0.45), (0.5, 0.4), (0.4, 0.6), (0.6, 0.6)):
+        page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, steps=3)
+        try:
+            page.wait_for_function("el => el.innerText.includes('under the cursor: sample')",
+                                   arg=hover.element_handle(), timeout=4_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    else:
+        pytest.fail("no tooltip after hovering at six places in the middle of the map")
     # drag a box on the map: the grid shows the samples inside it and offers the picks back
     back = explorer.locator("button:has-text('show the picks')")
     assert not back.is_visible()

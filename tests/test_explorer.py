@@ -141,3 +141,18 @@ def test_box_on_the_map_shows_its_samples_and_the_picks_come_back(app):
     app.show_picks.click()
     assert app.region is None and np.array_equal(app.grid_shown, app.selected[:30])
     assert app.show_picks.layout.display == "none"
+
+
+def test_hover_shows_the_image_under_the_cursor_and_hides_away_from_points(app):
+    images = app.pool[0]
+    i = int(app.selected[0])
+    assert app.hover(*app.xy[i]) == i
+    assert app._tip.get_visible() and tuple(app._tip.xy) == tuple(app.xy[i])
+    assert np.array_equal(np.asarray(app._tip_image.get_data()), images[i])
+    assert f"under the cursor: sample {i} (class{app.pool[1][i]}, a pick)" in app.hover_info.value
+    far = app.xy.max(0) + 10 * (app.xy.max(0) - app.xy.min(0))  # far from every point: no tooltip
+    assert app.hover(*far) is None and not app._tip.get_visible() and app.hover_info.value == ""
+    assert app.hover(*app.xy[i]) == i
+    app.dataset.value = "b"  # another pool: the old tooltip does not stay
+    assert app.hovered is None and not app._tip.get_visible() and app.hover_info.value == ""
+    assert app.hover(None, None) is None

@@ -177,3 +177,73 @@ def test_titles_and_axis_labels_are_words_not_keys():
     assert any("std over 3 seeds" in t for t in bars) and any("budget 40" in t for t in bars)
     assert figs["learning_curves"].axes[0].get_title() == "training loss"
     assert len([a for a in figs["learning_curves"].axes if a.get_visible()]) == 7  # a 2 x 4 grid, not a strip
+
+
+def test_context_names_dataset_embedding_method_and_budget_in_words():
+    assert plots.context("fashion_mnist", encoder="pixels", pca=64, n=3000, method="usl", budget=40, seed=0) == \
+        "Fashion-MNIST, pixels + PCA-64, 3,000 images: usl, 40 labels, seed 0"
+    assert plots.context("cifar10", encoder="ckpt:runs/simclr_seed0/model.pt") == "CIFAR-10, encoder simclr_seed0"
+    assert plots.context(method="kmeans", budget=20) == "kmeans, 20 labels"
+    assert plots.context("my_folder") == "my_folder"  # unknown names pass through
+
+
+def test_maps_say_when_the_background_is_a_subsample_and_share_one_legend():
+    import matplotlib.pyplot as plt
+
+    x, y = _blobs()
+    xy = plots.embedding_2d(x, method="pca")
+    one = plots.selection_map(xy, y, [0, 1], class_names=["a", "b", "c"], title="usl", pool_size=10 * len(y))
+    assert f"random {len(y):,} of {10 * len(y):,} images" in one.axes[0].get_title()
+    assert "subsample" not in plots.selection_map(xy, y, [0]).axes[0].get_title()  # the whole pool: no note
+    picks = {m: [i, i + 1] for i, m in enumerate(["usl", "kmeans", "random", "probcover", "stratified"])}
+    fig = plots.selection_maps(xy, y, picks, class_names=["a", "b", "c"], title="digits", pool_size=len(y))
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 6  # 5 maps and the legend panel; the 2 x 4 grid's other 2 panels are not drawn
+    legends = [ax.get_legend() for ax in visible if ax.get_legend() is not None]
+    assert len(legends) == 1 and [t.get_text() for t in legends[0].get_texts()] == ["a", "b", "c"]
+    assert [ax.get_title().split("\n")[0] for ax in visible[:5]] == list(picks)
+    for f in (one, fig):
+        plt.close(f)
+
+
+def test_summary_table_is_mean_and_std_in_words():
+    rows = [dict(method=m, budget=10, seed=s, nn1_acc=a, select_s=t) for m, vals in
+            (("usl", [(0.70, 1.0), (0.72, 3.0)]), ("random", [(0.5, 0.0)])) for s, (a, t) in enumerate(vals)]
+    t = plots.summary_table(rows, metrics=("nn1_acc", "select_s"))
+    assert list(t.index.names) == ["method", "labels (budget)"]
+    assert list(t.columns) == ["n", "1-NN test accuracy (%)", "selection time (s)"]
+    assert t.loc[("usl", 10)].tolist() == [2, "71.0 \u00b1 1.4", "2.00 \u00b1 1.41"]
+    assert t.loc[("random", 10)].tolist() == [1, "50.0", "0.00"]  # one seed: no std
+    assert plots.summary_table(rows, metrics=("nn1_acc",), digits={"nn1_acc": 2}).iloc[1, 1] == "50.00"
+
+
+def _overlap(a, b):
+    return a.x1 > b.x0 and b.x1 > a.x0 and a.y1 > b.y0 and b.y1 > a.y0
+
+
+@pytest.mark.parametrize("kind", ["image_grid", "neighbor_grid"])
+def test_image_grid_titles_do_not_overlap(kind):
+    """Titles (class names up to two lines) overlap neither each other nor another tile nor the figure title."""
+    import matplotlib.pyplot as plt
+
+    names = ["T-shirt/top", "Ankle boot", "Pullover", "a very long class name"]
+    imgs = np.zeros((16, 28, 28), dtype=np.uint8)
+    sup = "Fashion-MNIST, pixels + PCA-64, 3,000 images: USL, 40 labels\nhighest utility U'"
+    if kind == "image_grid":
+        fig = plots.image_grid(imgs, titles=names * 4, ncols=8, suptitle=sup)
+    else:
+        fig = plots.neighbor_grid(np.zeros((18, 28, 28), np.uint8), [0, 1, 2], np.arange(3, 18).reshape(3, 5),
+                                  labels=np.arange(18) % 4,
+                                  class_names=names, suptitle=sup)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    titles = [ax.title.get_window_extent(r) for ax in fig.axes if ax.get_title()]
+    tiles = [ax.get_window_extent(r) for ax in fig.axes]
+    assert len(titles) == 16 if kind == "image_grid" else 18
+    for i, t in enumerate(titles):
+        assert not any(_overlap(t, o) for j, o in enumerate(titles) if j != i), t
+        assert not any(_overlap(t, tile) for tile in tiles), t
+        assert not _overlap(t, fig._suptitle.get_window_extent(r))
+    assert "\n" in fig._suptitle.get_text()  # the caller's line break is kept
+    assert min(ax.title.get_fontsize() for ax in fig.axes) >= 8
+    plt.close(fig)

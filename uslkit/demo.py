@@ -83,7 +83,7 @@ def run_demo(*, out_dir: str | Path = "papermill_runs/demo", budget: int = 40, s
     from .embed import compute_embeddings
     from .evaluate import class_coverage, imbalance, linear_probe_accuracy, nn_accuracy
     from .labels import annotate, make_selection, save_selection
-    from .plots import accuracy_bars, class_histograms, embedding_2d, selection_map
+    from .plots import accuracy_bars, class_histograms, context, embedding_2d, selection_map
     from .select import select
 
     out = Path(out_dir)
@@ -149,15 +149,18 @@ def run_demo(*, out_dir: str | Path = "papermill_runs/demo", budget: int = 40, s
     xy = embedding_2d(emb[pts], method="tsne", seed=0)
     pos = {int(p): i for i, p in enumerate(pts)}
     figs = {}
+    ctx = context(dataset, encoder="pixels", pca=pca, n=int(emb.shape[0]))
     for m in shown:
         sel_pos = np.array([pos[int(i)] for i in selections[(m, seed0)]])
         figs[f"map_{m}.png"] = selection_map(xy, train.labels[pts], sel_pos, class_names=train.class_names,
-                                             title=f"{m}: {budget} labels (seed {seed0}), t-SNE")
+                                             pool_size=int(emb.shape[0]),
+                                             title=f"{ctx}\n{m}, {budget} labels, seed {seed0} (t-SNE map)")
     figs["class_histograms.png"] = class_histograms(
         {m: train.labels[selections[(m, seed0)]] for m in methods if (m, seed0) in selections},
-        num_classes=train.num_classes, class_names=train.class_names)
+        num_classes=train.num_classes, class_names=train.class_names,
+        title=f"{ctx}: {budget} labels, seed {seed0}")
     figs["accuracy.png"] = accuracy_bars(table, metrics=("nn1_acc", "logreg_acc", "coverage"),
-                                         context=f"{dataset} (PCA-{pca}), budget {budget}")
+                                         context=f"{ctx}, {budget} labels")
     for name, fig in figs.items():
         path = out / "figures" / name
         path.parent.mkdir(parents=True, exist_ok=True)

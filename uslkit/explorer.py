@@ -102,6 +102,7 @@ class SelectionExplorer:
         self._maps: dict = {}
         self.selected = np.zeros(0, dtype=np.int64)
         self.focus: int | None = None
+        self.hovered: int | None = None  # the sample under the cursor on the map (interactive), or None
         self.error: str | None = None
 
         self.dataset = w.Dropdown(options=list(datasets), description="dataset")
@@ -113,6 +114,8 @@ class SelectionExplorer:
         self.projection = w.Dropdown(options=["tsne", "umap", "pca"], value=projection, description="map")
         self.sample = w.BoundedIntText(value=0, min=0, max=max(0, self.max_points - 1), description="sample")
         self.info = w.HTML()
+        self.hover_info = w.HTML()  # words for the sample under the cursor (the map shows its image)
+        self.hover_info.add_class("uslkit-hover")
         self.region: np.ndarray | None = None  # pool indices inside the box drawn on the map, or None
         self.map_fig, self.map_view = _canvas(interactive, (6.5, 5.5))
         self.interactive = self.map_view is self.map_fig.canvas
@@ -127,7 +130,7 @@ class SelectionExplorer:
         self.detail_view = w.Image(format="png")
         controls = w.VBox([self.dataset, self.embedding, self.method, self.budget, self.seed, self.projection,
                            self.sample, self.info, self.hist_view, self.show_picks])
-        self.widget = w.HBox([controls, w.VBox([self.map_view, self.grid_view, self.detail_view])])
+        self.widget = w.HBox([controls, w.VBox([self.map_view, self.hover_info, self.grid_view, self.detail_view])])
 
         for ctl in (self.dataset, self.embedding):
             ctl.observe(lambda _: self.refresh(), names="value")
@@ -192,6 +195,50 @@ class SelectionExplorer:
         """What a click at map coordinates ``(x, y)`` does: focus the nearest sample; returns its index."""
         d = ((self.xy - np.array([x, y], dtype=np.float32)) ** 2).sum(1)
         return self._focus(int(np.argmin(d)))
+
+    def hover(self, x: float | None, y: float | None, *, radius_px: float = 12.0) -> int | None:
+        """What the cursor at map coordinates ``(x, y)`` does: the sample nearest to it within ``radius_px``
+        screen pixels gets a tooltip with its image and class on the map; farther away (or ``None``) hides it.
+        Redraws only when the sample under the cursor changes. Returns that sample's index, or ``None``."""
+        i = None
+        if x is not None and y is not None and len(self.xy):
+            to_px = self.map_ax.transData.transform
+            d = ((to_px(self.xy) - to_px(np.array([[x, y]], dtype=float))) ** 2).sum(1)
+            j = int(np.argmin(d))
+            i = j if d[j] <= radius_px ** 2 else None
+        if i == self.hovered:
+            return i
+        self.hovered = i
+        tip = self._tip
+        if i is None:
+            tip.set_visible(False)
+            self.hover_info.value = ""
+        else:
+            images, labels, names, _ = self.pool
+            img = np.asarray(images[i])
+            self._tip_image.set_data(img)
+            self._tip_image.set_zoom(64 / max(img.shape[:2]))  # about 64 pixels whatever the image size
+            if img.ndim == 2:
+                self._tip_image.image.set_cmap("gray")
+                self._tip_image.image.set_clim(0, 255)
+            tip.xy = tuple(self.xy[i])
+            # the tooltip sits on the side of the point with more room, so it stays inside the map
+            lo, hi = self.map_ax.get_xlim(), self.map_ax.get_ylim()
+            tip.xybox = (-45 if self.xy[i, 0] > (lo[0] + lo[1]) / 2 else 45,
+                         -45 if self.xy[i, 1] > (hi[0] + hi[1]) / 2 else 45)
+            tip.set_visible(True)
+            name = html.escape(str(names[labels[i]]))
+            self.hover_info.value = (f"under the cursor: sample {i} ({name}"
+                                     f"{', a pick' if i in set(self.selected.tolist()) else ''}); click to focus it")
+        if self.interactive:
+            self.map_fig.canvas.draw_idle()
+        return i
+
+    def _on_move(self, event) -> None:
+        if getattr(self, "_pressed_at", None) is not None:  # dragging a box: no tooltips
+            return
+        inside = event.inaxes is self.map_ax and event.xdata is not None
+        self.hover(event.xdata if inside else None, event.ydata if inside else None)
 
     def _focus(self, i: int) -> int:
         """Focus sample ``i`` through the sample box (its observer shows it; shown here when the box already
@@ -272,7 +319,15 @@ class SelectionExplorer:
                                  zorder=3)
         self._ring = ax.scatter(np.zeros(0), np.zeros(0), s=260, facecolors="none", edgecolors="red",
                                 linewidths=2, zorder=4)
+        from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+        self._tip_image = OffsetImage(np.zeros((8, 8), dtype=np.uint8), zoom=2.0, cmap="gray")
+        self._tip = AnnotationBbox(self._tip_image, (0, 0), xybox=(45, 45), xycoords="data", boxcoords="offset points",
+                                   pad=0.2, arrowprops=dict(arrowstyle="->", color="0.3"), zorder=5)
+        self._tip.set_visible(False)
+        ax.add_artist(self._tip)
         if self.interactive:
+            self.map_fig.canvas.mpl_connect("motion_notify_event", self._on_move)
             from matplotlib.widgets import RectangleSelector
 
             self.map_fig.canvas.mpl_connect("button_press_event", self._on_press)
@@ -288,6 +343,9 @@ class SelectionExplorer:
 
         _, labels, names, _ = self.pool
         xy = self.xy
+        self.hovered = None
+        self._tip.set_visible(False)
+        self.hover_info.value = ""
         self._colors = np.array(_class_colors(max(len(names), 1)))
         self._bg.set_offsets(xy)
         self._bg.set_facecolors(self._colors[labels])
@@ -340,10 +398,12 @@ class SelectionExplorer:
         self._picks.set_offsets(self.xy[sel] if len(sel) else np.zeros((0, 2)))
         self._picks.set_facecolors(self._colors[labels[sel]] if len(sel) else np.zeros((0, 4)))
         self._ring.set_offsets(self.xy[[self.focus]] if self.focus is not None else np.zeros((0, 2)))
-        self.map_ax.set_title(f"{self.dataset.value} ({self.embedding.value}): {self.method.value}, budget "
-                              f"{self.budget.value}, seed {self.seed.value}\n{self.projection.value} map of a pool of "
-                              f"{len(labels)} (stars: picks"
-                              + ("; click a point, drag a box)" if self.interactive else ")"), fontsize=10)
+        from .plots import DATASET_NAMES
+
+        self.map_ax.set_title(f"{DATASET_NAMES.get(self.dataset.value, self.dataset.value)} ({self.embedding.value}): "
+                              f"{self.method.value}, {self.budget.value} labels, seed {self.seed.value}\n"
+                              f"{self.projection.value} map of a random pool of {len(labels):,} images (stars: picks"
+                              + ("; hover, click a point, drag a box)" if self.interactive else ")"), fontsize=10)
         self._show(self.map_fig, self.map_view)
         self._draw_grid()
         h = class_histograms({self.method.value: labels[self.selected]}, num_classes=len(names),
@@ -370,7 +430,7 @@ class SelectionExplorer:
             ax.imshow(img, cmap="gray" if np.asarray(img).ndim == 2 else None)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(str(names[labels[i]])[:10], fontsize=6, color=self._colors[labels[i]])
+            ax.set_title(str(names[labels[i]])[:10], fontsize=7, color=self._colors[labels[i]])
             ax._uslkit_tile = t
         more = f", first {len(self.grid_shown)} shown" if len(shown) > len(self.grid_shown) else ""
         fig.suptitle(f"{what}{more}" + ("; click one to find it on the map" if self.interactive else ""),
