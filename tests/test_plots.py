@@ -166,7 +166,14 @@ def test_titles_and_axis_labels_are_words_not_keys():
             "accuracy_vs_budget": plots.accuracy_vs_budget(rows, key="propagation_acc"),
             "coverage_vs_budget": plots.coverage_vs_budget(rows),
             "metric_curves": plots.metric_curves(rows, x="budget", y="nn1_acc"),
-            "learning_curves": plots.learning_curves(history)}
+            "learning_curves": plots.learning_curves(history),
+            "class_histograms": plots.class_histograms({"usl": [0, 1, 1]}, num_classes=2, class_names=["a", "b"]),
+            "per_class_bars": plots.per_class_bars({"model": [0.5, 0.7]}, class_names=["a", "b"]),
+            "cluster_history": plots.cluster_history(_usl_t_history()),
+            "selection_maps": plots.selection_maps(np.random.default_rng(0).normal(size=(9, 2)), np.arange(9) % 3,
+                                                   {"usl": [0, 1, 2], "random": [3, 4]}, class_names=list("abc"),
+                                                   title=plots.context("fashion_mnist", encoder="pixels", pca=64),
+                                                   pool_size=100)}
     for name, fig in figs.items():
         texts = _texts(fig)
         assert texts, name
@@ -176,6 +183,11 @@ def test_titles_and_axis_labels_are_words_not_keys():
     bars = _texts(figs["accuracy_bars"])
     assert any("std over 3 seeds" in t for t in bars) and any("budget 40" in t for t in bars)
     assert figs["learning_curves"].axes[0].get_title() == "training loss"
+    # fractions in the history are drawn in percent, as their titles say
+    ema = [ax for ax in figs["learning_curves"].axes if ax.get_title().startswith("test top-1 accuracy of the EMA")]
+    assert ema[0].get_title().endswith("(%)") and ema[0].get_lines()[0].get_ydata().tolist() == [70.0, 70.0]
+    table = plots.summary_table(rows, metrics=("nn1_acc", "coverage", "propagation_acc"))
+    assert not any(key.search(str(c)) for c in [*table.columns, *table.index.names])
     assert len([a for a in figs["learning_curves"].axes if a.get_visible()]) == 7  # a 2 x 4 grid, not a strip
 
 
