@@ -130,3 +130,35 @@ def test_notebooks_cite_papers_not_files_outside_the_repository():
         text = nb.read_text()
         for bad in ("../shared", "REFERENCE_NOTES", "notes sec.", "the brief"):
             assert bad not in text, (nb.name, bad)
+
+
+def _readme_commands():
+    """Every ``uslkit ...`` command line of the README's bash blocks (continuations joined, comments cut)."""
+    import shlex
+
+    text = (REPO / "README.md").read_text()
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            words = shlex.split(line)
+            if "-m" in words and words[words.index("-m") + 1:words.index("-m") + 2] == ["uslkit"]:
+                words = ["uslkit", *words[words.index("-m") + 2:]]  # torchrun ... -m uslkit ...
+            if words and words[0] == "uslkit":
+                out.append(words[1:])
+    return out
+
+
+def test_every_readme_command_line_parses():
+    """The README's command lines (the paper-scale ones included) are accepted by the CLI's parser: no option
+    that does not exist, no value it refuses."""
+    from uslkit.cli import build_parser
+
+    commands = _readme_commands()
+    assert len(commands) >= 20 and any("cifar10" in c for c in commands)
+    parser = build_parser()
+    for argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit as e:
+            pytest.fail(f"README command does not parse ({e}): uslkit {' '.join(argv)}")
