@@ -245,6 +245,61 @@ def _cmd_select(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# active
+# ----------------------------------------------------------------------------------------------------------
+def _cmd_active(args) -> int:
+    from .active import STRATEGIES, paper_schedule, run_active
+    from .data import load_dataset
+    from .embed import load_embeddings
+
+    if args.strategy not in STRATEGIES:
+        raise CLIError(f"--strategy {args.strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if (args.schedule is None) == (args.max_labels is None):
+        raise CLIError("give either --schedule (labels per round) or --max-labels (paper 003's steps)")
+    schedule = args.schedule if args.schedule is not None else paper_schedule(args.max_labels)
+    if not schedule or any(b <= a for a, b in zip(schedule, schedule[1:])) or schedule[0] < 1:
+        raise CLIError("--schedule must be increasing label counts from at least 1, got "
+                       + " ".join(map(str, schedule)))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; give a folder for the run")
+    emb, meta = load_embeddings(args.emb)
+    name, split = meta.get("dataset"), meta.get("split") or "train"
+    if not name:
+        raise CLIError(f"--emb {args.emb} has no dataset in its sidecar: the oracle needs the dataset's labels")
+    pool = load_dataset(name, split, root=args.data_root)
+    if len(pool) != emb.shape[0]:
+        raise CLIError(f"--emb {args.emb} has {emb.shape[0]} rows but {name}/{split} has {len(pool)} samples")
+    if schedule[-1] > len(pool):
+        raise CLIError(f"--schedule goes up to {schedule[-1]} labels but the pool has {len(pool)} samples")
+    test_emb = test_labels = None
+    if args.test_emb:
+        test_emb, tmeta = load_embeddings(args.test_emb)
+        for key in ("dataset", "encoder", "params"):
+            if tmeta.get(key) != meta.get(key):
+                raise CLIError(f"--test-emb {args.test_emb} was made with {key} {tmeta.get(key)!r} but --emb with "
+                               f"{meta.get(key)!r}: both must come from the same dataset and encoder")
+        test = load_dataset(name, tmeta.get("split") or "test", root=args.data_root)
+        if len(test) != test_emb.shape[0]:
+            raise CLIError(f"--test-emb {args.test_emb} has {test_emb.shape[0]} rows but {name}/{test.split} has "
+                           f"{len(test)} samples")
+        test_labels = test.labels
+    res = run_active(emb, pool.labels, strategy=args.strategy, schedule=schedule, start=args.start, seed=args.seed,
+                     num_classes=pool.num_classes, head_preset=args.head_preset,
+                     head_params=dict(args.head_param or []), strategy_params=dict(args.param or []),
+                     start_params=dict(args.start_param or []), test_emb=test_emb, test_labels=test_labels,
+                     out_dir=out, dataset=pool, overwrite=args.overwrite, progress=not args.quiet)
+    if res.resumed_from:
+        print(f"resumed after round {res.resumed_from - 1} of {len(schedule)}")
+    print("labels  test acc  coverage  balance")
+    for r in res.rounds:
+        acc = "    -   " if r["test_acc"] is None else f"{100 * r['test_acc']:7.2f}%"
+        print(f"{r['labeled']:6d}  {acc}  {100 * r['coverage']:7.1f}%  {r['balance']:.3f}")
+    print(f"{len(res.rounds)} rounds of {args.strategy} (start {args.start}, seed {args.seed}) -> {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # train
 # ----------------------------------------------------------------------------------------------------------
 #: command-line options that set a learner's config field when given (each only where the config has it)
@@ -571,6 +626,37 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--out", required=True)
     mg.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     mg.set_defaults(func=_cmd_labels_merge)
+
+    from .active import STRATEGIES
+    from .active.head import HeadConfig
+
+    a = sub.add_parser("active", help="multi-round active learning on embeddings with the simulated oracle",
+                       description="Rounds of: train a head on the labels so far, score it on the test set, query "
+                       "the next batch with a strategy. The run folder (--out) holds one labels file per round "
+                       "and rounds.json; rerun the same command to resume a stopped run.")
+    a.add_argument("--emb", required=True, help="pool embeddings .npy (with its sidecar: the dataset is the oracle)")
+    a.add_argument("--test-emb", default=None, help="test-split embeddings .npy of the same encoder (accuracy per "
+                   "round); without it only coverage and balance are recorded")
+    a.add_argument("--strategy", required=True, help=f"query strategy: {', '.join(STRATEGIES)}")
+    a.add_argument("--start", default="random", help=f"one-shot method of the first round: {', '.join(METHODS)}")
+    a.add_argument("--schedule", type=int, nargs="+", default=None, metavar="LABELS",
+                   help="labelled-set size per round, increasing (e.g. 20 40 60 80 100)")
+    a.add_argument("--max-labels", type=int, default=None, help="instead of --schedule: paper 003's steps (20 at a "
+                   "time to 100, then 100 to 500, then 500) up to this many labels")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--head-preset", default=None, help=f"head config preset: {' | '.join(HeadConfig.PRESETS)} "
+                   "(default: HeadConfig's defaults, paper 003's MLP)")
+    a.add_argument("--head-param", type=parse_param, action="append", metavar="KEY=VALUE",
+                   help="a HeadConfig field, repeatable (e.g. --head-param hidden=128 --head-param epochs=50)")
+    a.add_argument("--param", type=parse_param, action="append", metavar="KEY=VALUE",
+                   help="a strategy option, repeatable")
+    a.add_argument("--start-param", type=parse_param, action="append", metavar="KEY=VALUE",
+                   help="an option of the --start method, repeatable")
+    a.add_argument("--out", required=True, help="run folder (created; resumable)")
+    a.add_argument("--data-root", default="data")
+    a.add_argument("--overwrite", action="store_true", help="replace a run with other parameters in --out")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=_cmd_active)
 
     m = sub.add_parser("demo", help="the main job: Fashion-MNIST embeddings, selection, evaluation, plots",
                        description="Run the end-to-end demo on Fashion-MNIST (offline) and write a results "

@@ -1,0 +1,216 @@
+"""uslkit.active: the multi-round loop, its head and its query strategies (issue 15)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from uslkit.active import STRATEGIES, HeadConfig, QueryContext, paper_schedule, query, run_active, train_head
+from uslkit.active.strategies import badge_kmeanspp, entropy_scores, margin_scores
+from uslkit.labels import load_selection
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = d.data.astype(np.float32), d.target.astype(np.int64)
+    perm = np.random.default_rng(0).permutation(len(y))
+    return x[perm[:1200]], y[perm[:1200]], x[perm[1200:]], y[perm[1200:]]
+
+
+def _ctx(x, y, labeled, *, seed=0, head=True):
+    labeled = np.asarray(labeled, dtype=np.int64)
+    h = train_head(x[labeled], y[labeled], num_classes=10, seed=0, epochs=5) if head else None
+    return QueryContext(emb=x, labeled=labeled, labels=y[labeled], num_classes=10, head=h, seed=seed)
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_every_strategy_returns_the_batch_of_new_distinct_unlabelled_indices(digits, strategy):
+    x, y, _, _ = digits
+    x = np.concatenate([x[:300], x[:100]])  # 100 exact duplicates in the pool
+    y = np.concatenate([y[:300], y[:100]])
+    labeled = np.arange(0, 400, 20)
+    ctx = _ctx(x, y, labeled)
+    idx = query(strategy, ctx, 15)
+    assert idx.dtype == np.int64 and idx.shape == (15,) and len(set(idx.tolist())) == 15
+    assert not set(idx.tolist()) & set(labeled.tolist()) and idx.min() >= 0 and idx.max() < len(x)
+    assert np.array_equal(idx, query(strategy, _ctx(x, y, labeled), 15))  # same inputs and seed: same picks
+    # the pool runs out: the last query takes exactly what is left
+    small = _ctx(x[:40], y[:40], np.arange(0, 40, 2))
+    rest = query(strategy, small, 20)
+    assert sorted(rest.tolist()) == list(range(1, 40, 2))
+    with pytest.raises(ValueError, match="a query of 21 samples with 20 unlabelled samples left in the pool of 40"):
+        query(strategy, small, 21)
+
+
+def test_entropy_and_margin_match_hand_computed_values_and_rank_ties_by_index():
+    p = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5], [0.5, 0.0, 0.5]])
+    assert entropy_scores(p) == pytest.approx([np.log(2), 0.0, -(0.2 * np.log(0.2) + 0.3 * np.log(0.3)
+                                                              + 0.5 * np.log(0.5)), np.log(2)])
+    assert margin_scores(p) == pytest.approx([0.0, 1.0, 0.2, 0.0])
+    ctx = QueryContext(emb=np.zeros((5, 2), np.float32), labeled=np.array([4]), labels=np.array([0]), num_classes=3,
+                       head=None, seed=0)
+    ctx._cache["probs"] = np.vstack([p, [[1.0, 0.0, 0.0]]])
+    assert query("entropy", ctx, 2).tolist() == [2, 0]  # H(0.2, 0.3, 0.5) = 1.03 > log 2; sample 4 is labelled
+    assert query("margin", ctx, 3).tolist() == [0, 3, 2]  # margins 0, 0 (tie: lower index first), 0.2
+
+
+def test_entropy_order_is_the_hand_computed_one():
+    p = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5], [0.5, 0.0, 0.5]])
+    h = entropy_scores(p)
+    assert h[2] > h[0] == h[3] > h[1]  # 1.0297 > 0.6931 = 0.6931 > 0
+    ctx = QueryContext(emb=np.zeros((4, 2), np.float32), labeled=np.zeros(0, np.int64), labels=np.zeros(0, np.int64),
+                       num_classes=3, head=None, seed=0)
+    ctx._cache["probs"] = p
+    assert query("entropy", ctx, 3).tolist() == [2, 0, 3]
+
+
+def test_badge_gradient_embedding_and_kmeanspp_by_hand():
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    from uslkit.active.head import Head
+
+    head = Head(net, HeadConfig(kind="linear"), 2)
+    g = head.grad_embedding(np.array([[3.0, 4.0]]))  # normalised to h = (0.6, 0.8); logits (0.6, 0)
+    p = np.exp([0.6, 0.0]) / np.exp([0.6, 0.0]).sum()
+    want = np.outer(p - [1, 0], [0.6, 0.8]).ravel()
+    assert g[0] == pytest.approx(want)
+    # k-means++: the largest norm first; a row equal to a chosen one is never drawn
+    rows = np.array([[0.0, 0.0], [5.0, 0.0], [5.0, 0.0], [0.0, 1.0]])
+    picks = badge_kmeanspp(rows, 3, seed=0)
+    assert picks[0] == 1 and 2 not in picks.tolist() and sorted(picks.tolist()) == [0, 1, 3]
+    same = np.ones((4, 2))
+    assert badge_kmeanspp(same, 3, seed=0).tolist() == [0, 1, 2]  # all coincide: lowest unchosen index
+
+
+def test_head_is_seeded_and_the_same_on_any_thread_count(digits):
+    import torch
+
+    x, y, _, _ = digits
+    a = train_head(x[:50], y[:50], num_classes=10, seed=3, epochs=10).probs(x[:200])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        b = train_head(x[:50], y[:50], num_classes=10, seed=3, epochs=10).probs(x[:200])
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(a, b) and torch.get_num_threads() == threads
+    c = train_head(x[:50], y[:50], num_classes=10, seed=4, epochs=10).probs(x[:200])
+    assert not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="an MLP head needs at least 2 labelled samples"):
+        train_head(x[:1], y[:1], num_classes=10)
+    assert train_head(x[:1], y[:1], num_classes=10, preset="linear", epochs=2).probs(x[:3]).shape == (3, 10)
+    with pytest.raises(ValueError, match="unknown head parameter"):
+        train_head(x[:5], y[:5], num_classes=10, width=3)
+
+
+def test_loop_records_rounds_and_writes_labels_files(digits, tmp_path):
+    x, y, tx, ty = digits
+    res = run_active(x, y, strategy="margin", schedule=[10, 20, 40], start="kmeans", test_emb=tx, test_labels=ty,
+                     out_dir=tmp_path / "run", progress=False, head_params={"epochs": 20})
+    assert [r["labeled"] for r in res.rounds] == [10, 20, 40] and res.labeled.size == 40
+    assert len(set(res.labeled.tolist())) == 40 and np.array_equal(res.labels, y[res.labeled])
+    assert all(0 <= r["test_acc"] <= 1 for r in res.rounds) and res.rounds[-1]["test_acc"] > 0.6
+    assert res.rounds[0]["method"] == "kmeans" and res.rounds[1]["method"] == "margin"
+    last = load_selection(tmp_path / "run" / "round_02.json")
+    assert last.labeled_indices(include_before=True).tolist() == res.labeled.tolist()
+    assert last.labels == y[last.indices].tolist() and last.budget == 20 and last.method == "margin"
+    saved = json.loads((tmp_path / "run" / "rounds.json").read_text())
+    assert saved["params"]["schedule"] == [10, 20, 40] and len(saved["rounds"]) == 3
+
+
+def test_a_stopped_run_resumes_to_the_rounds_of_an_uninterrupted_one(digits, tmp_path, monkeypatch):
+    x, y, tx, ty = digits
+    kw = dict(strategy="badge", schedule=[10, 20, 30, 40], start="random", seed=5, test_emb=tx, test_labels=ty,
+              progress=False, head_params={"epochs": 20})
+    full = run_active(x, y, out_dir=tmp_path / "a", **kw)
+    from uslkit.active import strategies
+
+    calls = {"n": 0}
+    real = strategies.STRATEGIES["badge"]
+
+    def stop_at_third(ctx, batch, **p):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # stopped during the query of round 2
+        return real(ctx, batch, **p)
+
+    monkeypatch.setitem(strategies.STRATEGIES, "badge", stop_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_active(x, y, out_dir=tmp_path / "b", **kw)
+    monkeypatch.setitem(strategies.STRATEGIES, "badge", real)
+    again = run_active(x, y, out_dir=tmp_path / "b", **kw)
+    assert again.resumed_from == 2
+    strip = [{k: v for k, v in r.items() if not k.endswith("_s")} for r in full.rounds]
+    assert [{k: v for k, v in r.items() if not k.endswith("_s")} for r in again.rounds] == strip
+    assert np.array_equal(again.labeled, full.labeled)
+    assert run_active(x, y, out_dir=tmp_path / "b", **kw).resumed_from == 4  # finished: read back, nothing run
+
+
+def test_bad_input_is_a_clear_error(digits, tmp_path):
+    x, y, tx, ty = digits
+    with pytest.raises(ValueError, match="unknown strategy 'entropi'"):
+        run_active(x, y, strategy="entropi", schedule=[10, 20], progress=False)
+    with pytest.raises(ValueError, match="schedule must be increasing"):
+        run_active(x, y, strategy="entropy", schedule=[20, 10], progress=False)
+    with pytest.raises(ValueError, match="up to the pool size 1200"):
+        run_active(x, y, strategy="entropy", schedule=[10, 5000], progress=False)
+    with pytest.raises(ValueError, match="oracle_labels has shape"):
+        run_active(x, y[:10], strategy="entropy", schedule=[10], progress=False)
+    run_active(x, y, strategy="entropy", schedule=[10, 20], out_dir=tmp_path / "r", progress=False,
+               head_params={"epochs": 2})
+    with pytest.raises(FileExistsError, match=r"other parameters \(differing: \['strategy'\]\)"):
+        run_active(x, y, strategy="margin", schedule=[10, 20], out_dir=tmp_path / "r", progress=False,
+                   head_params={"epochs": 2})
+    res = run_active(x, y, strategy="margin", schedule=[10, 20], out_dir=tmp_path / "r", progress=False,
+                     head_params={"epochs": 2}, overwrite=True)
+    assert res.resumed_from == 0 and res.rounds[1]["method"] == "margin"
+
+
+def test_paper_schedule_is_paper_003s_cifar10_steps():
+    assert paper_schedule(2000) == [20, 40, 60, 80, 100, 200, 300, 400, 500, 1000, 1500, 2000]
+    assert paper_schedule(100) == [20, 40, 60, 80, 100]
+
+
+def test_command_line_runs_resumes_and_names_bad_options(tmp_path, capsys):
+    from uslkit.cli import main
+
+    def run(*argv):
+        return main(["active", *argv])
+
+    for split, pca in (("fit", 16), ("test", 16), ("test", 8)):
+        assert main(["embed", "--dataset", "digits", "--split", split, "--encoder", "pixels", "--pca", str(pca),
+                     "--out", str(tmp_path / f"{split}{pca}.npy"), "-q"]) == 0
+    pool, test = str(tmp_path / "fit16.npy"), str(tmp_path / "test16.npy")
+    out = str(tmp_path / "run")
+    base = ["--emb", pool, "--test-emb", test, "--strategy", "entropy", "--start", "kmeans", "-q",
+            "--head-param", "epochs=20"]
+    common = [*base, "--out", out]
+    assert run(*common, "--schedule", "10", "20") == 0
+    first = capsys.readouterr().out
+    assert "2 rounds of entropy (start kmeans, seed 0)" in first and "%" in first
+    assert run(*common, "--schedule", "10", "20", "30") == 2  # another schedule: another run, refused
+    assert "other parameters (differing: ['schedule'])" in capsys.readouterr().err
+    assert run(*common, "--schedule", "10", "20") == 0
+    assert "resumed after round 1 of 2" in capsys.readouterr().out
+    sel = load_selection(tmp_path / "run" / "round_01.json")
+    assert sel.dataset == "digits" and len(sel.labeled_before) == 10 and sel.budget == 10 and sel.class_names
+    bad = {("--schedule", "20", "10"): "--schedule must be increasing",
+           ("--schedule", "10", "--max-labels", "40"): "give either --schedule",
+           ("--schedule", "10", "99999"): "--schedule goes up to 99999 labels but the pool has 1442 samples"}
+    for extra, msg in bad.items():
+        assert run(*base, "--out", str(tmp_path / "x"), *extra) == 2
+        assert msg in capsys.readouterr().err
+    assert run("--emb", pool, "--test-emb", str(tmp_path / "test8.npy"), "--strategy", "entropy", "--schedule", "10",
+               "--out", str(tmp_path / "y")) == 2
+    err = capsys.readouterr().err
+    assert "--test-emb" in err and "same dataset and encoder" in err
+    assert run("--emb", pool, "--strategy", "entropi", "--schedule", "10", "--out", str(tmp_path / "z")) == 2
+    assert "--strategy 'entropi' is not one of" in capsys.readouterr().err

@@ -1,0 +1,15 @@
+"""Multi-round active learning on frozen embeddings (papers 001 and 003): the loop, the head it trains each
+round and the query strategies.
+
+    from uslkit.active import run_active, paper_schedule
+    res = run_active(emb, labels, strategy="badge", schedule=paper_schedule(200), start="usl",
+                     test_emb=test_emb, test_labels=test_labels, out_dir="runs/al_badge")
+    [(r["labeled"], r["test_acc"]) for r in res.rounds]
+"""
+
+from .head import Head, HeadConfig, train_head
+from .loop import ActiveResult, paper_schedule, run_active
+from .strategies import STRATEGIES, QueryContext, query
+
+__all__ = ["ActiveResult", "Head", "HeadConfig", "QueryContext", "STRATEGIES", "paper_schedule", "query",
+           "run_active", "train_head"]

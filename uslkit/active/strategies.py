@@ -1,0 +1,194 @@
+"""Query strategies of the multi-round loop: each returns ``batch`` new, distinct, unlabelled pool indices.
+
+A strategy is ``fn(ctx, batch, **params) -> int64 (batch,)`` where ``ctx`` is a :class:`QueryContext`: the
+pool embeddings, the labelled indices with the oracle's answers for them (never the other labels), the head
+trained on them this round and the round's seed. Scores are ranked with ties to the lowest index, so a query
+is a function of its inputs alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .head import Head
+
+__all__ = ["QueryContext", "STRATEGIES", "query", "entropy_scores", "margin_scores", "badge_kmeanspp"]
+
+
+@dataclass
+class QueryContext:
+    """What a strategy may look at in one round.
+
+    Attributes:
+        emb: ``(n, d)`` float32 pool embeddings (the frozen self-supervised features, ``f_self``).
+        labeled: int64 ``(m,)`` labelled pool indices, in labelling order.
+        labels: int64 ``(m,)`` the oracle's answers for ``labeled``.
+        num_classes: number of classes.
+        head: the head trained on ``(emb[labeled], labels)`` this round (``None`` before the first labels).
+        seed: this round's seed (the strategy's only randomness).
+    """
+
+    emb: np.ndarray
+    labeled: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    head: Head | None
+    seed: int
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def unlabeled(self) -> np.ndarray:
+        """int64 ``(n - m,)``: the pool indices not labelled yet, ascending."""
+        if "unlabeled" not in self._cache:
+            mask = np.ones(self.emb.shape[0], dtype=bool)
+            mask[self.labeled] = False
+            self._cache["unlabeled"] = np.flatnonzero(mask)
+        return self._cache["unlabeled"]
+
+    def _need_head(self, what: str) -> Head:
+        if self.head is None:
+            raise ValueError(f"{what} needs a classifier trained on labelled samples: start with a one-shot "
+                             "selection (start=...) first")
+        return self.head
+
+    def probs(self) -> np.ndarray:
+        """``(n, C)`` the head's softmax over the whole pool (computed once per round)."""
+        if "probs" not in self._cache:
+            self._cache["probs"] = self._need_head("an uncertainty strategy").probs(self.emb)
+        return self._cache["probs"]
+
+    def features(self) -> np.ndarray:
+        """``(n, h)`` the head's penultimate features of the pool (``f_al``), computed once per round."""
+        if "features" not in self._cache:
+            self._cache["features"] = self._need_head("a strategy on the classifier's features").features(self.emb)
+        return self._cache["features"]
+
+
+def _top(indices: np.ndarray, score: np.ndarray, batch: int) -> np.ndarray:
+    """The ``batch`` indices of largest ``score``, ties to the lowest index."""
+    order = np.lexsort((indices, -score))
+    return indices[order[:batch]].astype(np.int64)
+
+
+def entropy_scores(probs: np.ndarray) -> np.ndarray:
+    """``-sum_c p_c log p_c`` per row (0 log 0 = 0)."""
+    p = np.asarray(probs, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log(p), 0.0).sum(1)
+
+
+def margin_scores(probs: np.ndarray) -> np.ndarray:
+    """``p_(1) - p_(2)``, the gap between the two most probable classes per row (small: uncertain)."""
+    p = np.sort(np.asarray(probs, dtype=np.float64), axis=1)
+    return p[:, -1] - p[:, -2] if p.shape[1] > 1 else np.ones(p.shape[0])
+
+
+def query_random(ctx: QueryContext, batch: int) -> np.ndarray:
+    """Uniformly random unlabelled samples (the baseline every strategy is measured against)."""
+    rng = np.random.default_rng(ctx.seed)
+    return rng.choice(ctx.unlabeled, size=batch, replace=False).astype(np.int64)
+
+
+def query_entropy(ctx: QueryContext, batch: int) -> np.ndarray:
+    """Maximum entropy of the head's prediction (uncertainty sampling; Lewis & Gale 1994; paper 003's
+    "Entropy" baseline)."""
+    u = ctx.unlabeled
+    return _top(u, entropy_scores(ctx.probs()[u]), batch)
+
+
+def query_margin(ctx: QueryContext, batch: int) -> np.ndarray:
+    """Smallest margin between the two most probable classes (Scheffer et al. 2001)."""
+    u = ctx.unlabeled
+    return _top(u, -margin_scores(ctx.probs()[u]), batch)
+
+
+def query_coreset(ctx: QueryContext, batch: int, *, space: str = "self") -> np.ndarray:
+    """Greedy k-center core-set (Sener & Savarese 2018) from the labelled set, on the frozen embeddings
+    (``space="self"``, paper 003's "Coreset(self)") or the head's penultimate features (``"al"``)."""
+    from ..select.coreset import select_coreset
+
+    if space not in ("self", "al"):
+        raise ValueError(f"coreset space must be 'self' or 'al', got {space!r}")
+    x = ctx.emb if space == "self" else ctx.features()
+    return select_coreset(x, batch, labeled=ctx.labeled, seed=ctx.seed)
+
+
+def badge_kmeanspp(g: np.ndarray, batch: int, *, seed: int) -> np.ndarray:
+    """k-means++ seeding on rows of ``g`` (BADGE, Ash et al. 2020, Alg. 1): the row of largest norm first (as
+    the reference code), then each next row with probability proportional to its squared distance to the
+    nearest row chosen. Rows that coincide with a chosen one have probability 0; when all remaining do, the
+    lowest-index unchosen row is taken. Returns positions into ``g`` (int64 ``(batch,)``)."""
+    g = np.asarray(g, dtype=np.float64)
+    n = g.shape[0]
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(n, dtype=bool)
+    first = int(np.argmax(np.einsum("nd,nd->n", g, g)))
+    picks = [first]
+    chosen[first] = True
+    d2 = ((g - g[first]) ** 2).sum(1)
+    for _ in range(batch - 1):
+        w = np.where(chosen, 0.0, d2)
+        total = w.sum()
+        if total > 0:
+            j = int(rng.choice(n, p=w / total))
+        else:
+            j = int(np.flatnonzero(~chosen)[0])
+        picks.append(j)
+        chosen[j] = True
+        d2 = np.minimum(d2, ((g - g[j]) ** 2).sum(1))
+    return np.asarray(picks, dtype=np.int64)
+
+
+def query_badge(ctx: QueryContext, batch: int) -> np.ndarray:
+    """BADGE (Ash et al. 2020): k-means++ seeding on the gradient embeddings of the unlabelled samples
+    (:meth:`Head.grad_embedding`): uncertain (large gradients) and diverse (spread) at once."""
+    u = ctx.unlabeled
+    g = ctx._need_head("badge").grad_embedding(ctx.emb[u])
+    return u[badge_kmeanspp(g, batch, seed=ctx.seed)]
+
+
+def _one_shot(method: str) -> Callable:
+    def fn(ctx: QueryContext, batch: int, **params: Any) -> np.ndarray:
+        from ..select import select
+
+        extra = {"num_classes": ctx.num_classes} if method == "probcover" else {}
+        return select(method, ctx.emb, batch, seed=ctx.seed, labeled=ctx.labeled, **extra, **params)
+
+    fn.__name__ = f"query_{method}"
+    fn.__doc__ = (f"``uslkit.select.select({method!r}, ...)`` in its multi-round form: the labelled samples are "
+                  "given as ``labeled`` and the method adds ``batch`` new ones on the frozen embeddings.")
+    return fn
+
+
+#: the strategies :func:`uslkit.active.run_active` knows, by name
+STRATEGIES: dict[str, Callable] = {
+    "random": query_random,
+    "entropy": query_entropy,
+    "margin": query_margin,
+    "coreset": query_coreset,
+    "coreset_al": lambda ctx, batch, **p: query_coreset(ctx, batch, space="al", **p),
+    "badge": query_badge,
+    "typiclust": _one_shot("typiclust"),
+    "probcover": _one_shot("probcover"),
+    "kmeans_multi": _one_shot("kmeans_multi"),
+}
+
+
+def query(strategy: str, ctx: QueryContext, batch: int, **params: Any) -> np.ndarray:
+    """Run ``STRATEGIES[strategy]`` and check its answer: ``batch`` distinct, unlabelled, in-range indices."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
+    left = ctx.unlabeled.size
+    if not 1 <= batch <= left:
+        raise ValueError(f"a query of {batch} samples with {left} unlabelled samples left in the pool of "
+                         f"{ctx.emb.shape[0]}")
+    idx = np.asarray(STRATEGIES[strategy](ctx, batch, **params), dtype=np.int64)
+    labeled = set(ctx.labeled.tolist())
+    if (idx.shape != (batch,) or len(set(idx.tolist())) != batch or idx.min() < 0 or idx.max() >= ctx.emb.shape[0]
+            or any(i in labeled for i in idx.tolist())):
+        raise RuntimeError(f"strategy {strategy!r} returned {idx.size} indices that are not {batch} distinct "
+                           "unlabelled pool indices (a bug in the strategy)")
+    return idx
