@@ -214,3 +214,58 @@ def test_command_line_runs_resumes_and_names_bad_options(tmp_path, capsys):
     assert "--test-emb" in err and "same dataset and encoder" in err
     assert run("--emb", pool, "--strategy", "entropi", "--schedule", "10", "--out", str(tmp_path / "z")) == 2
     assert "--strategy 'entropi' is not one of" in capsys.readouterr().err
+
+
+def test_ntk_kernel_is_the_jacobian_product_of_the_head_at_initialisation():
+    """The closed form equals grad f(x) . grad f(x') from autograd, averaged over the outputs (eq. 2)."""
+    import torch
+
+    from uslkit.active.ntk import InitMLP
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    m = InitMLP(4, 16, 3, seed=1)
+    params = {k: v.detach().double() for k, v in m.net.named_parameters()}
+    buffers = {k: v.double() for k, v in m.net.named_buffers()}
+    net = m.net.double()
+
+    def f(p, xi):
+        return torch.func.functional_call(net, {**p, **buffers}, (xi[None],))[0]
+
+    jac = torch.vmap(torch.func.jacrev(f), in_dims=(None, 0))(params, torch.tensor(x))
+    j = torch.cat([jac[k].reshape(6, 3, -1) for k in params], dim=2).numpy()
+    want = np.einsum("ncp,mcp->nm", j, j) / 3
+    assert m.kernel(x) == pytest.approx(want, rel=1e-10, abs=1e-10)
+    assert m.outputs(x) == pytest.approx(net(torch.tensor(x)).detach().numpy(), abs=1e-10)
+    assert m.kernel(x[:2], x[2:]) == pytest.approx(want[:2, 2:], abs=1e-10)
+
+
+def test_ntk_regression_predicts_what_a_wide_trained_head_predicts():
+    """Eq. 3 at convergence against the same head, 2048 wide, trained to zero squared error by gradient descent."""
+    import torch
+
+    from uslkit.active.ntk import InitMLP, ntk_regression
+
+    rng = np.random.default_rng(0)
+    xt, xe = rng.normal(size=(10, 5)), rng.normal(size=(20, 5))
+    xt /= np.linalg.norm(xt, axis=1, keepdims=True)
+    xe /= np.linalg.norm(xe, axis=1, keepdims=True)
+    yt = rng.normal(size=(10, 1))
+    model = InitMLP(5, 2048, 1, seed=0)
+    pred = ntk_regression(model, xt, yt, xe)
+    net = model.net.double()
+    opt = torch.optim.SGD(net.parameters(), lr=1.5 / np.linalg.eigvalsh(model.kernel(xt)).max())
+    xt_, yt_ = torch.tensor(xt), torch.tensor(yt)
+    for _ in range(20000):
+        loss = 0.5 * ((net(xt_) - yt_) ** 2).sum()
+        if loss.item() < 1e-10:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    got = net(torch.tensor(xe)).detach().numpy()
+    assert loss.item() < 1e-8
+    assert np.abs(got - pred).max() < 0.03 * np.abs(pred).max()  # the finite width's deviation, small
+    assert np.corrcoef(got.ravel(), pred.ravel())[0, 1] > 0.999
+    assert np.abs(got - model.outputs(xe)).max() > 0.3  # training moved it: the comparison is not trivial
