@@ -269,3 +269,44 @@ def test_ntk_regression_predicts_what_a_wide_trained_head_predicts():
     assert np.abs(got - pred).max() < 0.03 * np.abs(pred).max()  # the finite width's deviation, small
     assert np.corrcoef(got.ravel(), pred.ravel())[0, 1] > 0.999
     assert np.abs(got - model.outputs(xe)).max() > 0.3  # training moved it: the comparison is not trivial
+
+
+def _blobs(centres, sizes, spread=0.05, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([np.asarray(c, float) + spread * rng.normal(size=(s, 2)) for c, s in zip(centres, sizes)])
+
+
+def test_constrained_kmeans_keeps_labelled_classes_apart_and_together():
+    from uslkit.active.cpl import constrained_kmeans
+
+    # two blobs; labelled: samples 0 and 1 in blob A with different classes, 2 (blob A) and 25 (blob B) one class
+    x = _blobs([(0, 0), (5, 0)], [20, 20])
+    lab, y = np.array([0, 1, 2, 25]), np.array([0, 1, 2, 2])
+    cl = constrained_kmeans(x, 3, lab, y, seed=0)
+    assert cl[0] != cl[1] and cl[0] != cl[2] and cl[1] != cl[2]  # cannot-link
+    assert cl[2] == cl[25]  # must-link across the blobs
+    free = constrained_kmeans(x, 2, [], [], seed=0)
+    assert free[0] == free[1] and free[2] != free[25]  # without constraints the blobs decide
+    with pytest.raises(ValueError, match="3 labelled classes cannot be kept apart in 2 clusters"):
+        constrained_kmeans(x, 2, lab, y)
+
+
+def test_cpl_splits_the_cluster_with_the_most_confusing_samples_first():
+    """Alg. 2 on a constructed case: three far blobs; blob 1 is two sub-blobs predicted as two classes (4 of 10
+    confusing), blob 2 two sub-blobs half and half (3 of 6), blob 0 one class (0 of 10)."""
+    from uslkit.active.cpl import cpl_labels
+
+    x = _blobs([(0, 0), (10, 0), (10, 1), (20, 0), (20, 1)], [10, 6, 4, 3, 3], spread=0.02)
+    pred = np.array([0] * 10 + [1] * 6 + [2] * 4 + [3] * 3 + [4] * 3)
+    lab, y = np.array([0, 10, 20]), np.array([0, 1, 3])
+    base = cpl_labels(x, pred, lab, y, n_clusters=3, c0=3)
+    blob = {0: base[0], 1: base[10], 2: base[20]}
+    assert len(set(blob.values())) == 3 and (base[:10] == blob[0]).all() and (base[10:20] == blob[1]).all()
+    four = cpl_labels(x, pred, lab, y, n_clusters=4, c0=3)
+    assert set(four[10:16]) != set(four[16:20]) and (four[:10] == four[0]).all() and (four[20:] == four[20]).all()
+    assert sorted({int(four[10]), int(four[16])}) == sorted({int(blob[1]), 3})  # blob 1 split, new id 3
+    five = cpl_labels(x, pred, lab, y, n_clusters=5, c0=3)
+    assert five[20:23].tolist() != five[23:26].tolist() and len(set(five[20:26].tolist())) == 2  # then blob 2
+    assert (five[:10] == five[0]).all() and len(np.unique(five)) == 5
+    # c0 may exceed n_clusters: the constrained clustering alone
+    assert len(np.unique(cpl_labels(x, pred, lab, y, n_clusters=3, c0=5))) == 3
