@@ -310,3 +310,66 @@ def test_cpl_splits_the_cluster_with_the_most_confusing_samples_first():
     assert (five[:10] == five[0]).all() and len(np.unique(five)) == 5
     # c0 may exceed n_clusters: the constrained clustering alone
     assert len(np.unique(cpl_labels(x, pred, lab, y, n_clusters=3, c0=5))) == 3
+
+
+def _risk_case(seed=0, c=40, k=4):
+    rng = np.random.default_rng(seed)
+    g = rng.normal(size=(c, 6))
+    r = g @ g.T / 6 + 0.1 * np.eye(c)  # a posterior kernel: symmetric positive definite
+    f = rng.normal(size=(c, k)) * 0.5
+    target = rng.integers(0, k, size=c)
+    return f, r, target
+
+
+def test_pruned_risks_equal_the_brute_force_count():
+    from uslkit.active.ntkcpl import _risks
+
+    for seed in range(5):
+        f, r, target = _risk_case(seed)
+        s = np.diag(r) + 1e-3
+        e = np.eye(f.shape[1])[target] - f
+        avail = np.ones(len(f), dtype=bool)
+        avail[[3, 7]] = False
+        got = _risks(f, r, s, e, target, avail, chunk=7)
+        for i in range(len(f)):
+            if not avail[i]:
+                assert got[i] == np.inf
+                continue
+            new = f + np.outer(r[:, i] / s[i], e[i])
+            assert got[i] == (new.argmax(1) != target).sum(), (seed, i)
+
+
+def test_greedy_updates_equal_refitting_the_kernel_regression_with_the_picks():
+    """After NTKCPL's greedy picks, the rank-one-updated predictions and posterior kernel are those of kernel
+    regression refitted on the labelled samples plus the picks with their targets."""
+    from uslkit.active.ntk import InitMLP
+    from uslkit.active.ntkcpl import _posterior, greedy_min_risk
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 5))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    target = rng.integers(0, 3, size=60)
+    model = InitMLP(5, 32, 3, seed=0)
+    lab, cand = np.arange(8), np.arange(8, 60)
+    y = np.eye(3)[target]
+    f, r, ridge = _posterior(model, x[lab], y[lab], x[cand], 1e-6)
+    picks = greedy_min_risk(f, r, ridge, target[cand], 5)
+    assert len(set(picks)) == 5
+    new_lab = np.concatenate([lab, cand[picks]])
+    ridge_lab = 1e-6 * float(np.mean(np.diag(model.kernel(x[lab]))))
+    k_ll = model.kernel(x[new_lab]) + ridge_lab * np.eye(len(new_lab))
+    k_cl = model.kernel(x[cand], x[new_lab])
+    want_f = model.outputs(x[cand]) + k_cl @ np.linalg.solve(k_ll, y[new_lab] - model.outputs(x[new_lab]))
+    want_r = model.kernel(x[cand]) - k_cl @ np.linalg.solve(k_ll, k_cl.T)
+    assert f == pytest.approx(want_f, abs=1e-6)
+    assert r == pytest.approx(want_r, abs=1e-6)
+    # the first pick is the one of least risk, found by refitting for every candidate
+    f0, r0, _ = _posterior(model, x[lab], y[lab], x[cand], 1e-6)
+    risks = []
+    for i in range(len(cand)):
+        l2 = np.concatenate([lab, cand[[i]]])
+        k2 = model.kernel(x[l2]) + ridge_lab * np.eye(len(l2))
+        pred = model.outputs(x[cand]) + model.kernel(x[cand], x[l2]) @ np.linalg.solve(
+            k2, y[l2] - model.outputs(x[l2]))
+        risks.append(int((pred.argmax(1) != target[cand]).sum()))
+    assert picks[0] == int(np.argmin(risks))

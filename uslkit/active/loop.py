@@ -162,7 +162,7 @@ def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], st
                 method = start
             else:
                 ctx = QueryContext(emb=x, labeled=labeled, labels=labels_of[labeled], num_classes=C,
-                                   head=head_prev, seed=_round_seed(seed, r, 0))
+                                   head=head_prev, seed=_round_seed(seed, r, 0), first_round=sched[0])
                 new = query(strategy, ctx, sched[r] - sched[r - 1], **(strategy_params or {}))
                 method = strategy
             query_s = time.perf_counter() - t0

@@ -29,6 +29,7 @@ class QueryContext:
         num_classes: number of classes.
         head: the head trained on ``(emb[labeled], labels)`` this round (``None`` before the first labels).
         seed: this round's seed (the strategy's only randomness).
+        first_round: the size of the first round's labelled set (NTKCPL's initial cluster count), if known.
     """
 
     emb: np.ndarray
@@ -37,6 +38,7 @@ class QueryContext:
     num_classes: int
     head: Head | None
     seed: int
+    first_round: int | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -175,6 +177,17 @@ STRATEGIES: dict[str, Callable] = {
     "probcover": _one_shot("probcover"),
     "kmeans_multi": _one_shot("kmeans_multi"),
 }
+
+
+def _register_ntk() -> None:
+    from .ntkcpl import query_lookahead, query_ntkcpl
+
+    STRATEGIES["lookahead"] = query_lookahead
+    STRATEGIES["ntkcpl"] = query_ntkcpl
+    STRATEGIES["ntkcpl_self"] = lambda ctx, batch, **p: query_ntkcpl(ctx, batch, variant="self", **p)
+
+
+_register_ntk()
 
 
 def query(strategy: str, ctx: QueryContext, batch: int, **params: Any) -> np.ndarray:
