@@ -108,7 +108,8 @@ def query_ntkcpl(ctx, batch: int, *, variant: str = "al", candidates: int = 1000
     ``min(m / 2, c_max)`` classes (``m`` labels so far; Sec. 4: half the labels, capped; but at least one per
     labelled class, which the cannot-link constraints need), from ``c0`` = the first round's size, with the
     labelled classes as constraints and the head's predictions deciding which cluster is split. The NTK head
-    (the head's width, at initialisation, on the frozen features) is trained on the labelled samples' CPL labels. ``c_max`` default: 10 per class (the paper: 100 for CIFAR-10 and SVHN).
+    (the head's width, at initialisation, on the frozen features) is trained on the labelled samples' CPL labels.
+    ``c_max`` default: 10 per class (the paper: 100 for CIFAR-10 and SVHN).
     Deviation: the clustering covers the labelled samples and the candidates, not the whole pool.
     """
     if variant not in ("al", "self"):
