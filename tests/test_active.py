@@ -373,3 +373,39 @@ def test_greedy_updates_equal_refitting_the_kernel_regression_with_the_picks():
             k2, y[l2] - model.outputs(x[l2]))
         risks.append(int((pred.argmax(1) != target[cand]).sum()))
     assert picks[0] == int(np.argmin(risks))
+
+
+def test_effective_budget_ratio_by_hand():
+    from uslkit.active import effective_budget_ratio, gain_over
+
+    rows = []
+    for seed, (r20, r40) in enumerate([(0.50, 0.60), (0.54, 0.64)]):  # random: means 0.52, 0.62; std 0.028
+        rows += [{"strategy": "random", "seed": seed, "labeled": 20, "test_acc": r20},
+                 {"strategy": "random", "seed": seed, "labeled": 40, "test_acc": r40}]
+    rows += [{"strategy": "a", "seed": 0, "labeled": 20, "test_acc": 0.56},   # 0.56 > 0.548: effective
+             {"strategy": "a", "seed": 0, "labeled": 40, "test_acc": 0.64},   # 0.64 < 0.648: not
+             {"strategy": "b", "seed": 0, "labeled": 20, "test_acc": 0.40}]
+    ebr = effective_budget_ratio(rows)
+    assert ebr["a"] == {"ratio": 0.5, "effective": [20], "budgets": [20, 40]}
+    assert ebr["b"]["ratio"] == 0.0 and ebr["b"]["budgets"] == [20] and "random" not in ebr
+    gains = {(g["strategy"], g["labeled"]): g["gain"] for g in gain_over(rows)}
+    assert gains[("a", 20)] == pytest.approx(0.04) and gains[("b", 20)] == pytest.approx(-0.12)
+    with pytest.raises(ValueError, match="no rows of the baseline strategy 'random'"):
+        effective_budget_ratio([r for r in rows if r["strategy"] != "random"])
+
+
+def test_study_runs_every_strategy_and_seed_and_resumes(digits, tmp_path):
+    from uslkit.active import run_study
+
+    x, y, tx, ty = digits
+    kw = dict(strategies=["random", "ntkcpl"], seeds=[0, 1], schedule=[10, 20], test_emb=tx, test_labels=ty,
+              work_dir=tmp_path, strategy_params={"ntkcpl": {"candidates": 300}}, head_params={"epochs": 10},
+              progress=False)
+    rows = run_study(x, y, **kw)
+    assert len(rows) == 8 and {(r["strategy"], r["seed"]) for r in rows} == {(s, k) for s in ("random", "ntkcpl")
+                                                                             for k in (0, 1)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["random_ntkcpl_s0", "random_ntkcpl_s1", "random_random_s0",
+                                                          "random_random_s1"]
+    again = run_study(x, y, **kw)
+    strip = [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
+    assert [{k: v for k, v in r.items() if not k.endswith("_s")} for r in again] == strip

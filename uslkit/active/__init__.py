@@ -10,6 +10,7 @@ round and the query strategies.
 from .head import Head, HeadConfig, train_head
 from .loop import ActiveResult, paper_schedule, run_active
 from .strategies import STRATEGIES, QueryContext, query
+from .study import effective_budget_ratio, gain_over, run_study
 
-__all__ = ["ActiveResult", "Head", "HeadConfig", "QueryContext", "STRATEGIES", "paper_schedule", "query",
-           "run_active", "train_head"]
+__all__ = ["ActiveResult", "Head", "HeadConfig", "QueryContext", "STRATEGIES", "effective_budget_ratio", "gain_over",
+           "paper_schedule", "query", "run_active", "run_study", "train_head"]

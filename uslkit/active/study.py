@@ -1,0 +1,85 @@
+"""The budget-range study of paper 003: every strategy x seed on one embedding, accuracy against the number of
+labels, and each strategy's effective budget ratio (paper 003, Table 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .loop import run_active
+
+__all__ = ["run_study", "effective_budget_ratio", "gain_over"]
+
+
+def run_study(emb, labels, *, strategies: Sequence[str], seeds: Sequence[int], schedule: Sequence[int],
+              start: str = "random", test_emb=None, test_labels=None, work_dir=None, strategy_params=None,
+              head_params=None, progress: bool = True, **kwargs) -> list[dict]:
+    """:func:`uslkit.active.run_active` for every strategy and seed (each in ``work_dir/<start>_<strategy>_s<seed>``
+    when given, so a stopped study resumes), flattened to one row per round: ``strategy``, ``start``, ``seed``,
+    ``labeled``, ``test_acc``, ``coverage``, ``balance``, ``query_s``, ``train_s``.
+
+    ``strategy_params``: ``{strategy: {option: value}}`` (e.g. NTKCPL's ``candidates``); ``kwargs`` go to
+    :func:`run_active` (``head_preset``, ``num_classes``, ``dataset``, ...).
+    """
+    rows = []
+    runs = [(s, seed) for s in strategies for seed in seeds]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(runs), desc="study", unit="run")
+    try:
+        for strategy, seed in runs:
+            out = None if work_dir is None else Path(work_dir) / f"{start}_{strategy}_s{seed}"
+            res = run_active(emb, labels, strategy=strategy, schedule=schedule, start=start, seed=seed,
+                             test_emb=test_emb, test_labels=test_labels, out_dir=out, progress=False,
+                             strategy_params=(strategy_params or {}).get(strategy), head_params=head_params,
+                             **kwargs)
+            for r in res.rounds:
+                rows.append({"strategy": strategy, "start": start, "seed": seed,
+                             **{k: r[k] for k in ("labeled", "test_acc", "coverage", "balance", "query_s",
+                                                  "train_s")}})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(strategy=strategy, seed=seed)
+    finally:
+        if bar is not None:
+            bar.close()
+    return rows
+
+
+def _by(rows, key: str, strategy: str) -> dict[int, np.ndarray]:
+    out: dict[int, list] = {}
+    for r in rows:
+        if r["strategy"] == strategy and r.get(key) is not None:
+            out.setdefault(int(r["labeled"]), []).append(float(r[key]))
+    return {b: np.asarray(v) for b, v in out.items()}
+
+
+def effective_budget_ratio(rows: Sequence[dict], *, baseline: str = "random", key: str = "test_acc") -> dict:
+    """Paper 003's Table 2 metric per strategy: the share of budgets (labelled-set sizes present for both) at
+    which the strategy's mean ``key`` over seeds exceeds the baseline's mean + its standard deviation (sample
+    std over seeds, 0 for one seed). Returns ``{strategy: {"ratio", "effective", "budgets"}}`` (not for the
+    baseline itself)."""
+    base = _by(rows, key, baseline)
+    if not base:
+        raise ValueError(f"no rows of the baseline strategy {baseline!r} with {key!r}")
+    out = {}
+    for s in sorted({r["strategy"] for r in rows} - {baseline}):
+        mine = _by(rows, key, s)
+        budgets = sorted(set(mine) & set(base))
+        eff = [b for b in budgets
+               if mine[b].mean() > base[b].mean() + (base[b].std(ddof=1) if base[b].size > 1 else 0.0)]
+        out[s] = {"ratio": len(eff) / len(budgets) if budgets else float("nan"), "effective": eff,
+                  "budgets": budgets}
+    return out
+
+
+def gain_over(rows: Sequence[dict], *, baseline: str = "random", key: str = "test_acc") -> list[dict]:
+    """Rows of ``key`` minus the baseline's mean at the same budget (paper 003, Fig. 3's "active learning
+    gain"), one per input row of another strategy, as ``{"strategy", "seed", "labeled", "gain"}``."""
+    base = {b: v.mean() for b, v in _by(rows, key, baseline).items()}
+    return [{"strategy": r["strategy"], "seed": r["seed"], "labeled": r["labeled"], "gain": r[key] - base[r["labeled"]]}
+            for r in rows if r["strategy"] != baseline and r.get(key) is not None and r["labeled"] in base]
