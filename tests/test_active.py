@@ -276,21 +276,6 @@ def _blobs(centres, sizes, spread=0.05, seed=0):
     return np.concatenate([np.asarray(c, float) + spread * rng.normal(size=(s, 2)) for c, s in zip(centres, sizes)])
 
 
-def test_constrained_kmeans_keeps_labelled_classes_apart_and_together():
-    from uslkit.active.cpl import constrained_kmeans
-
-    # two blobs; labelled: samples 0 and 1 in blob A with different classes, 2 (blob A) and 25 (blob B) one class
-    x = _blobs([(0, 0), (5, 0)], [20, 20])
-    lab, y = np.array([0, 1, 2, 25]), np.array([0, 1, 2, 2])
-    cl = constrained_kmeans(x, 3, lab, y, seed=0)
-    assert cl[0] != cl[1] and cl[0] != cl[2] and cl[1] != cl[2]  # cannot-link
-    assert cl[2] == cl[25]  # must-link across the blobs
-    free = constrained_kmeans(x, 2, [], [], seed=0)
-    assert free[0] == free[1] and free[2] != free[25]  # without constraints the blobs decide
-    with pytest.raises(ValueError, match="3 labelled classes cannot be kept apart in 2 clusters"):
-        constrained_kmeans(x, 2, lab, y)
-
-
 def test_cpl_splits_the_cluster_with_the_most_confusing_samples_first():
     """Alg. 2 on a constructed case: three far blobs; blob 1 is two sub-blobs predicted as two classes (4 of 10
     confusing), blob 2 two sub-blobs half and half (3 of 6), blob 0 one class (0 of 10)."""
@@ -409,3 +394,14 @@ def test_study_runs_every_strategy_and_seed_and_resumes(digits, tmp_path):
     again = run_study(x, y, **kw)
     strip = [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
     assert [{k: v for k, v in r.items() if not k.endswith("_s")} for r in again] == strip
+
+
+def test_cpl_keeps_labelled_classes_apart_and_together():
+    from uslkit.active.cpl import cpl_labels
+
+    x = _blobs([(0, 0), (5, 0)], [20, 20])
+    lab, y = np.array([0, 1, 2, 25]), np.array([0, 7, 9, 9])  # classes 0 and 7 in blob A; class 9 in both blobs
+    cl = cpl_labels(x, np.zeros(40, dtype=np.int64), lab, y, n_clusters=3, c0=3)
+    assert cl[0] != cl[1] and cl[0] != cl[2] and cl[1] != cl[2] and cl[2] == cl[25]
+    with pytest.raises(ValueError, match="3 labelled classes cannot be kept apart in 2 clusters"):
+        cpl_labels(x, np.zeros(40, dtype=np.int64), lab, y, n_clusters=2, c0=2)
