@@ -21,7 +21,8 @@ def cpl_labels(x, pred, labeled, labels, *, n_clusters: int, c0: int, seed: int 
     """Alg. 2: constrained K-means into ``c0`` clusters (at least one per labelled class), then ``n_clusters - c0``
     times split the cluster with the most confusing samples (size minus the count of its most frequent
     predicted class in ``pred``; ties: lowest cluster id; only clusters of at least 2 samples) with 2-means;
-    the half K-means numbers 1 gets the next id. ``n_clusters <= c0`` returns the constrained clustering into ``n_clusters``.
+    the half K-means numbers 1 gets the next id. ``n_clusters <= c0`` returns the constrained clustering into
+    ``n_clusters``.
 
     Args:
         x: ``(n, d)`` the features clustered (``f_al``, the head's penultimate features, or ``f_self``).
