@@ -270,6 +270,19 @@ def _cmd_active(args) -> int:
     pool = load_dataset(name, split, root=args.data_root)
     if len(pool) != emb.shape[0]:
         raise CLIError(f"--emb {args.emb} has {emb.shape[0]} rows but {name}/{split} has {len(pool)} samples")
+    initial = None
+    if args.labels:
+        from .labels import load_selection
+
+        sel = load_selection(args.labels, dataset=pool)  # a file of another dataset or split is refused here
+        if not sel.is_annotated:
+            raise CLIError(f"--labels {args.labels} has no labels yet: fill them in (uslkit labels import) first")
+        idx = sel.labeled_indices(include_before=True)
+        if sel.labeled_before:
+            raise CLIError(f"--labels {args.labels} is one round of several (labeled_before): merge the rounds with "
+                           "`uslkit labels merge` and give the merged file")
+        initial = sel.as_arrays()
+        schedule = [len(idx), *[b for b in schedule if b > len(idx)]]
     if schedule[-1] > len(pool):
         raise CLIError(f"--schedule goes up to {schedule[-1]} labels but the pool has {len(pool)} samples")
     test_emb = test_labels = None
@@ -287,7 +300,8 @@ def _cmd_active(args) -> int:
     res = run_active(emb, pool.labels, strategy=args.strategy, schedule=schedule, start=args.start, seed=args.seed,
                      num_classes=pool.num_classes, head_preset=args.head_preset,
                      head_params=dict(args.head_param or []), strategy_params=dict(args.param or []),
-                     start_params=dict(args.start_param or []), test_emb=test_emb, test_labels=test_labels,
+                     start_params=dict(args.start_param or []), initial=initial, test_emb=test_emb,
+                     test_labels=test_labels,
                      out_dir=out, dataset=pool, overwrite=args.overwrite, progress=not args.quiet)
     if res.resumed_from:
         print(f"resumed after round {res.resumed_from - 1} of {len(schedule)}")
@@ -295,7 +309,8 @@ def _cmd_active(args) -> int:
     for r in res.rounds:
         acc = "    -   " if r["test_acc"] is None else f"{100 * r['test_acc']:7.2f}%"
         print(f"{r['labeled']:6d}  {acc}  {100 * r['coverage']:7.1f}%  {r['balance']:.3f}")
-    print(f"{len(res.rounds)} rounds of {args.strategy} (start {args.start}, seed {args.seed}) -> {out}")
+    first = f"--labels {args.labels}" if args.labels else f"start {args.start}"
+    print(f"{len(res.rounds)} rounds of {args.strategy} ({first}, seed {args.seed}) -> {out}")
     return 0
 
 
@@ -639,6 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "round); without it only coverage and balance are recorded")
     a.add_argument("--strategy", required=True, help=f"query strategy: {', '.join(STRATEGIES)}")
     a.add_argument("--start", default="random", help=f"one-shot method of the first round: {', '.join(METHODS)}")
+    a.add_argument("--labels", default=None, help="start from this annotated labels file instead (e.g. one a person "
+                   "filled in with `uslkit labels import`); its labels are used, the first round is its size")
     a.add_argument("--schedule", type=int, nargs="+", default=None, metavar="LABELS",
                    help="labelled-set size per round, increasing (e.g. 20 40 60 80 100)")
     a.add_argument("--max-labels", type=int, default=None, help="instead of --schedule: paper 003's steps (20 at a "

@@ -81,8 +81,8 @@ def _check_schedule(schedule: Sequence[int], n: int) -> list[int]:
 def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], start: str = "random",
                seed: int = 0, num_classes: int | None = None, head: HeadConfig | None = None,
                head_preset: str | None = None, head_params: dict | None = None, strategy_params: dict | None = None,
-               start_params: dict | None = None, test_emb=None, test_labels=None, out_dir=None, dataset=None,
-               overwrite: bool = False, progress: bool = True) -> ActiveResult:
+               start_params: dict | None = None, initial=None, test_emb=None, test_labels=None, out_dir=None,
+               dataset=None, overwrite: bool = False, progress: bool = True) -> ActiveResult:
     """Multi-round active learning with the simulated oracle ``oracle_labels``.
 
     Args:
@@ -92,6 +92,9 @@ def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], st
         strategy: a key of :data:`uslkit.active.STRATEGIES`.
         schedule: labelled-set sizes per round, increasing (e.g. :func:`paper_schedule`).
         start: the one-shot method of round 0 (:func:`uslkit.select.select`), ``start_params`` its options.
+        initial: ``(indices, labels)``, a labelled set to start from instead (e.g. a labels file a person
+            filled in); its labels, not the oracle's, are used for those samples; ``schedule[0]`` must equal
+            its size.
         seed: the run's seed (every round's query and head seeds derive from it).
         head / head_preset / head_params: the head config (:class:`HeadConfig`; default: its defaults, paper
             003's MLP); ``head_params`` override fields.
@@ -130,11 +133,28 @@ def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], st
     if tx is not None and (tx.shape[1] != x.shape[1] or ty.shape != (tx.shape[0],)):
         raise ValueError(f"test set of {tx.shape} embeddings and {ty.shape} labels does not match the pool's "
                          f"dimension {x.shape[1]}")
+    labels_of = y.copy()  # the oracle; only labels_of[labeled] is handed to strategies
+    init_key = None
+    if initial is not None:
+        init_idx = np.asarray(initial[0], dtype=np.int64)
+        init_lab = np.asarray(initial[1], dtype=np.int64)
+        if init_idx.ndim != 1 or init_idx.shape != init_lab.shape or len(set(init_idx.tolist())) != init_idx.size:
+            raise ValueError(f"initial needs distinct indices and one label each, got {init_idx.size} indices and "
+                             f"{init_lab.size} labels")
+        if init_idx.size and (init_idx.min() < 0 or init_idx.max() >= n or init_lab.min() < 0 or init_lab.max() >= C):
+            raise ValueError(f"initial indices must lie in [0, {n}) and labels in [0, {C})")
+        if init_idx.size != sched[0]:
+            raise ValueError(f"the initial labelled set has {init_idx.size} samples but the schedule starts at "
+                             f"{sched[0]}")
+        labels_of[init_idx] = init_lab
+        init_key = hashlib.sha256(init_idx.tobytes() + init_lab.tobytes()).hexdigest()[:16]
     params = {"strategy": strategy, "strategy_params": strategy_params or {}, "start": start,
               "start_params": start_params or {}, "seed": seed, "schedule": sched, "num_classes": C,
               "head": cfg.run_params(), "n": n, "dim": int(x.shape[1]),
               "pool": hashlib.sha256(np.ascontiguousarray(x).tobytes() + y.tobytes()).hexdigest()[:16],
               "test": None if tx is None else hashlib.sha256(tx.tobytes() + ty.tobytes()).hexdigest()[:16]}
+    if init_key is not None:
+        params["initial"] = init_key
 
     out = None if out_dir is None else Path(out_dir)
     records: list[dict] = []
@@ -142,7 +162,6 @@ def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], st
     if out is not None:
         records, labeled = _resume(out, params, overwrite)
     resumed = len(records)
-    labels_of = y  # the oracle; only y[labeled] is handed to strategies
     head_prev = None
     if 0 < resumed < len(sched):  # the head of the last completed round, trained again (same seed, same bits)
         head_prev = train_head(x[labeled], labels_of[labeled], num_classes=C, config=cfg,
@@ -156,7 +175,9 @@ def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], st
     try:
         for r in range(resumed, len(sched)):
             t0 = time.perf_counter()
-            if r == 0:
+            if r == 0 and initial is not None:
+                new, method = init_idx, "initial"
+            elif r == 0:
                 new = np.asarray(select(start, x, sched[0], seed=seed, labels=y, num_classes=C,
                                         **(start_params or {})), dtype=np.int64)
                 method = start
