@@ -86,7 +86,8 @@ def _rows(runs, **match):
     out = []
     for r in runs.values():
         if all(r.get(k) == v for k, v in match.items()):
-            out += [{"strategy": r["strategy"], "start": r["start"], "seed": r["seed"], **x} for x in r["rounds"]]
+            out += [{"strategy": r["strategy"], "start": r["start"], "seed": r["seed"], "round": i, **x}
+                    for i, x in enumerate(r["rounds"])]
     return out
 
 
@@ -111,8 +112,8 @@ def report(args) -> None:
             seeds = sorted({r["seed"] for r in rows})
             lines += [f"### {emb}, random start, pool {n}, NTK candidates {cand}", "",
                       f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores, {m.get('date')}. Head test accuracy (%), "
-                      f"mean +- std over seeds {seeds}; EBR: effective budget ratio (budgets where the mean beats "
-                      "random's mean + std).", "",
+                      f"mean +- std over seeds {seeds}; EBR: effective budget ratio (the budgets after the shared "
+                      "first round where the mean beats random's mean + std).", "",
                       "| strategy | " + " | ".join(map(str, budgets)) + " | EBR | median s / run |",
                       "|---" * (len(budgets) + 3) + "|"]
             ebr = effective_budget_ratio(rows) if any(r["strategy"] == "random" for r in rows) else {}

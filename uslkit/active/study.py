@@ -18,7 +18,7 @@ def run_study(emb, labels, *, strategies: Sequence[str], seeds: Sequence[int], s
               head_params=None, progress: bool = True, **kwargs) -> list[dict]:
     """:func:`uslkit.active.run_active` for every strategy and seed (each in ``work_dir/<start>_<strategy>_s<seed>``
     when given, so a stopped study resumes), flattened to one row per round: ``strategy``, ``start``, ``seed``,
-    ``labeled``, ``test_acc``, ``coverage``, ``balance``, ``query_s``, ``train_s``.
+    ``round``, ``labeled``, ``test_acc``, ``coverage``, ``balance``, ``query_s``, ``train_s``.
 
     ``strategy_params``: ``{strategy: {option: value}}`` (e.g. NTKCPL's ``candidates``); ``kwargs`` go to
     :func:`run_active` (``head_preset``, ``num_classes``, ``dataset``, ...).
@@ -39,7 +39,7 @@ def run_study(emb, labels, *, strategies: Sequence[str], seeds: Sequence[int], s
                              **kwargs)
             for r in res.rounds:
                 rows.append({"strategy": strategy, "start": start, "seed": seed,
-                             **{k: r[k] for k in ("labeled", "test_acc", "coverage", "balance", "query_s",
+                             **{k: r[k] for k in ("round", "labeled", "test_acc", "coverage", "balance", "query_s",
                                                   "train_s")}})
             if bar is not None:
                 bar.update(1)
@@ -50,25 +50,27 @@ def run_study(emb, labels, *, strategies: Sequence[str], seeds: Sequence[int], s
     return rows
 
 
-def _by(rows, key: str, strategy: str) -> dict[int, np.ndarray]:
+def _by(rows, key: str, strategy: str, min_round: int = 0) -> dict[int, np.ndarray]:
     out: dict[int, list] = {}
     for r in rows:
-        if r["strategy"] == strategy and r.get(key) is not None:
+        if r["strategy"] == strategy and r.get(key) is not None and r.get("round", min_round) >= min_round:
             out.setdefault(int(r["labeled"]), []).append(float(r[key]))
     return {b: np.asarray(v) for b, v in out.items()}
 
 
-def effective_budget_ratio(rows: Sequence[dict], *, baseline: str = "random", key: str = "test_acc") -> dict:
+def effective_budget_ratio(rows: Sequence[dict], *, baseline: str = "random", key: str = "test_acc",
+                           min_round: int = 1) -> dict:
     """Paper 003's Table 2 metric per strategy: the share of budgets (labelled-set sizes present for both) at
     which the strategy's mean ``key`` over seeds exceeds the baseline's mean + its standard deviation (sample
-    std over seeds, 0 for one seed). Returns ``{strategy: {"ratio", "effective", "budgets"}}`` (not for the
-    baseline itself)."""
-    base = _by(rows, key, baseline)
+    std over seeds, 0 for one seed). Rows of rounds before ``min_round`` are left out (default: round 0, the
+    one-shot start every strategy shares; rows without ``round`` count). Returns ``{strategy: {"ratio",
+    "effective", "budgets"}}`` (not for the baseline itself)."""
+    base = _by(rows, key, baseline, min_round)
     if not base:
         raise ValueError(f"no rows of the baseline strategy {baseline!r} with {key!r}")
     out = {}
     for s in sorted({r["strategy"] for r in rows} - {baseline}):
-        mine = _by(rows, key, s)
+        mine = _by(rows, key, s, min_round)
         budgets = sorted(set(mine) & set(base))
         eff = [b for b in budgets
                if mine[b].mean() > base[b].mean() + (base[b].std(ddof=1) if base[b].size > 1 else 0.0)]
