@@ -397,44 +397,24 @@ def test_study_runs_every_strategy_and_seed_and_resumes(digits, tmp_path):
 
 
 def test_cpl_keeps_labelled_classes_apart_and_together():
-    from uslkit.active.cpl import cpl_labels
+    from uslkit.active.cpl import cop_kmeans_cannot_link, cpl_labels
 
     x = _blobs([(0, 0), (5, 0)], [20, 20])
     lab, y = np.array([0, 1, 2, 25]), np.array([0, 7, 9, 9])  # classes 0 and 7 in blob A; class 9 in both blobs
-    cl = cpl_labels(x, np.zeros(40, dtype=np.int64), lab, y, n_clusters=3, c0=3)
-    assert cl[0] != cl[1] and cl[0] != cl[2] and cl[1] != cl[2] and cl[2] == cl[25]
+    zeros = np.zeros(40, dtype=np.int64)
+    cl = cpl_labels(x, zeros, lab, y, n_clusters=3, c0=3, constraint="class")
+    assert cl[0] != cl[1] and cl[0] != cl[2] and cl[1] != cl[2] and cl[2] == cl[25]  # one cluster per class
+    cl = cpl_labels(x, zeros, lab, y, n_clusters=4, c0=4)  # cannot-link only: class 9 may take two clusters
+    assert cl[0] != cl[1] and cl[0] != cl[2] and cl[1] != cl[2] and cl[2] != cl[25]
     with pytest.raises(ValueError, match="3 labelled classes cannot be kept apart in 2 clusters"):
-        cpl_labels(x, np.zeros(40, dtype=np.int64), lab, y, n_clusters=2, c0=2)
-
-
-def test_start_from_a_labels_file_of_a_person(tmp_path, capsys):
-    """--labels: the first round is the file's labelled set with its labels (not the oracle's); a file of another
-    dataset is refused."""
-    from uslkit.cli import main
-    from uslkit.data import load_dataset
-    from uslkit.labels import make_selection, save_selection
-
-    assert main(["embed", "--dataset", "digits", "--split", "fit", "--encoder", "pixels", "--pca", "16",
-                 "--out", str(tmp_path / "pool.npy"), "-q"]) == 0
-    pool = load_dataset("digits", "fit")
-    idx = np.arange(0, 120, 10)
-    wrong = (pool.labels[idx] + 1) % 10  # a person who labels every image one class off
-    sel = make_selection(idx, dataset=pool, method="manual", seed=None)
-    import dataclasses
-
-    sel = dataclasses.replace(sel, labels=wrong.tolist(), class_names=list(pool.class_names))
-    save_selection(sel, tmp_path / "mine.json")
-    out = tmp_path / "run"
-    assert main(["active", "--emb", str(tmp_path / "pool.npy"), "--labels", str(tmp_path / "mine.json"),
-                 "--strategy", "margin", "--schedule", "5", "20", "30", "--out", str(out), "-q",
-                 "--head-param", "epochs=5"]) == 0
-    assert "3 rounds of margin (--labels" in capsys.readouterr().out
-    first = load_selection(out / "round_00.json")
-    assert first.indices == idx.tolist() and first.labels == wrong.tolist() and first.method == "initial"
-    second = load_selection(out / "round_01.json")
-    assert second.labels == pool.labels[second.indices].tolist() and second.labeled_before == idx.tolist()
-    other = make_selection([0, 1], n=len(pool), dataset_name="cifar10", split="train", method="manual", seed=None)
-    save_selection(dataclasses.replace(other, labels=[0, 1]), tmp_path / "other.json")
-    assert main(["active", "--emb", str(tmp_path / "pool.npy"), "--labels", str(tmp_path / "other.json"),
-                 "--strategy", "margin", "--schedule", "20", "--out", str(tmp_path / "r2"), "-q"]) == 2
-    assert "cifar10" in capsys.readouterr().err
+        cpl_labels(x, zeros, lab, y, n_clusters=2, c0=2)
+    with pytest.raises(ValueError, match="constraint must be"):
+        cpl_labels(x, zeros, lab, y, n_clusters=3, c0=3, constraint="must")
+    # many labelled samples of few classes in few clusters: every cluster holds at most one labelled class
+    rng = np.random.default_rng(0)
+    x2 = rng.normal(size=(200, 2))
+    lab2 = np.arange(0, 200, 5)
+    y2 = rng.integers(0, 4, size=lab2.size)
+    cl2 = cop_kmeans_cannot_link(x2, 4, lab2, y2, seed=0)
+    for j in range(4):
+        assert len(set(y2[cl2[lab2] == j].tolist())) <= 1

@@ -99,7 +99,7 @@ def greedy_min_risk(f, r, ridge: float, target, batch: int) -> list[int]:
 
 
 def query_ntkcpl(ctx, batch: int, *, variant: str = "al", candidates: int = 10000, c_max: int | None = None,
-                 reg: float = 1e-6) -> np.ndarray:
+                 constraint: str = "cannot-link", reg: float = 1e-6) -> np.ndarray:
     """NTKCPL (paper 003, Alg. 1): pick the candidates that minimise the NTK-predicted 0-1 risk against the
     clustering pseudo-labels on the candidates.
 
@@ -109,7 +109,8 @@ def query_ntkcpl(ctx, batch: int, *, variant: str = "al", candidates: int = 1000
     labelled class, which the cannot-link constraints need), from ``c0`` = the first round's size, with the
     labelled classes as constraints and the head's predictions deciding which cluster is split. The NTK head
     (the head's width, at initialisation, on the frozen features) is trained on the labelled samples' CPL labels.
-    ``c_max`` default: 10 per class (the paper: 100 for CIFAR-10 and SVHN).
+    ``c_max`` default: 10 per class (the paper: 100 for CIFAR-10 and SVHN). ``constraint``: the CPL's
+    constrained K-means (:mod:`uslkit.active.cpl`: cannot-link only, the default, or one cluster per class).
     Deviation: the clustering covers the labelled samples and the candidates, not the whole pool.
     """
     if variant not in ("al", "self"):
@@ -124,7 +125,8 @@ def query_ntkcpl(ctx, batch: int, *, variant: str = "al", candidates: int = 1000
     classes = np.unique(ctx.labels).size  # cannot-link needs a cluster per labelled class
     n_clu = max(classes, min(lab.size // 2, c_max))
     c0 = max(classes, min(ctx.first_round or n_clu, n_clu))
-    y_cpl = cpl_labels(feats, pred, np.arange(lab.size), ctx.labels, n_clusters=n_clu, c0=c0, seed=ctx.seed)
+    y_cpl = cpl_labels(feats, pred, np.arange(lab.size), ctx.labels, n_clusters=n_clu, c0=c0, seed=ctx.seed,
+                       constraint=constraint)
     k = int(y_cpl.max()) + 1
     x = _normalise(ctx.emb[s_idx])
     model = InitMLP(x.shape[1], head.config.hidden, k, seed=ctx.seed)
