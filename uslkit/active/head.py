@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._validate import check_positive_int, check_seed
+from ..embed import l2_normalize
 from ..train.config import LearnerConfig, resolve_config
 
 __all__ = ["HeadConfig", "Head", "train_head", "head_config", "one_thread"]
@@ -83,11 +84,6 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def _normalise(x) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 class Head:
     """A trained head: ``probs``, penultimate ``features`` and BADGE ``grad_embedding`` of any embeddings."""
 
@@ -99,7 +95,7 @@ class Head:
     def _forward(self, emb, chunk: int = 65536):
         import torch
 
-        x = _normalise(emb)
+        x = l2_normalize(emb)
         feats, logits = [], []
         with one_thread(), torch.no_grad():
             for s in range(0, x.shape[0], chunk):
@@ -148,7 +144,7 @@ def train_head(emb_labeled, y_labeled, *, num_classes: int, config: HeadConfig |
 
     cfg = resolve_config(HeadConfig, config, preset, overrides)
     seed = check_seed(seed)
-    x = _normalise(emb_labeled)
+    x = l2_normalize(emb_labeled)
     y = np.asarray(y_labeled, dtype=np.int64)
     if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"{x.shape[0]} labelled embeddings for {y.shape[0]} labels (need at least one each)")

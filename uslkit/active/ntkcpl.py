@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..embed import l2_normalize
 from .cpl import cpl_labels
 from .ntk import InitMLP
 
 __all__ = ["query_ntkcpl", "query_lookahead", "greedy_min_risk"]
-
-
-def _normalise(x) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _candidates(ctx, candidates: int) -> np.ndarray:
@@ -78,6 +74,13 @@ def _risks(f, r, s, e, target, avail, chunk: int = 256) -> np.ndarray:
     return out
 
 
+def _add(f: np.ndarray, r: np.ndarray, s: np.ndarray, i: int, e: np.ndarray) -> None:
+    """Candidate ``i`` joins the training set with residual ``e[i]``: ``F`` and ``R`` updated in place (rank one)."""
+    coef = r[:, i] / s[i]
+    f += coef[:, None] * e[i][None, :]
+    r -= np.outer(coef, r[i, :])
+
+
 def greedy_min_risk(f, r, ridge: float, target, batch: int) -> list[int]:
     """Alg. 1, lines 10-18: ``batch`` times, the candidate whose addition (with its target) leaves the fewest
     candidates mispredicted (ties: lowest position), then ``F`` and ``R`` updated with it. Positions into the
@@ -92,9 +95,7 @@ def greedy_min_risk(f, r, ridge: float, target, batch: int) -> list[int]:
         i = int(np.argmin(_risks(f, r, s, e, target, avail)))
         picks.append(i)
         avail[i] = False
-        coef = r[:, i] / s[i]
-        f += coef[:, None] * e[i][None, :]
-        r -= np.outer(coef, r[i, :])
+        _add(f, r, s, i, e)
     return picks
 
 
@@ -128,7 +129,7 @@ def query_ntkcpl(ctx, batch: int, *, variant: str = "al", candidates: int = 1000
     y_cpl = cpl_labels(feats, pred, np.arange(lab.size), ctx.labels, n_clusters=n_clu, c0=c0, seed=ctx.seed,
                        constraint=constraint)
     k = int(y_cpl.max()) + 1
-    x = _normalise(ctx.emb[s_idx])
+    x = l2_normalize(ctx.emb[s_idx], dtype=np.float64)
     model = InitMLP(x.shape[1], head.config.hidden, k, seed=ctx.seed)
     f, r, ridge = _posterior(model, x[:lab.size], np.eye(k)[y_cpl[:lab.size]], x[lab.size:], reg)
     picks = greedy_min_risk(f, r, ridge, y_cpl[lab.size:], batch)
@@ -143,7 +144,7 @@ def query_lookahead(ctx, batch: int, *, candidates: int = 10000, reg: float = 1e
     head = ctx._need_head("lookahead")
     cand = _candidates(ctx, candidates)
     lab = ctx.labeled
-    x = _normalise(ctx.emb[np.concatenate([lab, cand])])
+    x = l2_normalize(ctx.emb[np.concatenate([lab, cand])], dtype=np.float64)
     c = ctx.num_classes
     model = InitMLP(x.shape[1], head.config.hidden, c, seed=ctx.seed)
     f, r, ridge = _posterior(model, x[:lab.size], np.eye(c)[ctx.labels], x[lab.size:], reg)
@@ -157,7 +158,5 @@ def query_lookahead(ctx, batch: int, *, candidates: int = 10000, reg: float = 1e
         i = int(np.argmax(score))
         picks.append(i)
         avail[i] = False
-        coef = r[:, i] / s[i]
-        f += coef[:, None] * e[i][None, :]
-        r -= np.outer(coef, r[i, :])
+        _add(f, r, s, i, e)
     return cand[np.asarray(picks, dtype=np.int64)]
