@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .head import Head
+from .ntkcpl import query_lookahead, query_ntkcpl
 
 __all__ = ["QueryContext", "STRATEGIES", "query", "entropy_scores", "margin_scores", "badge_kmeanspp"]
 
@@ -176,18 +177,10 @@ STRATEGIES: dict[str, Callable] = {
     "typiclust": _one_shot("typiclust"),
     "probcover": _one_shot("probcover"),
     "kmeans_multi": _one_shot("kmeans_multi"),
+    "lookahead": query_lookahead,
+    "ntkcpl": query_ntkcpl,
+    "ntkcpl_self": lambda ctx, batch, **p: query_ntkcpl(ctx, batch, variant="self", **p),
 }
-
-
-def _register_ntk() -> None:
-    from .ntkcpl import query_lookahead, query_ntkcpl
-
-    STRATEGIES["lookahead"] = query_lookahead
-    STRATEGIES["ntkcpl"] = query_ntkcpl
-    STRATEGIES["ntkcpl_self"] = lambda ctx, batch, **p: query_ntkcpl(ctx, batch, variant="self", **p)
-
-
-_register_ntk()
 
 
 def query(strategy: str, ctx: QueryContext, batch: int, **params: Any) -> np.ndarray:
