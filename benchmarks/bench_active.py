@@ -3,10 +3,14 @@
 Every strategy x seed on one embedding from a random start, accuracy of the head against the number of labels
 (paper 003's CIFAR-10 steps up to ``--max-labels``), mean +- std over seeds, and each strategy's effective
 budget ratio (share of budgets where its mean beats random's mean + std; paper 003 Table 2). ``starts`` compares
-one-shot first rounds (random, USL, K-means, TypiClust) continued by one strategy up to 100 labels. Runs are
+one-shot first rounds (random, USL, K-means, TypiClust, NTKCPL's own) continued by one strategy up to 100 labels;
+``ntk`` measures how well the NTK stands in for the trained head and the CPL risk for the true risk. Runs are
 resumable (``--work``); results accumulate in ``--out`` and ``report`` renders the RESULTS.md section.
 
     python benchmarks/bench_active.py run --embedding pca64
+    python benchmarks/bench_active.py run --embedding pca64 --start ntkcpl --strategies ntkcpl ntkcpl_self
+    python benchmarks/bench_active.py ntk --embedding pca64
+    python benchmarks/bench_active.py finetune --embedding simclr --strategies random margin --seeds 0 --max-labels 100
     python benchmarks/bench_active.py run --embedding simclr --encoder data/bench_runs/<simclr run>/model.pt
     python benchmarks/bench_active.py starts --embedding pca64
     python benchmarks/bench_active.py report
@@ -28,7 +32,10 @@ SECTION = "Active learning: the budget-range study (issue 15)"
 STRATEGIES = ["random", "entropy", "margin", "coreset", "badge", "typiclust", "probcover", "kmeans_multi",
               "lookahead", "ntkcpl_self", "ntkcpl"]
 NTK = ("lookahead", "ntkcpl", "ntkcpl_self")
-STARTS = ["random", "usl", "kmeans", "typiclust"]
+#: runs of the NTK strategies (and from NTKCPL's first round) carry it in their key; the report shows the newest.
+#: 1 (unmarked): ridge 1e-6, 0-1 risk ties to the lowest position; 2: ridge 0.01, ties to the least squared error.
+NTK_VERSION = 2
+STARTS = ["random", "usl", "kmeans", "typiclust", "ntkcpl"]
 SIMCLR = "data/bench_runs/simclr_cnn_small_seed0_epochs12_crop_scale0.5-1.0_temperature0.1/model.pt"
 
 
@@ -63,16 +70,19 @@ def run(args, *, starts: bool = False) -> None:
             [(args.start, s, seed) for s in args.strategies for seed in args.seeds])
     for start, strategy, seed in jobs:
         stage = "starts" if starts else "study"
-        key = f"{stage}|{args.embedding}|{start}|{strategy}|{seed}|{schedule[-1]}|c{args.candidates}|n{len(pool)}"
+        ntk = strategy in NTK or start == "ntkcpl"
+        key = (f"{stage}|{args.embedding}|{start}|{strategy}|{seed}|{schedule[-1]}|c{args.candidates}|n{len(pool)}"
+               + (f"|ntk{NTK_VERSION}" if ntk else ""))
         if key in data["runs"]:
             continue
         t0 = time.perf_counter()
         res = run_active(emb, pool.labels, strategy=strategy, schedule=schedule, start=start, seed=seed,
                          test_emb=temb, test_labels=test.labels, num_classes=pool.num_classes,
                          strategy_params={"candidates": args.candidates} if strategy in NTK else None,
+                         start_params={"candidates": args.candidates} if start == "ntkcpl" else None,
                          out_dir=Path(args.work) / key.replace("|", "_"), progress=True)
         data["runs"][key] = {"stage": stage, "embedding": args.embedding, "start": start, "strategy": strategy,
-                             "seed": seed,
+                             "seed": seed, **({"ntk_version": NTK_VERSION} if ntk else {}),
                              "candidates": args.candidates, "n": len(pool), "wall_s": time.perf_counter() - t0,
                              "rounds": [{k: r[k] for k in ("labeled", "test_acc", "coverage", "balance", "query_s",
                                                            "train_s")} for r in res.rounds]}
@@ -82,10 +92,167 @@ def run(args, *, starts: bool = False) -> None:
     report(args)
 
 
+REGS = [1e-6, 1e-3, 1e-2, 5e-2, 1e-1, 1.0]
+
+
+def ntk_check(args) -> None:
+    """How well the NTK stands in for the trained head (paper 003's error_NTK) and the CPL risk for the true one
+    (error_CPL): random labelled sets of m samples (3 seeds); the head's test accuracy against kernel
+    regression with the NTK at each ridge; at m = 100 and 500, over the NTKCPL(al) candidates of one query,
+    the rank correlation between the risk each candidate leaves against the CPL (added with its CPL label)
+    and against the true labels (added with its true label), and the true risk of the candidate NTKCPL picks."""
+    from scipy.stats import spearmanr
+
+    from uslkit.active import QueryContext, train_head
+    from uslkit.active import ntkcpl as N
+    from uslkit.active.cpl import cpl_labels
+    from uslkit.active.ntk import InitMLP, ntk_regression
+    from uslkit.embed import l2_normalize
+
+    pool, test, emb, temb = embeddings(args)
+    y, ty, out = pool.labels, test.labels, Path(args.out)
+    data = _load(out)
+    xt = l2_normalize(temb, dtype=np.float64)
+    rows = []
+    for m in (20, 100, 500, 2000):
+        for seed in (0, 1, 2):
+            lab = np.random.default_rng(1000 * m + seed).choice(len(y), m, replace=False)
+            head = train_head(emb[lab], y[lab], num_classes=pool.num_classes, seed=seed)
+            row = {"m": m, "seed": seed, "head": float((head.logits(temb).argmax(1) == ty).mean())}
+            model = InitMLP(emb.shape[1], head.config.hidden, pool.num_classes, seed=seed)
+            xl = l2_normalize(emb[lab], dtype=np.float64)
+            for reg in REGS:
+                p = ntk_regression(model, xl, np.eye(pool.num_classes)[y[lab]], xt, reg=reg)
+                row[f"ntk_{reg:g}"] = float((p.argmax(1) == ty).mean())
+            if m in (100, 500):
+                ctx = QueryContext(emb=emb, labeled=lab, labels=y[lab], num_classes=pool.num_classes, head=head,
+                                   seed=seed, first_round=20)
+                cand = N._candidates(ctx, args.candidates)
+                s_idx = np.concatenate([lab, cand])
+                n_clu = max(10, min(m // 2, 10 * pool.num_classes))
+                y_cpl = cpl_labels(ctx.features()[s_idx], ctx.probs()[s_idx].argmax(1), np.arange(m), y[lab],
+                                   n_clusters=n_clu, c0=min(20, n_clu), seed=seed)
+                k, yc, cc = int(y_cpl.max()) + 1, y[cand], y_cpl[m:]
+                dom = {c: np.bincount(yc[cc == c]).argmax() for c in np.unique(cc)}
+                row["cpl_purity"] = float(np.mean([dom[c] == t for c, t in zip(cc, yc)]))
+                x = l2_normalize(emb[s_idx], dtype=np.float64)
+                avail = np.ones(cand.size, dtype=bool)
+                for reg in (1e-6, N.REG):
+                    mc = InitMLP(emb.shape[1], head.config.hidden, k, seed=seed)
+                    f, r, ridge = N._posterior(mc, x[:m], np.eye(k)[y_cpl[:m]], x[m:], reg)
+                    risk = N._risks(f, r, np.diag(r) + ridge, np.eye(k)[cc] - f, cc, avail)
+                    mt = InitMLP(emb.shape[1], head.config.hidden, pool.num_classes, seed=seed)
+                    ft, rt, rdg = N._posterior(mt, x[:m], np.eye(pool.num_classes)[y[lab]], x[m:], reg)
+                    true = N._risks(ft, rt, np.diag(rt) + rdg, np.eye(pool.num_classes)[yc] - ft, yc, avail)
+                    pick = int(np.argmin(risk))
+                    row[f"spearman_{reg:g}"] = float(spearmanr(risk, true)[0])
+                    row[f"pick_pct_{reg:g}"] = float((true < true[pick]).mean())  # share of candidates better
+            rows.append(row)
+            print(row, flush=True)
+    data.setdefault("ntk", {})[args.embedding] = {"rows": rows, "candidates": args.candidates, "machine": machine()}
+    _save(out, data)
+    report(args)
+
+
+def _ntk_lines(data) -> list[str]:
+    lines = []
+    for emb, d in sorted(data.get("ntk", {}).items()):
+        rows = d["rows"]
+        lines += [f"### {emb}: the NTK against the trained head, and the CPL risk against the true risk", "",
+                  "Random labelled sets of m samples, 3 seeds. Test accuracy (%) of the head (paper 003's MLP) and of "
+                  "kernel regression with the head's NTK at initialisation (eq. 3 at convergence), by ridge (times "
+                  "the kernel's mean diagonal).", "",
+                  "| m | head | " + " | ".join(f"NTK, ridge {r:g}" for r in REGS) + " |",
+                  "|---" * (len(REGS) + 2) + "|"]
+        for m in sorted({r["m"] for r in rows}):
+            sel = [r for r in rows if r["m"] == m]
+            lines.append(f"| {m} | {_cell([r['head'] for r in sel])} | " + " | ".join(
+                _cell([r[f"ntk_{g:g}"] for r in sel]) for g in REGS) + " |")
+        sel = [r for r in rows if "cpl_purity" in r]
+        if sel:
+            lines += ["", f"One NTKCPL(al) query from m random labels, {d['candidates']} candidates: purity of the CPL "
+                      "on the candidates (%), Spearman correlation over the candidates between the CPL risk and the "
+                      "true-label risk after adding each, and the share of candidates (%) whose addition leaves a "
+                      "lower true risk than NTKCPL's pick (50: no better than a random candidate).", "",
+                      "| m | CPL purity | Spearman, ridge 1e-6 | pick's rank, ridge 1e-6 | Spearman, ridge 0.01 | "
+                      "pick's rank, ridge 0.01 |", "|---|---|---|---|---|---|"]
+            for m in sorted({r["m"] for r in sel}):
+                s2 = [r for r in sel if r["m"] == m]
+                f = lambda key: f"{np.mean([r[key] for r in s2]):.2f}"  # noqa: E731
+                lines.append(f"| {m} | {_cell([r['cpl_purity'] for r in s2])} | {f('spearman_1e-06')} | "
+                             f"{_cell([r['pick_pct_1e-06'] for r in s2])} | {f('spearman_0.01')} | "
+                             f"{_cell([r['pick_pct_0.01'] for r in s2])} |")
+        lines.append("")
+    return lines
+
+
+def finetune_stage(args) -> None:
+    """The loop with the fine-tuning classifier (``FinetuneClassifier`` on the SimCLR checkpoint, the linear
+    protocol) instead of the head, on the SimCLR embeddings, up to ``--max-labels``; key ``finetune|...``."""
+    from uslkit.active import FinetuneClassifier, paper_schedule, run_active
+
+    if args.embedding != "simclr":
+        raise SystemExit("finetune: use --embedding simclr (the checkpoint that is fine-tuned)")
+    pool, test, emb, _ = embeddings(args)
+    out = Path(args.out)
+    data = _load(out)
+    schedule = paper_schedule(args.max_labels)
+    for strategy in args.strategies:
+        for seed in args.seeds:
+            key = (f"finetune|{args.embedding}|{args.start}|{strategy}|{seed}|{schedule[-1]}|c{args.candidates}"
+                   f"|n{len(pool)}")
+            if key in data["runs"]:
+                continue
+            clf = FinetuneClassifier(args.encoder, pool, test_set=test)
+            t0 = time.perf_counter()
+            res = run_active(emb, pool.labels, strategy=strategy, schedule=schedule, start=args.start, seed=seed,
+                             num_classes=pool.num_classes, classifier=clf,
+                             strategy_params={"candidates": args.candidates} if strategy in NTK else None,
+                             out_dir=Path(args.work) / key.replace("|", "_"), progress=True)
+            data["runs"][key] = {"stage": "finetune", "embedding": args.embedding, "start": args.start,
+                                 "strategy": strategy, "seed": seed, "candidates": args.candidates, "n": len(pool),
+                                 "wall_s": time.perf_counter() - t0,
+                                 "rounds": [{k: r[k] for k in ("labeled", "test_acc", "coverage", "balance", "query_s",
+                                                               "train_s")} for r in res.rounds]}
+            _save(out, data)
+            print(key, " ".join(f"{100 * r['test_acc']:.1f}" for r in res.rounds), flush=True)
+    report(args)
+
+
+def _finetune_lines(data) -> list[str]:
+    runs = [r for r in data["runs"].values() if r["stage"] == "finetune"]
+    if not runs:
+        return []
+    budgets = sorted({x["labeled"] for r in runs for x in r["rounds"]})
+    lines = ["### simclr: fine-tuning the encoder each round instead of the head", "",
+             "`FinetuneClassifier` (the SimCLR checkpoint, SimCLRv2-CLD's linear protocol: frozen backbone, a new "
+             "linear layer, 5 epochs of 60,000 draws, SGD 0.01) against the MLP head on the same SimCLR embeddings "
+             "(the study above, same strategy, start and seeds). Test accuracy (%).", "",
+             "| strategy | classifier | seeds | " + " | ".join(map(str, budgets)) + " | median s / run |",
+             "|---" * (len(budgets) + 4) + "|"]
+    for s in sorted({r["strategy"] for r in runs}):
+        mine = [r for r in runs if r["strategy"] == s]
+        seeds = sorted({r["seed"] for r in mine})
+        head = [r for r in data["runs"].values() if r["stage"] == "study" and r["embedding"] == "simclr"
+                and r["strategy"] == s and r["start"] == mine[0]["start"] and r["seed"] in seeds and _current(r)]
+        for name, rs in (("fine-tuned (linear)", mine), ("MLP head", head)):
+            if not rs:
+                continue
+            cells = [_cell([x["test_acc"] for r in rs for x in r["rounds"] if x["labeled"] == b] or [np.nan])
+                     for b in budgets]
+            wall = f"{np.median([r['wall_s'] for r in rs]):.0f}" if name != "MLP head" else "-"
+            lines.append(f"| {s} | {name} | {len(rs)} | " + " | ".join(cells) + f" | {wall} |")
+    return lines + [""]
+
+
+def _current(r) -> bool:
+    return r.get("ntk_version", 1) == NTK_VERSION or not (r["strategy"] in NTK or r["start"] == "ntkcpl")
+
+
 def _rows(runs, **match):
     out = []
     for r in runs.values():
-        if all(r.get(k) == v for k, v in match.items()):
+        if all(r.get(k) == v for k, v in match.items()) and _current(r):
             out += [{"strategy": r["strategy"], "start": r["start"], "seed": r["seed"], "round": i, **x}
                     for i, x in enumerate(r["rounds"])]
     return out
@@ -121,12 +288,32 @@ def report(args) -> None:
                 cells = [_cell([r["test_acc"] for r in rows if r["strategy"] == s and r["labeled"] == b]) for b in
                          budgets]
                 walls = [r["wall_s"] for r in runs.values() if r["stage"] == "study" and r["embedding"] == emb
-                         and r["strategy"] == s and r["start"] == "random" and r["candidates"] == cand and r["n"] == n]
+                         and r["strategy"] == s and r["start"] == "random" and r["candidates"] == cand and r["n"] == n
+                         and _current(r)]
                 e = ebr.get(s)
                 ratio = "-" if e is None else f"{100 * e['ratio']:.0f} %"
                 lines.append(f"| {s} | " + " | ".join(cells) + f" | {ratio} | {np.median(walls):.0f} |")
             lines.append("")
-        starts = [r for r in runs.values() if r["stage"] == "starts" and r["embedding"] == emb]
+            own = _rows(runs, stage="study", embedding=emb, start="ntkcpl", candidates=cand, n=n)
+            if own:
+                base = [r for r in rows if r["strategy"] == "random"]
+                both = base + [dict(r, strategy=r["strategy"] + " (own start)") for r in own]
+                ebr = effective_budget_ratio(both, min_round=0) if base else {}
+                lines += ["NTKCPL from its own first round (`start=\"ntkcpl\"`, Alg. 1 with no labels), against the "
+                          "random-start random above; EBR over every budget, the first included.", "",
+                          "| strategy | " + " | ".join(map(str, budgets)) + " | EBR | median s / run |",
+                          "|---" * (len(budgets) + 3) + "|"]
+                for s in sorted({r["strategy"] for r in both} - {"random"}):
+                    cells = [_cell([r["test_acc"] for r in both if r["strategy"] == s and r["labeled"] == b]
+                                   or [np.nan]) for b in budgets]
+                    walls = [r["wall_s"] for r in runs.values() if r["stage"] == "study" and r["embedding"] == emb
+                             and r["start"] == "ntkcpl" and r["strategy"] + " (own start)" == s and _current(r)
+                             and r["candidates"] == cand and r["n"] == n]
+                    e = ebr.get(s)
+                    ratio = "-" if e is None else f"{100 * e['ratio']:.0f} %"
+                    lines.append(f"| {s} | " + " | ".join(cells) + f" | {ratio} | {np.median(walls):.0f} |")
+                lines.append("")
+        starts = [r for r in runs.values() if r["stage"] == "starts" and r["embedding"] == emb and _current(r)]
         if starts:
             rows = [{"strategy": f"{r['start']} start, then {r['strategy']}", "seed": r["seed"], **x}
                     for r in starts for x in r["rounds"]]
@@ -139,8 +326,10 @@ def report(args) -> None:
                     _cell([r["test_acc"] for r in rows if r["strategy"] == s and r["labeled"] == b]) for b in budgets)
                     + " |")
             lines.append("")
+    lines += _ntk_lines(data)
+    lines += _finetune_lines(data)
     lines.append("Commands: `python benchmarks/bench_active.py run --embedding pca64` (and `--embedding simclr`), "
-                 "`starts`, then `report`.")
+                 "`starts`, `ntk`, then `report`.")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.results_md:
@@ -149,7 +338,7 @@ def report(args) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("stage", choices=("run", "starts", "report"))
+    ap.add_argument("stage", choices=("run", "starts", "ntk", "finetune", "report"))
     ap.add_argument("--embedding", choices=("pca64", "simclr"), default="pca64")
     ap.add_argument("--encoder", default=SIMCLR, help="simclr: the kit checkpoint (SimCLR CPU preset)")
     ap.add_argument("--strategies", nargs="+", default=STRATEGIES)
@@ -168,6 +357,10 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.stage == "report":
         report(args)
+    elif args.stage == "ntk":
+        ntk_check(args)
+    elif args.stage == "finetune":
+        finetune_stage(args)
     else:
         run(args, starts=args.stage == "starts")
 

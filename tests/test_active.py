@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from uslkit.active import STRATEGIES, HeadConfig, QueryContext, paper_schedule, query, run_active, train_head
-from uslkit.active.strategies import badge_kmeanspp, entropy_scores, margin_scores
+from uslkit.active.strategies import badge_kmeanspp, badge_kmeanspp_factored, entropy_scores, margin_scores
 from uslkit.labels import load_selection
 
 
@@ -88,6 +88,16 @@ def test_badge_gradient_embedding_and_kmeanspp_by_hand():
     assert picks[0] == 1 and 2 not in picks.tolist() and sorted(picks.tolist()) == [0, 1, 3]
     same = np.ones((4, 2))
     assert badge_kmeanspp(same, 3, seed=0).tolist() == [0, 1, 2]  # all coincide: lowest unchosen index
+    # the factored form (rows a_i outer h_i never formed) picks the same rows
+    rng = np.random.default_rng(0)
+    a, h = rng.normal(size=(300, 4)), rng.normal(size=(300, 6))
+    a[100:110], h[100:110] = a[0], h[0]  # rows coinciding with row 0
+    g = (a[:, :, None] * h[:, None, :]).reshape(300, -1)
+    for seed in range(3):
+        assert badge_kmeanspp_factored(a, h, 40, seed=seed).tolist() == badge_kmeanspp(g, 40, seed=seed).tolist()
+    assert badge_kmeanspp_factored(np.ones((4, 2)), np.ones((4, 3)), 3, seed=0).tolist() == [0, 1, 2]
+    fa, fh = head.grad_factors(np.array([[3.0, 4.0]]))
+    assert np.outer(fa[0], fh[0]).ravel() == pytest.approx(want)
 
 
 def test_head_is_seeded_and_the_same_on_any_thread_count(digits):
@@ -126,26 +136,30 @@ def test_loop_records_rounds_and_writes_labels_files(digits, tmp_path):
     assert saved["params"]["schedule"] == [10, 20, 40] and len(saved["rounds"]) == 3
 
 
-def test_a_stopped_run_resumes_to_the_rounds_of_an_uninterrupted_one(digits, tmp_path, monkeypatch):
+@pytest.mark.parametrize("strategy", ["badge", "probcover"])  # probcover: its ball graph is kept per run
+def test_a_stopped_run_resumes_to_the_rounds_of_an_uninterrupted_one(digits, tmp_path, monkeypatch, strategy):
+    import functools
+
     x, y, tx, ty = digits
-    kw = dict(strategy="badge", schedule=[10, 20, 30, 40], start="random", seed=5, test_emb=tx, test_labels=ty,
+    kw = dict(strategy=strategy, schedule=[10, 20, 30, 40], start="random", seed=5, test_emb=tx, test_labels=ty,
               progress=False, head_params={"epochs": 20})
     full = run_active(x, y, out_dir=tmp_path / "a", **kw)
     from uslkit.active import strategies
 
     calls = {"n": 0}
-    real = strategies.STRATEGIES["badge"]
+    real = strategies.STRATEGIES[strategy]
 
+    @functools.wraps(real)
     def stop_at_third(ctx, batch, **p):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt  # stopped during the query of round 2
         return real(ctx, batch, **p)
 
-    monkeypatch.setitem(strategies.STRATEGIES, "badge", stop_at_third)
+    monkeypatch.setitem(strategies.STRATEGIES, strategy, stop_at_third)
     with pytest.raises(KeyboardInterrupt):
         run_active(x, y, out_dir=tmp_path / "b", **kw)
-    monkeypatch.setitem(strategies.STRATEGIES, "badge", real)
+    monkeypatch.setitem(strategies.STRATEGIES, strategy, real)
     again = run_active(x, y, out_dir=tmp_path / "b", **kw)
     assert again.resumed_from == 2
     strip = [{k: v for k, v in r.items() if not k.endswith("_s")} for r in full.rounds]
@@ -204,7 +218,10 @@ def test_command_line_runs_resumes_and_names_bad_options(tmp_path, capsys):
     assert sel.dataset == "digits" and len(sel.labeled_before) == 10 and sel.budget == 10 and sel.class_names
     bad = {("--schedule", "20", "10"): "--schedule must be increasing",
            ("--schedule", "10", "--max-labels", "40"): "give either --schedule",
-           ("--schedule", "10", "99999"): "--schedule goes up to 99999 labels but the pool has 1442 samples"}
+           ("--schedule", "10", "99999"): "--schedule goes up to 99999 labels but the pool has 1442 samples",
+           ("--schedule", "10", "--finetune-param", "mode=full"): "--finetune-param needs --finetune MODEL.pt",
+           ("--schedule", "10", "--finetune", str(tmp_path / "no.pt")): "no such checkpoint",
+           ("--schedule", "10", "--finetune", pool): "--finetune replaces the head: drop --head-preset"}
     for extra, msg in bad.items():
         assert run(*base, "--out", str(tmp_path / "x"), *extra) == 2
         assert msg in capsys.readouterr().err
@@ -350,14 +367,18 @@ def test_greedy_updates_equal_refitting_the_kernel_regression_with_the_picks():
     assert r == pytest.approx(want_r, abs=1e-6)
     # the first pick is the one of least risk, found by refitting for every candidate
     f0, r0, _ = _posterior(model, x[lab], y[lab], x[cand], 1e-6)
-    risks = []
+    risks, sq = [], []
     for i in range(len(cand)):
         l2 = np.concatenate([lab, cand[[i]]])
         k2 = model.kernel(x[l2]) + ridge_lab * np.eye(len(l2))
         pred = model.outputs(x[cand]) + model.kernel(x[cand], x[l2]) @ np.linalg.solve(
             k2, y[l2] - model.outputs(x[l2]))
         risks.append(int((pred.argmax(1) != target[cand]).sum()))
-    assert picks[0] == int(np.argmin(risks))
+        sq.append(float(((y[cand] - pred) ** 2).sum()))
+    risks, sq = np.asarray(risks), np.asarray(sq)
+    ties = np.flatnonzero(risks == risks.min())
+    assert ties.size > 1  # the case the tie-break is for
+    assert picks[0] == int(ties[np.argmin(sq[ties])])
 
 
 def test_effective_budget_ratio_by_hand():
@@ -377,6 +398,11 @@ def test_effective_budget_ratio_by_hand():
     assert gains[("a", 20)] == pytest.approx(0.04) and gains[("b", 20)] == pytest.approx(-0.12)
     with pytest.raises(ValueError, match="no rows of the baseline strategy 'random'"):
         effective_budget_ratio([r for r in rows if r["strategy"] != "random"])
+    # round 0 is the shared start and left out, unless a strategy started from its own first round
+    staged = [dict(r, round=0 if r["labeled"] == 20 else 1, start="random") for r in rows if r["strategy"] != "b"]
+    assert effective_budget_ratio(staged)["a"] == {"ratio": 0.0, "effective": [], "budgets": [40]}
+    own = [dict(r, start="ntkcpl") if r["strategy"] == "a" else r for r in staged]
+    assert effective_budget_ratio(own)["a"] == {"ratio": 0.5, "effective": [20], "budgets": [20, 40]}
 
 
 def test_study_runs_every_strategy_and_seed_and_resumes(digits, tmp_path):
@@ -394,6 +420,10 @@ def test_study_runs_every_strategy_and_seed_and_resumes(digits, tmp_path):
     again = run_study(x, y, **kw)
     strip = [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
     assert [{k: v for k, v in r.items() if not k.endswith("_s")} for r in again] == strip
+    own = run_study(x, y, **dict(kw, seeds=[0], starts={"ntkcpl": "ntkcpl"},
+                                 start_params={"ntkcpl": {"candidates": 300}}))
+    assert {(r["strategy"], r["start"]) for r in own} == {("random", "random"), ("ntkcpl", "ntkcpl")}
+    assert (tmp_path / "ntkcpl_ntkcpl_s0" / "round_00.json").exists()
 
 
 def test_cpl_keeps_labelled_classes_apart_and_together():
@@ -418,3 +448,71 @@ def test_cpl_keeps_labelled_classes_apart_and_together():
     cl2 = cop_kmeans_cannot_link(x2, 4, lab2, y2, seed=0)
     for j in range(4):
         assert len(set(y2[cl2[lab2] == j].tolist())) <= 1
+
+
+def test_ntkcpl_first_round_takes_a_member_of_every_cluster():
+    """Alg. 1 with no labels: K-means pseudo-labels into ``budget`` clusters, then the greedy 0-1 risk. Five
+    well-separated blobs of unequal size: one pick per blob."""
+    from uslkit.active.ntkcpl import REG
+    from uslkit.select import select, select_ntkcpl
+
+    rng = np.random.default_rng(0)
+    centres = 4.0 * np.eye(8)[:5]
+    sizes = [30, 60, 90, 45, 75]
+    x = np.concatenate([c + 0.3 * rng.normal(size=(s, 8)) for c, s in zip(centres, sizes)]).astype(np.float32)
+    blob = np.repeat(np.arange(5), sizes)
+    idx = select("ntkcpl", x, 5, seed=0, candidates=10_000)
+    assert sorted(blob[idx].tolist()) == [0, 1, 2, 3, 4]
+    assert blob[idx[0]] == 2  # the first pick fixes the most candidates: a member of the largest blob
+    assert np.array_equal(idx, select("ntkcpl", x, 5, seed=0))  # seeded
+    import inspect
+
+    assert inspect.signature(select_ntkcpl).parameters["reg"].default == REG  # one default for both rounds
+    with pytest.raises(ValueError, match="candidates=3 is smaller than the budget 5"):
+        select("ntkcpl", x, 5, candidates=3)
+
+
+def test_a_run_records_the_options_its_strategy_and_start_ran_with(digits, tmp_path):
+    """Defaults are written out, so a run made under other defaults is another run; an unknown option is named."""
+    from uslkit.active.strategies import strategy_options
+
+    x, y, tx, ty = digits
+    run_active(x, y, strategy="ntkcpl_self", schedule=[20, 30], start="ntkcpl", out_dir=tmp_path / "r",
+               strategy_params={"candidates": 300}, start_params={"candidates": 300}, head_params={"epochs": 2},
+               progress=False)
+    params = json.loads((tmp_path / "r" / "rounds.json").read_text())["params"]
+    assert params["strategy_params"] == {"variant": "self", "candidates": 300, "c_max": None,
+                                         "constraint": "cannot-link", "reg": 0.01}
+    assert params["start_params"]["candidates"] == 300 and params["start_params"]["reg"] == 0.01
+    assert strategy_options("typiclust")["max_clusters"] == 500  # a one-shot strategy: its select method's
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['ridge'\] for strategy 'ntkcpl'; valid: "):
+        run_active(x, y, strategy="ntkcpl", schedule=[20, 30], strategy_params={"ridge": 1.0}, progress=False)
+
+
+def test_the_loop_can_fine_tune_a_pretrained_encoder_each_round(tmp_path):
+    """``classifier=FinetuneClassifier(...)``: each round fine-tunes the checkpoint on the labelled images, the
+    strategies see its outputs on the pool, the run is scored on the classifier's test set and resumes."""
+    from uslkit.active import FinetuneClassifier, FinetunedModel
+    from uslkit.data import load_dataset
+    from uslkit.embed import embed_dataset
+    from uslkit.train import train_simclr
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    ckpt = tmp_path / "ssl"
+    train_simclr(train, steps=2, batch_size=16, seed=0, progress=False, out_dir=ckpt)
+    emb = embed_dataset(train, encoder=f"ckpt:{ckpt / 'model.pt'}", progress=False)
+    clf = FinetuneClassifier(ckpt / "model.pt", train, test_set=test, epochs=1, samples_per_epoch=40, batch_size=20)
+    kw = dict(strategy="badge", schedule=[10, 20], seed=0, classifier=clf, progress=False)
+    res = run_active(emb, train.labels, out_dir=tmp_path / "run", **kw)
+    assert [r["labeled"] for r in res.rounds] == [10, 20] and all(0 < r["test_acc"] <= 1 for r in res.rounds)
+    params = json.loads((tmp_path / "run" / "rounds.json").read_text())["params"]
+    assert params["head"]["kind"] == "finetune" and params["head"]["mode"] == "linear"
+    again = run_active(emb, train.labels, out_dir=tmp_path / "run", **kw)
+    assert again.resumed_from == 2 and np.array_equal(again.labeled, res.labeled)
+    model = clf.fit(res.labeled, train.labels[res.labeled], seed=1)
+    assert isinstance(model, FinetunedModel) and model.probs(emb).shape == (len(train), 10)
+    assert model.probs(emb).sum(1) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="answers for its whole pool"):
+        model.features(emb[:5])
+    with pytest.raises(ValueError, match="give no head, head_preset, head_params or test_emb"):
+        run_active(emb, train.labels, head_preset="linear", **kw)

@@ -297,11 +297,27 @@ def _cmd_active(args) -> int:
             raise CLIError(f"--test-emb {args.test_emb} has {test_emb.shape[0]} rows but {name}/{test.split} has "
                            f"{len(test)} samples")
         test_labels = test.labels
+    classifier = None
+    if args.finetune_param and not args.finetune:
+        raise CLIError("--finetune-param needs --finetune MODEL.pt")
+    if args.finetune:
+        from .active import FinetuneClassifier
+
+        if not Path(args.finetune).is_file():
+            raise CLIError(f"--finetune {args.finetune}: no such checkpoint")
+        if args.head_preset or args.head_param:
+            raise CLIError("--finetune replaces the head: drop --head-preset / --head-param")
+        try:
+            classifier = FinetuneClassifier(args.finetune, pool, test_set=test if test_emb is not None else None,
+                                            **dict(args.finetune_param or []))
+        except (TypeError, ValueError) as e:
+            raise CLIError(f"--finetune-param: {e}") from e
+        test_emb = test_labels = None
     res = run_active(emb, pool.labels, strategy=args.strategy, schedule=schedule, start=args.start, seed=args.seed,
                      num_classes=pool.num_classes, head_preset=args.head_preset,
                      head_params=dict(args.head_param or []), strategy_params=dict(args.param or []),
                      start_params=dict(args.start_param or []), initial=initial, test_emb=test_emb,
-                     test_labels=test_labels,
+                     test_labels=test_labels, classifier=classifier,
                      out_dir=out, dataset=pool, overwrite=args.overwrite, progress=not args.quiet)
     if res.resumed_from:
         print(f"resumed after round {res.resumed_from - 1} of {len(schedule)}")
@@ -665,6 +681,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: HeadConfig's defaults, paper 003's MLP)")
     a.add_argument("--head-param", type=parse_param, action="append", metavar="KEY=VALUE",
                    help="a HeadConfig field, repeatable (e.g. --head-param hidden=128 --head-param epochs=50)")
+    a.add_argument("--finetune", default=None, metavar="MODEL.pt", help="instead of the head on the embeddings, "
+                   "fine-tune this kit checkpoint on the labelled images each round (SimCLRv2-CLD's linear protocol; "
+                   "scored on the dataset's test split when --test-emb is given)")
+    a.add_argument("--finetune-param", type=parse_param, action="append", metavar="KEY=VALUE",
+                   help="a FinetuneConfig field for --finetune, repeatable (e.g. mode=full, epochs=2)")
     a.add_argument("--param", type=parse_param, action="append", metavar="KEY=VALUE",
                    help="a strategy option, repeatable")
     a.add_argument("--start-param", type=parse_param, action="append", metavar="KEY=VALUE",

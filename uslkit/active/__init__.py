@@ -7,10 +7,12 @@ round and the query strategies.
     [(r["labeled"], r["test_acc"]) for r in res.rounds]
 """
 
+from .finetuned import FinetuneClassifier, FinetunedModel
 from .head import Head, HeadConfig, train_head
 from .loop import ActiveResult, paper_schedule, run_active
-from .strategies import STRATEGIES, QueryContext, query
+from .strategies import STRATEGIES, QueryContext, query, strategy_options
 from .study import effective_budget_ratio, gain_over, run_study
 
-__all__ = ["ActiveResult", "Head", "HeadConfig", "QueryContext", "STRATEGIES", "effective_budget_ratio", "gain_over",
-           "paper_schedule", "query", "run_active", "run_study", "train_head"]
+__all__ = ["ActiveResult", "FinetuneClassifier", "FinetunedModel", "Head", "HeadConfig", "QueryContext", "STRATEGIES",
+           "effective_budget_ratio", "gain_over", "paper_schedule", "query", "run_active", "run_study",
+           "strategy_options", "train_head"]

@@ -121,15 +121,21 @@ class Head:
         a linear head), NTKCPL's active-learning feature ``f_al``."""
         return self._forward(emb)[0]
 
-    def grad_embedding(self, emb) -> np.ndarray:
-        """``(n, C * h)`` BADGE gradient embeddings (Ash et al. 2020, Sec. 3): the gradient of the cross-entropy
-        at the predicted class w.r.t. the last layer's weights, ``(p - onehot(argmax p)) outer h``."""
+    def grad_factors(self, emb) -> tuple[np.ndarray, np.ndarray]:
+        """``(a (n, C), h (n, h))`` float64 with :meth:`grad_embedding` ``= a outer h``: ``a = p - onehot(argmax
+        p)``, ``h`` the last layer's input."""
         h, z = self._forward(emb)
         z = z.astype(np.float64) - z.max(1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(1, keepdims=True)
         p[np.arange(len(p)), p.argmax(1)] -= 1.0
-        return (p[:, :, None] * h[:, None, :].astype(np.float64)).reshape(len(p), -1)
+        return p, h.astype(np.float64)
+
+    def grad_embedding(self, emb) -> np.ndarray:
+        """``(n, C * h)`` BADGE gradient embeddings (Ash et al. 2020, Sec. 3): the gradient of the cross-entropy
+        at the predicted class w.r.t. the last layer's weights, ``(p - onehot(argmax p)) outer h``."""
+        a, h = self.grad_factors(emb)
+        return (a[:, :, None] * h[:, None, :]).reshape(len(a), -1)
 
 
 def train_head(emb_labeled, y_labeled, *, num_classes: int, config: HeadConfig | None = None,

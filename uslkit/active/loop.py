@@ -1,9 +1,11 @@
 """The multi-round active-learning loop on frozen embeddings (papers 001 and 003).
 
 Round 0 labels ``schedule[0]`` samples with a one-shot method of :mod:`uslkit.select` (random, K-means, USL,
-TypiClust, ...). Every round then trains the head (:mod:`uslkit.active.head`) on the labels so far, records
-test accuracy, class coverage and balance, and, unless it is the last, queries ``schedule[r + 1] -
-schedule[r]`` new samples with the strategy; the simulated oracle answers from the ground truth.
+TypiClust, NTKCPL's own first round, ...). Every round then trains the head (:mod:`uslkit.active.head`) on the
+labels so far, or fine-tunes an encoder on their images (``classifier=``, :mod:`uslkit.active.finetuned`),
+records test accuracy, class coverage and balance, and, unless it is the last, queries ``schedule[r + 1] -
+schedule[r]`` new samples with the strategy; the simulated oracle answers from the ground truth. The
+strategy's and the first round's options are recorded with their defaults filled in.
 
 With ``out_dir`` each round writes its labels file (``round_XX.json``, the whole labelled set: this round's
 picks plus ``labeled_before``) and ``rounds.json`` (parameters and per-round records), atomically. A stopped
@@ -27,7 +29,7 @@ from .. import _io
 from .._rng import splitmix64
 from .._validate import check_embeddings, check_seed
 from .head import HeadConfig, head_config, train_head
-from .strategies import STRATEGIES, QueryContext, query
+from .strategies import STRATEGIES, QueryContext, query, strategy_options
 
 __all__ = ["ActiveResult", "run_active", "paper_schedule"]
 
@@ -81,8 +83,8 @@ def _check_schedule(schedule: Sequence[int], n: int) -> list[int]:
 def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], start: str = "random",
                seed: int = 0, num_classes: int | None = None, head: HeadConfig | None = None,
                head_preset: str | None = None, head_params: dict | None = None, strategy_params: dict | None = None,
-               start_params: dict | None = None, initial=None, test_emb=None, test_labels=None, out_dir=None,
-               dataset=None, overwrite: bool = False, progress: bool = True) -> ActiveResult:
+               start_params: dict | None = None, initial=None, test_emb=None, test_labels=None, classifier=None,
+               out_dir=None, dataset=None, overwrite: bool = False, progress: bool = True) -> ActiveResult:
     """Multi-round active learning with the simulated oracle ``oracle_labels``.
 
     Args:
@@ -100,6 +102,9 @@ def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], st
             003's MLP); ``head_params`` override fields.
         strategy_params: keyword options of the strategy.
         test_emb, test_labels: the test set each round's head is scored on (optional).
+        classifier: instead of the head on ``emb``, a :class:`uslkit.active.FinetuneClassifier` that fine-tunes
+            a pretrained encoder on the labelled images each round (scored on its own ``test_set``; then
+            ``head*`` and ``test_emb`` are not used and giving them is an error).
         out_dir: run folder (labels file per round, ``rounds.json``; resumable), or ``None``.
         dataset: the pool's :class:`uslkit.data.ImageDataset` (names and ids in the labels files), optional.
 
@@ -124,7 +129,14 @@ def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], st
     seed = check_seed(seed)
     sched = _check_schedule(schedule, n)
     cfg = head_config(head, head_preset, **(head_params or {}))
-    if cfg.kind == "mlp" and sched[0] < 2:
+    if classifier is not None:
+        if head is not None or head_preset is not None or head_params or test_emb is not None:
+            raise ValueError("a fine-tuning classifier replaces the head and is scored on its own test_set: give "
+                             "no head, head_preset, head_params or test_emb with it")
+        if len(classifier.train_set) != x.shape[0]:
+            raise ValueError(f"the classifier's train_set has {len(classifier.train_set)} images but the pool has "
+                             f"{x.shape[0]} embeddings")
+    if classifier is None and cfg.kind == "mlp" and sched[0] < 2:
         raise ValueError("the MLP head needs at least 2 labels in the first round (schedule[0] >= 2)")
     if (test_emb is None) != (test_labels is None):
         raise ValueError("give both test_emb and test_labels, or neither")
@@ -148,9 +160,11 @@ def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], st
                              f"{sched[0]}")
         labels_of[init_idx] = init_lab
         init_key = hashlib.sha256(init_idx.tobytes() + init_lab.tobytes()).hexdigest()[:16]
-    params = {"strategy": strategy, "strategy_params": strategy_params or {}, "start": start,
-              "start_params": start_params or {}, "seed": seed, "schedule": sched, "num_classes": C,
-              "head": cfg.run_params(), "n": n, "dim": int(x.shape[1]),
+    opts = strategy_options(strategy, strategy_params)
+    params = {"strategy": strategy, "strategy_params": opts, "start": start,
+              "start_params": _start_options(start, start_params), "seed": seed, "schedule": sched, "num_classes": C,
+              "head": cfg.run_params() if classifier is None else classifier.run_params(), "n": n,
+              "dim": int(x.shape[1]),
               "pool": hashlib.sha256(np.ascontiguousarray(x).tobytes() + y.tobytes()).hexdigest()[:16],
               "test": None if tx is None else hashlib.sha256(tx.tobytes() + ty.tobytes()).hexdigest()[:16]}
     if init_key is not None:
@@ -162,11 +176,17 @@ def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], st
     if out is not None:
         records, labeled = _resume(out, params, overwrite)
     resumed = len(records)
+
+    def fit(idx, r):
+        if classifier is not None:
+            return classifier.fit(idx, labels_of[idx], seed=_round_seed(seed, r, 1))
+        return train_head(x[idx], labels_of[idx], num_classes=C, config=cfg, seed=_round_seed(seed, r, 1))
+
     head_prev = None
     if 0 < resumed < len(sched):  # the head of the last completed round, trained again (same seed, same bits)
-        head_prev = train_head(x[labeled], labels_of[labeled], num_classes=C, config=cfg,
-                               seed=_round_seed(seed, resumed - 1, 1))
+        head_prev = fit(labeled, resumed - 1)
 
+    run_cache: dict = {}  # what strategies make once per run (QueryContext.run_cache)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -183,16 +203,16 @@ def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], st
                 method = start
             else:
                 ctx = QueryContext(emb=x, labeled=labeled, labels=labels_of[labeled], num_classes=C,
-                                   head=head_prev, seed=_round_seed(seed, r, 0), first_round=sched[0])
-                new = query(strategy, ctx, sched[r] - sched[r - 1], **(strategy_params or {}))
+                                   head=head_prev, seed=_round_seed(seed, r, 0), first_round=sched[0],
+                                   run_seed=_round_seed(seed, 0, 2), run_cache=run_cache)
+                new = query(strategy, ctx, sched[r] - sched[r - 1], **opts)
                 method = strategy
             query_s = time.perf_counter() - t0
             before = labeled
             labeled = np.concatenate([labeled, new])
             t0 = time.perf_counter()
-            head_prev = train_head(x[labeled], labels_of[labeled], num_classes=C, config=cfg,
-                                   seed=_round_seed(seed, r, 1))
-            acc = None
+            head_prev = fit(labeled, r)
+            acc = head_prev.test_acc if classifier is not None else None
             if tx is not None:
                 acc = float((head_prev.logits(tx).argmax(1) == ty).mean())
             rec = {"round": r, "labeled": int(labeled.size), "new": new.tolist(), "method": method,
@@ -210,6 +230,18 @@ def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], st
             bar.close()
     return ActiveResult(rounds=records, labeled=labeled, labels=labels_of[labeled], out_dir=out,
                         resumed_from=resumed)
+
+
+def _start_options(start: str, params: dict | None) -> dict:
+    """The first round's options as recorded: the :mod:`uslkit.select` method's keyword defaults updated by
+    ``params`` (unknown names are left for :func:`uslkit.select.select` to refuse)."""
+    import inspect
+
+    from ..select import METHODS
+
+    skip = {"seed", "return_scores", "labeled", "labels", "num_classes"}
+    sig = inspect.signature(METHODS[start]).parameters.values()
+    return {**{p.name: p.default for p in sig if p.kind is p.KEYWORD_ONLY and p.name not in skip}, **(params or {})}
 
 
 def _resume(out: Path, params: dict, overwrite: bool) -> tuple[list[dict], np.ndarray]:

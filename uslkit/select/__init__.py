@@ -22,6 +22,7 @@ module per family; :func:`select` dispatches by name through :data:`METHODS`. Th
 ``probcover``    ProbCover (Yehuda et al. 2022): greedy max coverage of delta-balls
 ``coreset``      greedy k-center (Sener & Savarese 2018)
 ``sela``         densest point of each SeLa Sinkhorn cluster (Asano et al. 2020 + USL density), ablation
+``ntkcpl``       NTKCPL's first round (paper 003, Alg. 1): NTK look-ahead against K-means pseudo-labels
 ================ =====================================================================================
 
 USL-T (:mod:`.usl_t`, Wang, Lian & Yu 2022, sec. 2.3) trains clustering heads on the images, so it is not in
@@ -39,6 +40,7 @@ from ._common import _complete, _finish, _mask, _prepare  # noqa: F401
 from .baselines import select_random, select_stratified
 from .coreset import select_coreset
 from .kmeans import select_kmeans, select_kmeans_multi
+from .ntkcpl import select_ntkcpl
 from .probcover import purity_delta, select_probcover
 from .sela import select_sela
 from .typiclust import select_typiclust
@@ -61,6 +63,7 @@ __all__ = [
     "purity_delta",
     "select_coreset",
     "select_sela",
+    "select_ntkcpl",
     "select_usl_t",
     "usl_t_pick",
 ]
@@ -76,6 +79,7 @@ METHODS = {
     "probcover": select_probcover,
     "coreset": select_coreset,
     "sela": select_sela,
+    "ntkcpl": select_ntkcpl,
 }
 
 #: Arguments :func:`select` takes for every method and passes on only to the methods whose signature has them.

@@ -15,7 +15,7 @@ from .._validate import check_embeddings, check_float, check_positive_int, check
 from ..cluster import kmeans
 from ._common import _chunk_rows, _finish, _mask, _prepare
 
-__all__ = ["select_probcover", "purity_delta"]
+__all__ = ["select_probcover", "purity_delta", "probcover_graph", "probcover_greedy"]
 
 #: Refuse to build a ball graph with more directed edges than this (int32 CSR and its transpose, about
 #: 4 GB at peak while building); a delta that large covers nearly everything with a few balls anyway.
@@ -50,6 +50,16 @@ def select_probcover(emb, budget, *, labeled=None, delta=None, purity_threshold=
         int64 ``(budget,)`` in pick order.
     """
     x, budget, seed, lab = _prepare(emb, budget, seed, labeled)
+    graph = probcover_graph(x, delta=delta, num_classes=num_classes, purity_threshold=purity_threshold,
+                            delta_grid=delta_grid, seed=seed, kmeans_niter=kmeans_niter)
+    return probcover_greedy(graph, budget, lab, seed, return_scores=return_scores)
+
+
+def probcover_graph(x, *, delta=None, num_classes=None, purity_threshold=0.95, delta_grid=None, seed=0,
+                    kmeans_niter=100):
+    """The ball graph of :func:`select_probcover` (radius ``delta``, or by purity w.r.t. a ``seed``-ed K-means
+    into ``num_classes`` clusters), built once so that several queries (rounds of active learning) can share
+    it: pass it to :func:`probcover_greedy`. ``x`` float32 ``(n, d)``, validated by the caller."""
     n = x.shape[0]
     kmeans_niter = check_positive_int(kmeans_niter, name="kmeans_niter")
     if delta is None:
@@ -65,8 +75,14 @@ def select_probcover(emb, budget, *, labeled=None, delta=None, purity_threshold=
     else:
         delta2 = check_float(delta, name="delta", low=0.0, low_open=True) ** 2
         col_order = np.arange(n)
-    graph = _ball_graph(x, delta2, col_order)
-    idx, scores = _probcover_greedy(graph, n, budget, lab, seed)
+    return _ball_graph(x, delta2, col_order) + (n,)
+
+
+def probcover_greedy(graph, budget, lab, seed, *, return_scores=False):
+    """Greedy max coverage on a :func:`probcover_graph` from the labelled indices ``lab`` (int64): ``budget``
+    picks in pick order (and the scores of :func:`select_probcover`)."""
+    n = graph[-1]
+    idx, scores = _probcover_greedy(graph[:-1], n, budget, lab, seed)
     return _finish(idx, scores, budget, lab, return_scores)
 
 
