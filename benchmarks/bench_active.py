@@ -7,7 +7,7 @@ one-shot first rounds (random, USL, K-means, TypiClust, NTKCPL's own) continued 
 ``ntk`` measures how well the NTK stands in for the trained head and the CPL risk for the true risk. Runs are
 resumable (``--work``); results accumulate in ``--out`` and ``report`` renders the RESULTS.md section.
 
-    python benchmarks/bench_active.py run --embedding pca64
+    OMP_NUM_THREADS=1 python benchmarks/bench_active.py run --embedding pca64 --jobs 2   # both cores
     python benchmarks/bench_active.py run --embedding pca64 --start ntkcpl --strategies ntkcpl ntkcpl_self
     python benchmarks/bench_active.py ntk --embedding pca64
     python benchmarks/bench_active.py finetune --embedding simclr --strategies random margin --seeds 0 --max-labels 100
@@ -58,37 +58,68 @@ def _save(path: Path, data: dict) -> None:
     _io.atomic_write_json(path, data)
 
 
-def run(args, *, starts: bool = False) -> None:
-    from uslkit.active import paper_schedule, run_active
+_SHARED: dict = {}  # the embeddings, loaded once and inherited by forked workers
 
-    pool, test, emb, temb = embeddings(args)
+
+def _one_run(job) -> tuple[str, dict]:
+    from uslkit.active import run_active
+
+    key, start, strategy, seed, schedule, args, progress = job
+    pool, test, emb, temb = _SHARED["data"]
+    t0 = time.perf_counter()
+    res = run_active(emb, pool.labels, strategy=strategy, schedule=schedule, start=start, seed=seed,
+                     test_emb=temb, test_labels=test.labels, num_classes=pool.num_classes,
+                     strategy_params={"candidates": args.candidates} if strategy in NTK else None,
+                     start_params={"candidates": args.candidates} if start == "ntkcpl" else None,
+                     out_dir=Path(args.work) / key.replace("|", "_"), progress=progress)
+    ntk = strategy in NTK or start == "ntkcpl"
+    return key, {"stage": key.split("|")[0], "embedding": args.embedding, "start": start, "strategy": strategy,
+                 "seed": seed, **({"ntk_version": NTK_VERSION} if ntk else {}),
+                 "candidates": args.candidates, "n": len(pool), "wall_s": time.perf_counter() - t0,
+                 "rounds": [{k: r[k] for k in ("labeled", "test_acc", "coverage", "balance", "query_s", "train_s")}
+                            for r in res.rounds]}
+
+
+def run(args, *, starts: bool = False) -> None:
+    """Every (start, strategy, seed) run not yet in ``--out``; with ``--jobs N`` N runs at a time in forked
+    processes of one thread each (the results do not depend on it: each run is seeded and single-threaded)."""
+    from uslkit.active import paper_schedule
+
+    _SHARED["data"] = pool, test, emb, temb = embeddings(args)
     out = Path(args.out)
     data = _load(out)
     data.setdefault("machine", {})[args.embedding] = machine()
     schedule = paper_schedule(100 if starts else args.max_labels)
-    jobs = ([(s, args.strategy_for_starts, seed) for s in args.starts for seed in args.seeds] if starts else
-            [(args.start, s, seed) for s in args.strategies for seed in args.seeds])
-    for start, strategy, seed in jobs:
-        stage = "starts" if starts else "study"
+    combos = ([(s, args.strategy_for_starts, seed) for s in args.starts for seed in args.seeds] if starts else
+              [(args.start, s, seed) for s in args.strategies for seed in args.seeds])
+    stage = "starts" if starts else "study"
+    jobs = []
+    for start, strategy, seed in combos:
         ntk = strategy in NTK or start == "ntkcpl"
         key = (f"{stage}|{args.embedding}|{start}|{strategy}|{seed}|{schedule[-1]}|c{args.candidates}|n{len(pool)}"
                + (f"|ntk{NTK_VERSION}" if ntk else ""))
-        if key in data["runs"]:
-            continue
-        t0 = time.perf_counter()
-        res = run_active(emb, pool.labels, strategy=strategy, schedule=schedule, start=start, seed=seed,
-                         test_emb=temb, test_labels=test.labels, num_classes=pool.num_classes,
-                         strategy_params={"candidates": args.candidates} if strategy in NTK else None,
-                         start_params={"candidates": args.candidates} if start == "ntkcpl" else None,
-                         out_dir=Path(args.work) / key.replace("|", "_"), progress=True)
-        data["runs"][key] = {"stage": stage, "embedding": args.embedding, "start": start, "strategy": strategy,
-                             "seed": seed, **({"ntk_version": NTK_VERSION} if ntk else {}),
-                             "candidates": args.candidates, "n": len(pool), "wall_s": time.perf_counter() - t0,
-                             "rounds": [{k: r[k] for k in ("labeled", "test_acc", "coverage", "balance", "query_s",
-                                                           "train_s")} for r in res.rounds]}
+        if key not in data["runs"]:
+            jobs.append((key, start, strategy, seed, schedule, args, args.jobs == 1))
+    t0 = time.perf_counter()
+
+    def done(key, rec):
+        data["runs"][key] = rec
         _save(out, data)
-        accs = " ".join(f"{100 * r['test_acc']:.1f}" for r in res.rounds)
-        print(f"{key}: {accs} ({data['runs'][key]['wall_s']:.0f} s)", flush=True)
+        accs = " ".join(f"{100 * r['test_acc']:.1f}" for r in rec["rounds"])
+        print(f"{key}: {accs} ({rec['wall_s']:.0f} s)", flush=True)
+
+    if args.jobs == 1:
+        for job in jobs:
+            done(*_one_run(job))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("fork")) as ex:
+            for f in as_completed([ex.submit(_one_run, j) for j in jobs]):
+                done(*f.result())
+    if jobs:
+        print(f"{len(jobs)} runs in {time.perf_counter() - t0:.0f} s wall with --jobs {args.jobs}", flush=True)
     report(args)
 
 
@@ -347,6 +378,8 @@ def main(argv=None) -> None:
     ap.add_argument("--strategy-for-starts", default="ntkcpl")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--max-labels", type=int, default=2000)
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own one-thread process (set "
+                    "OMP_NUM_THREADS=1); 2 on this 2-core machine")
     ap.add_argument("--candidates", type=int, default=2000, help="NTK strategies' candidate pool (paper: 10000)")
     ap.add_argument("--max-samples", type=int, default=0, help="pool subset (0: all 60,000)")
     ap.add_argument("--max-test", type=int, default=0)
