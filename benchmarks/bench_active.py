@@ -180,14 +180,18 @@ def ntk_check(args) -> None:
                     row[f"pick_pct_{reg:g}"] = float((true < true[pick]).mean())  # share of candidates better
             rows.append(row)
             print(row, flush=True)
-    data.setdefault("ntk", {})[args.embedding] = {"rows": rows, "candidates": args.candidates, "machine": machine()}
+    data.setdefault("ntk", {})[f"{args.embedding}|c{args.candidates}"] = {"rows": rows, "candidates": args.candidates,
+                                                                         "machine": machine()}
     _save(out, data)
     report(args)
 
 
 def _ntk_lines(data) -> list[str]:
     lines = []
-    for emb, d in sorted(data.get("ntk", {}).items()):
+    for key, d in sorted(data.get("ntk", {}).items()):
+        emb = key.split("|")[0]
+        if d["candidates"] != 2000:
+            emb += f", {d['candidates']} candidates"
         rows = d["rows"]
         lines += [f"### {emb}: the NTK against the trained head, and the CPL risk against the true risk", "",
                   "Random labelled sets of m samples, 3 seeds. Test accuracy (%) of the head (paper 003's MLP) and of "
