@@ -188,7 +188,7 @@ def ntk_check(args) -> None:
 
 def _ntk_lines(data) -> list[str]:
     lines = []
-    for key, d in sorted(data.get("ntk", {}).items()):
+    for key, d in sorted(data.get("ntk", {}).items(), key=lambda kv: (kv[0].split("|")[0], kv[1]["candidates"])):
         emb = key.split("|")[0]
         if d["candidates"] != 2000:
             emb += f", {d['candidates']} candidates"
