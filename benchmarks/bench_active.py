@@ -176,6 +176,8 @@ def ntk_check(args) -> None:
                     ft, rt, rdg = N._posterior(mt, x[:m], np.eye(pool.num_classes)[y[lab]], x[m:], reg)
                     true = N._risks(ft, rt, np.diag(rt) + rdg, np.eye(pool.num_classes)[yc] - ft, yc, avail)
                     pick = int(np.argmin(risk))
+                    row[f"cpl_wrong_{reg:g}"] = float((f.argmax(1) != cc).mean())  # before any addition
+                    row[f"true_wrong_{reg:g}"] = float((ft.argmax(1) != yc).mean())
                     row[f"spearman_{reg:g}"] = float(spearmanr(risk, true)[0])
                     row[f"pick_pct_{reg:g}"] = float((true < true[pick]).mean())  # share of candidates better
             rows.append(row)
@@ -208,15 +210,19 @@ def _ntk_lines(data) -> list[str]:
             lines += ["", f"One NTKCPL(al) query from m random labels, {d['candidates']} candidates: purity of the CPL "
                       "on the candidates (%), Spearman correlation over the candidates between the CPL risk and the "
                       "true-label risk after adding each, and the share of candidates (%) whose addition leaves a "
-                      "lower true risk than NTKCPL's pick (50: no better than a random candidate).", "",
+                      "lower true risk than NTKCPL's pick (50: no better than a random candidate); at ridge 0.01, the "
+                      "share of candidates (%) the NTK mispredicts before the query, against the CPL and against the "
+                      "true labels.", "",
                       "| m | CPL purity | Spearman, ridge 1e-6 | pick's rank, ridge 1e-6 | Spearman, ridge 0.01 | "
-                      "pick's rank, ridge 0.01 |", "|---|---|---|---|---|---|"]
+                      "pick's rank, ridge 0.01 | wrong vs CPL | wrong vs truth |", "|---|---|---|---|---|---|---|---|"]
             for m in sorted({r["m"] for r in sel}):
                 s2 = [r for r in sel if r["m"] == m]
                 f = lambda key: f"{np.mean([r[key] for r in s2]):.2f}"  # noqa: E731
                 lines.append(f"| {m} | {_cell([r['cpl_purity'] for r in s2])} | {f('spearman_1e-06')} | "
                              f"{_cell([r['pick_pct_1e-06'] for r in s2])} | {f('spearman_0.01')} | "
-                             f"{_cell([r['pick_pct_0.01'] for r in s2])} |")
+                             f"{_cell([r['pick_pct_0.01'] for r in s2])} | "
+                             f"{_cell([r.get('cpl_wrong_0.01', np.nan) for r in s2])} | "
+                             f"{_cell([r.get('true_wrong_0.01', np.nan) for r in s2])} |")
         lines.append("")
     return lines
 
@@ -294,7 +300,9 @@ def _rows(runs, **match):
 
 
 def _cell(v) -> str:
-    v = 100 * np.asarray(v)
+    v = 100 * np.asarray(v, dtype=float)
+    if np.isnan(v).all():
+        return "-"
     return f"{v.mean():.1f} +- {v.std(ddof=1):.1f}" if v.size > 1 else f"{v.mean():.1f}"
 
 
