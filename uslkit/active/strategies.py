@@ -135,50 +135,12 @@ def query_coreset(ctx: QueryContext, batch: int, *, space: str = "self") -> np.n
     return select_coreset(x, batch, labeled=ctx.labeled, seed=ctx.seed)
 
 
-def badge_kmeanspp(g: np.ndarray, batch: int, *, seed: int) -> np.ndarray:
-    """k-means++ seeding on rows of ``g`` (BADGE, Ash et al. 2020, Alg. 1): the row of largest norm first (as
-    the reference code), then each next row with probability proportional to its squared distance to the
-    nearest row chosen. Rows that coincide with a chosen one have probability 0; when all remaining do, the
-    lowest-index unchosen row is taken. Returns positions into ``g`` (int64 ``(batch,)``)."""
-    g = np.asarray(g, dtype=np.float64)
-    n = g.shape[0]
+def _kmeanspp(n: int, first: int, dist: Callable[[int], np.ndarray], batch: int, seed: int) -> np.ndarray:
+    """k-means++ seeding from row ``first``: each next row with probability proportional to ``dist`` (squared
+    distances of every row to row ``j``) to the nearest row chosen; all remaining at distance 0: the lowest-index
+    unchosen row."""
     rng = np.random.default_rng(seed)
     chosen = np.zeros(n, dtype=bool)
-    first = int(np.argmax(np.einsum("nd,nd->n", g, g)))
-    picks = [first]
-    chosen[first] = True
-    d2 = ((g - g[first]) ** 2).sum(1)
-    for _ in range(batch - 1):
-        w = np.where(chosen, 0.0, d2)
-        total = w.sum()
-        if total > 0:
-            j = int(rng.choice(n, p=w / total))
-        else:
-            j = int(np.flatnonzero(~chosen)[0])
-        picks.append(j)
-        chosen[j] = True
-        d2 = np.minimum(d2, ((g - g[j]) ** 2).sum(1))
-    return np.asarray(picks, dtype=np.int64)
-
-
-def badge_kmeanspp_factored(a: np.ndarray, h: np.ndarray, batch: int, *, seed: int) -> np.ndarray:
-    """:func:`badge_kmeanspp` on the rows ``g_i = a_i outer h_i`` without forming them: ``||g_i - g_j||^2 =
-    |a_i|^2 |h_i|^2 + |a_j|^2 |h_j|^2 - 2 (a_i . a_j)(h_i . h_j)``, about ``C h / (C + h)`` times fewer operations
-    per pick (9x for 10 classes and 64 hidden units). Distances below ``1e-10`` of the two rows' squared norms
-    count as 0 (coinciding rows, which the expansion leaves at rounding level). Same picks as
-    :func:`badge_kmeanspp` up to rounding in the sampling probabilities."""
-    a = np.asarray(a, dtype=np.float64)
-    h = np.asarray(h, dtype=np.float64)
-    n = a.shape[0]
-    sq = np.einsum("nc,nc->n", a, a) * np.einsum("nh,nh->n", h, h)
-    rng = np.random.default_rng(seed)
-    chosen = np.zeros(n, dtype=bool)
-
-    def dist(j: int) -> np.ndarray:
-        d2 = sq + sq[j] - 2.0 * np.einsum("nc,c->n", a, a[j]) * np.einsum("nh,h->n", h, h[j])  # no BLAS: any threads
-        return np.where(d2 <= 1e-10 * (sq + sq[j]), 0.0, d2)
-
-    first = int(np.argmax(sq))
     picks = [first]
     chosen[first] = True
     d2 = dist(first)
@@ -193,6 +155,33 @@ def badge_kmeanspp_factored(a: np.ndarray, h: np.ndarray, batch: int, *, seed: i
         chosen[j] = True
         d2 = np.minimum(d2, dist(j))
     return np.asarray(picks, dtype=np.int64)
+
+
+def badge_kmeanspp(g: np.ndarray, batch: int, *, seed: int) -> np.ndarray:
+    """k-means++ seeding on rows of ``g`` (BADGE, Ash et al. 2020, Alg. 1): the row of largest norm first (as
+    the reference code), then each next row with probability proportional to its squared distance to the
+    nearest row chosen. Rows that coincide with a chosen one have probability 0; when all remaining do, the
+    lowest-index unchosen row is taken. Returns positions into ``g`` (int64 ``(batch,)``)."""
+    g = np.asarray(g, dtype=np.float64)
+    first = int(np.argmax(np.einsum("nd,nd->n", g, g)))
+    return _kmeanspp(g.shape[0], first, lambda j: ((g - g[j]) ** 2).sum(1), batch, seed)
+
+
+def badge_kmeanspp_factored(a: np.ndarray, h: np.ndarray, batch: int, *, seed: int) -> np.ndarray:
+    """:func:`badge_kmeanspp` on the rows ``g_i = a_i outer h_i`` without forming them: ``||g_i - g_j||^2 =
+    |a_i|^2 |h_i|^2 + |a_j|^2 |h_j|^2 - 2 (a_i . a_j)(h_i . h_j)``, about ``C h / (C + h)`` times fewer operations
+    per pick (9x for 10 classes and 64 hidden units). Distances below ``1e-10`` of the two rows' squared norms
+    count as 0 (coinciding rows, which the expansion leaves at rounding level). Same picks as
+    :func:`badge_kmeanspp` up to rounding in the sampling probabilities."""
+    a = np.asarray(a, dtype=np.float64)
+    h = np.asarray(h, dtype=np.float64)
+    sq = np.einsum("nc,nc->n", a, a) * np.einsum("nh,nh->n", h, h)
+
+    def dist(j: int) -> np.ndarray:
+        d2 = sq + sq[j] - 2.0 * np.einsum("nc,c->n", a, a[j]) * np.einsum("nh,h->n", h, h[j])  # no BLAS: any threads
+        return np.where(d2 <= 1e-10 * (sq + sq[j]), 0.0, d2)
+
+    return _kmeanspp(a.shape[0], int(np.argmax(sq)), dist, batch, seed)
 
 
 def query_badge(ctx: QueryContext, batch: int) -> np.ndarray:
