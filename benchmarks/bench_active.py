@@ -372,7 +372,8 @@ def report(args) -> None:
     lines += _ntk_lines(data)
     lines += _finetune_lines(data)
     lines.append("Commands: `python benchmarks/bench_active.py run --embedding pca64` (and `--embedding simclr`), "
-                 "`starts`, `ntk`, then `report`.")
+                 "`run --start ntkcpl --strategies ntkcpl ntkcpl_self`, `starts`, `ntk` (also `--candidates 10000`), "
+                 "`finetune --embedding simclr`, then `report`; each with `--embedding`.")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.results_md:

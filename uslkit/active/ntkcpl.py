@@ -26,8 +26,9 @@ __all__ = ["query_ntkcpl", "query_lookahead", "greedy_min_risk", "REG"]
 #: Default ridge of the NTK regression, times the kernel's mean diagonal. Eq. 3 at a finite training time ``t``
 #: regularises as a ridge does; at ``t -> infinity`` with a vanishing ridge (``reg=1e-6``) the regression
 #: interpolates the labels and falls 3-9 points below the trained head at 100-2,000 labels on Fashion-MNIST,
-#: while 0.01 comes within about 2 points of it, or above it, on both embeddings measured; the best value on
-#: average over them (benchmarks/RESULTS.md, "the NTK against the trained head").
+#: while at 0.01 it is 2-5 points below at 100 labels and within half a point or above at 500-2,000, on both
+#: embeddings measured; the best value on average over them (benchmarks/RESULTS.md, "the NTK against the trained
+#: head").
 REG = 0.01
 
 
