@@ -309,7 +309,7 @@ def _cmd_active(args) -> int:
             raise CLIError("--finetune replaces the head: drop --head-preset / --head-param")
         try:
             classifier = FinetuneClassifier(args.finetune, pool, test_set=test if test_emb is not None else None,
-                                            **dict(args.finetune_param or []))
+                                            progress=not args.quiet, **dict(args.finetune_param or []))
         except (TypeError, ValueError) as e:
             raise CLIError(f"--finetune-param: {e}") from e
         test_emb = test_labels = None

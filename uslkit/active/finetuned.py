@@ -71,15 +71,16 @@ class FinetuneClassifier:
         config / preset / params: :class:`uslkit.train.config.FinetuneConfig` (default: the linear protocol; e.g.
             ``mode="full"``, ``epochs=``, ``samples_per_epoch=``).
         batch_size, device: for passing the pool through the network.
+        progress: a progress bar for each round's fine-tuning and pass over the pool (a round takes minutes).
     """
 
     def __init__(self, init, train_set, *, test_set=None, config=None, preset: str | None = None,
-                 batch_size: int = 512, device=None, **params):
+                 batch_size: int = 512, device=None, progress: bool = False, **params):
         from ..train.config import FinetuneConfig, resolve_config
 
         self.config = resolve_config(FinetuneConfig, config, preset, params)
         self.init, self.train_set, self.test_set = init, train_set, test_set
-        self.batch_size, self.device = batch_size, device
+        self.batch_size, self.device, self.progress = batch_size, device, bool(progress)
 
     def run_params(self) -> dict:
         """What a run records of its classifier (a changed value is another run)."""
@@ -113,10 +114,10 @@ class FinetuneClassifier:
         sel = make_selection(np.asarray(labeled, dtype=np.int64), dataset=ds, method="active", seed=seed)
         sel = Selection.from_dict(dataclasses.asdict(dataclasses.replace(
             sel, labels=[int(v) for v in labels], class_names=list(getattr(ds, "class_names", []) or []))))
-        res = finetune(self.init, ds, sel, self.config, test_set=self.test_set, seed=seed, progress=False,
+        res = finetune(self.init, ds, sel, self.config, test_set=self.test_set, seed=seed, progress=self.progress,
                        device=self.device)
         net = res.net
-        feats = extract_features(net, ds, batch_size=self.batch_size)
+        feats = extract_features(net, ds, batch_size=self.batch_size, progress=self.progress)
         was = net.training
         net.eval()
         with torch.no_grad():
