@@ -29,7 +29,7 @@ from .. import _io
 from .._rng import splitmix64
 from .._validate import check_embeddings, check_seed
 from .head import HeadConfig, head_config, train_head
-from .strategies import STRATEGIES, QueryContext, query, strategy_options
+from .strategies import STRATEGIES, QueryContext, keyword_defaults, query, strategy_options
 
 __all__ = ["ActiveResult", "run_active", "paper_schedule"]
 
@@ -235,13 +235,9 @@ def run_active(emb, oracle_labels, *, strategy: str, schedule: Sequence[int], st
 def _start_options(start: str, params: dict | None) -> dict:
     """The first round's options as recorded: the :mod:`uslkit.select` method's keyword defaults updated by
     ``params`` (unknown names are left for :func:`uslkit.select.select` to refuse)."""
-    import inspect
-
     from ..select import METHODS
 
-    skip = {"seed", "return_scores", "labeled", "labels", "num_classes"}
-    sig = inspect.signature(METHODS[start]).parameters.values()
-    return {**{p.name: p.default for p in sig if p.kind is p.KEYWORD_ONLY and p.name not in skip}, **(params or {})}
+    return {**keyword_defaults(METHODS[start]), **(params or {})}
 
 
 def _resume(out: Path, params: dict, overwrite: bool) -> tuple[list[dict], np.ndarray]:

@@ -241,6 +241,14 @@ STRATEGIES: dict[str, Callable] = {
 }
 
 
+def keyword_defaults(fn: Callable) -> dict:
+    """``fn``'s keyword-only options with their defaults, less those the loop sets itself (seed, labelled set,
+    labels, number of classes, scores)."""
+    skip = {"seed", "return_scores", "labeled", "labels", "num_classes"}
+    sig = inspect.signature(fn).parameters.values()
+    return {p.name: p.default for p in sig if p.kind is p.KEYWORD_ONLY and p.name not in skip}
+
+
 def strategy_options(strategy: str, params: dict | None = None) -> dict:
     """The options ``strategy`` runs with: its keyword defaults (those of the :mod:`uslkit.select` method for the
     one-shot strategies) updated by ``params``. Recorded with a run, so a changed default is a changed run.
@@ -248,13 +256,11 @@ def strategy_options(strategy: str, params: dict | None = None) -> dict:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
     fn = STRATEGIES[strategy]
-    skip = {"seed", "return_scores", "labeled", "labels", "num_classes"}
     if getattr(fn, "select_method", None):
         from ..select import METHODS
 
         fn = METHODS[fn.select_method]
-    sig = inspect.signature(fn).parameters.values()
-    defaults = {p.name: p.default for p in sig if p.kind is p.KEYWORD_ONLY and p.name not in skip}
+    defaults = keyword_defaults(fn)
     unknown = sorted(set(params or {}) - set(defaults))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for strategy {strategy!r}; valid: {sorted(defaults)}")
