@@ -306,6 +306,19 @@ def _cell(v) -> str:
     return f"{v.mean():.1f} +- {v.std(ddof=1):.1f}" if v.size > 1 else f"{v.mean():.1f}"
 
 
+def _study_line(label, strategy, start, rows, runs, ebr, budgets, emb, cand, n) -> str:
+    """One table row: mean +- std per budget of ``rows`` labelled ``label``, its EBR and the median run time of
+    ``strategy``'s current runs from ``start``."""
+    cells = [_cell([r["test_acc"] for r in rows if r["strategy"] == label and r["labeled"] == b] or [np.nan])
+             for b in budgets]
+    walls = [r["wall_s"] for r in runs.values() if r["stage"] == "study" and r["embedding"] == emb
+             and r["strategy"] == strategy and r["start"] == start and r["candidates"] == cand and r["n"] == n
+             and _current(r)]
+    e = ebr.get(label)
+    ratio = "-" if e is None else f"{100 * e['ratio']:.0f} %"
+    return f"| {label} | " + " | ".join(cells) + f" | {ratio} | {np.median(walls):.0f} |"
+
+
 def report(args) -> None:
     from uslkit.active import effective_budget_ratio
 
@@ -328,33 +341,19 @@ def report(args) -> None:
                       "|---" * (len(budgets) + 3) + "|"]
             ebr = effective_budget_ratio(rows) if any(r["strategy"] == "random" for r in rows) else {}
             for s in [x for x in STRATEGIES if any(r["strategy"] == x for r in rows)]:
-                cells = [_cell([r["test_acc"] for r in rows if r["strategy"] == s and r["labeled"] == b]) for b in
-                         budgets]
-                walls = [r["wall_s"] for r in runs.values() if r["stage"] == "study" and r["embedding"] == emb
-                         and r["strategy"] == s and r["start"] == "random" and r["candidates"] == cand and r["n"] == n
-                         and _current(r)]
-                e = ebr.get(s)
-                ratio = "-" if e is None else f"{100 * e['ratio']:.0f} %"
-                lines.append(f"| {s} | " + " | ".join(cells) + f" | {ratio} | {np.median(walls):.0f} |")
+                lines.append(_study_line(s, s, "random", rows, runs, ebr, budgets, emb, cand, n))
             lines.append("")
             own = _rows(runs, stage="study", embedding=emb, start="ntkcpl", candidates=cand, n=n)
             if own:
                 base = [r for r in rows if r["strategy"] == "random"]
                 both = base + [dict(r, strategy=r["strategy"] + " (own start)") for r in own]
-                ebr = effective_budget_ratio(both, min_round=0) if base else {}
+                ebr = effective_budget_ratio(both) if base else {}  # counts the own first round
                 lines += ["NTKCPL from its own first round (`start=\"ntkcpl\"`, Alg. 1 with no labels), against the "
                           "random-start random above; EBR over every budget, the first included.", "",
                           "| strategy | " + " | ".join(map(str, budgets)) + " | EBR | median s / run |",
                           "|---" * (len(budgets) + 3) + "|"]
-                for s in sorted({r["strategy"] for r in both} - {"random"}):
-                    cells = [_cell([r["test_acc"] for r in both if r["strategy"] == s and r["labeled"] == b]
-                                   or [np.nan]) for b in budgets]
-                    walls = [r["wall_s"] for r in runs.values() if r["stage"] == "study" and r["embedding"] == emb
-                             and r["start"] == "ntkcpl" and r["strategy"] + " (own start)" == s and _current(r)
-                             and r["candidates"] == cand and r["n"] == n]
-                    e = ebr.get(s)
-                    ratio = "-" if e is None else f"{100 * e['ratio']:.0f} %"
-                    lines.append(f"| {s} | " + " | ".join(cells) + f" | {ratio} | {np.median(walls):.0f} |")
+                for s in sorted({r["strategy"] for r in own}):
+                    lines.append(_study_line(s + " (own start)", s, "ntkcpl", both, runs, ebr, budgets, emb, cand, n))
                 lines.append("")
         starts = [r for r in runs.values() if r["stage"] == "starts" and r["embedding"] == emb and _current(r)]
         if starts:
