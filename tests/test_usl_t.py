@@ -388,6 +388,12 @@ def test_cli_select_usl_t_end_to_end(digits, encoder, tmp_path, capsys):
     run = tmp_path / "sel_run"
     assert sel.params["run_dir"] == str(run)
     assert (run / "history.json").is_file() and (run / "config.json").is_file()
+    from uslkit._io import read_json
+    from uslkit.select.usl_t import FILL_RULE
+
+    evals = [h["step"] for h in read_json(run / "history.json") if "cluster_sizes" in h]
+    assert evals == [1, 2, 3]  # no eval_every given: HISTORY_POINTS (10) evaluations at most, one per step here
+    assert sel.params["fill_rule"] == FILL_RULE
     probs = np.load(run / "probs.npy")
     assert usl_t_pick(probs, 10, seed=0).tolist() == list(sel.indices)
 
@@ -457,3 +463,84 @@ def test_ddp_two_processes_share_heads_and_running_state(tmp_path, encoder, torc
     probs = np.load(out / "probs.npy")
     assert probs.shape == (2, len(load_dataset("digits", "train")), 10)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_one_step_wires_the_losses_the_neighbours_and_the_ema_as_configured(digits, encoder, tmp_path, monkeypatch):
+    """The training step, not only its parts: each head's local loss gets the anchor's strong logits, the logits
+    of ONE OF THE ANCHOR'S kNN NEIGHBOURS, that head's EMA and the configured alpha and T; the optimised loss is
+    ``sum_h global_h + local_weight * sum_h local_h``; the EMA then moves by eq. 12 with the configured mu."""
+    import uslkit.train.usl_t as ut
+    from uslkit.train.batches import StepStream
+
+    cfg = dict(alpha=1.5, sharpen_t=0.3, local_weight=3.0, prob_ema_mu=0.25, threshold=0.0, batch_size=16,
+               steps=3, preset="imagenet")
+    seen = {"global": [], "local": [], "loss": [], "nb": [], "ema_after": []}
+    real_g, real_l, real_loop, real_nb = ut.usl_t_global_loss, ut.usl_t_local_loss, ut.run_loop, ut._NeighbourStream.batch
+
+    def glob(*a, **k):
+        out = real_g(*a, **k)
+        seen["global"].append(out[0].detach().clone())
+        return out
+
+    def local(anchor, nb, ema, **k):
+        assert k == {"alpha": 1.5, "temperature": 0.3}
+        out = real_l(anchor, nb, ema, **k)
+        seen["local"].append((out.detach().clone(), nb.detach().clone(), ema.detach().clone()))
+        return out
+
+    def nb_batch(self, step):
+        out = real_nb(self, step)
+        seen["nb"].append((StepStream(self.pool, self.batch_size, seed=0, stream=0).batch(step)[0], out[0]))
+        return out
+
+    def loop(**kw):
+        step_fn = kw["step_fn"]
+        running = kw["module"].running
+
+        def wrapped(model, batches, step):
+            loss, stats = step_fn(model, batches, step)
+            seen["loss"].append(loss.detach().clone())
+            seen["ema_after"].append(running.prob_ema.detach().clone())
+            return loss, stats
+        return real_loop(**{**kw, "step_fn": wrapped})
+
+    monkeypatch.setattr(ut, "usl_t_global_loss", glob)
+    monkeypatch.setattr(ut, "usl_t_local_loss", local)
+    monkeypatch.setattr(ut, "run_loop", loop)
+    monkeypatch.setattr(ut._NeighbourStream, "batch", nb_batch)
+    _run(digits, encoder, out_dir=tmp_path / "run", **cfg)
+    table = np.load(tmp_path / "run" / "neighbours.npy")
+    assert len(seen["loss"]) == 3 and len(seen["global"]) == len(seen["local"]) == 3 * 2
+    for step in range(3):
+        g = seen["global"][2 * step: 2 * step + 2]
+        loc = seen["local"][2 * step: 2 * step + 2]
+        assert torch.allclose(seen["loss"][step], sum(g) + 3.0 * sum(x[0] for x in loc), atol=1e-6)
+        before = torch.stack([x[2] for x in loc])  # each head's EMA as its local loss saw it
+        batch_mean = torch.stack([torch.softmax(x[1].float(), dim=-1).mean(dim=0) for x in loc])
+        expect = 0.25 * batch_mean + 0.75 * before
+        assert torch.allclose(seen["ema_after"][step], expect / expect.sum(dim=1, keepdim=True), atol=1e-6)
+    used = np.zeros(table.shape[1], dtype=bool)
+    for anchors, nbs in seen["nb"]:
+        hit = table[anchors] == nbs[:, None]
+        assert hit.any(axis=1).all()  # every neighbour is one of its anchor's k nearest
+        used |= hit.any(axis=0)
+    assert used.sum() >= 3  # a random one of the k, not always the nearest
+
+
+def test_embedding_of_another_pool_is_a_clear_error(digits, encoder, tmp_path):
+    from uslkit.select.usl_t import check_embedding_for_encoder
+
+    check_embedding_for_encoder({"dataset": "digits", "split": "train", "n": len(digits)}, digits, encoder)
+    for meta, msg in (({"dataset": "fashion_mnist"}, "the embedding is of dataset 'fashion_mnist' but the pool is "
+                       "'digits'"), ({"split": "test"}, "the embedding is of split 'test' but the pool is 'train'"),
+                      ({"n": 100}, "the embedding is of n 100 but the pool is 1797")):
+        with pytest.raises(ValueError, match=f"^{msg}$"):
+            check_embedding_for_encoder(meta, digits, encoder)
+    other = tmp_path / "other.pt"
+    save_model(other, build_model("cnn_small", 0, in_channels=1, seed=1))
+    from uslkit._io import file_sha256
+
+    meta = {"encoder": f"ckpt:{other}", "params": {"checkpoint_sha256": file_sha256(other)}}
+    check_embedding_for_encoder(meta, digits, other)
+    with pytest.raises(ValueError, match=r"^the embedding was made by checkpoint .*other\.pt"):
+        check_embedding_for_encoder(meta, digits, encoder)

@@ -16,7 +16,11 @@ import numpy as np
 from .._validate import check_budget, check_positive_int, check_seed
 from ._common import _finish
 
-__all__ = ["usl_t_pick", "select_usl_t", "check_embedding_for_encoder"]
+__all__ = ["FILL_RULE", "usl_t_pick", "select_usl_t", "check_embedding_for_encoder"]
+
+#: how :func:`usl_t_pick` fills picks beyond one per non-empty cluster, as recorded in a labels file's params
+FILL_RULE = ("one at a time from the cluster with the largest size / (picks + 1) that has unpicked members "
+             "(ties: lower cluster index), its next most confident member (exact confidence ties: the seed)")
 
 
 def usl_t_pick(probs, budget, *, seed=0, head=0, return_info=False, return_scores=False):
@@ -150,6 +154,7 @@ def select_usl_t(dataset, encoder, budget, *, feats=None, seed=0, out_dir=None, 
     idx, scores, pick = usl_t_pick(res.probs, budget, seed=seed, head=head, return_scores=True, return_info=True)
     run = {k: v for k, v in res.params.items() if k not in ("budget", "dataset", "split", "n")}
     params = {"preset": preset, **run, "steps": res.step, "head": head, "filled": pick["filled"],
+              "fill_rule": FILL_RULE,
               "empty_clusters": pick["empty_clusters"], "run_dir": None if out_dir is None else str(out_dir)}
     return idx, {"params": params, "result": res, "scores": scores}
 

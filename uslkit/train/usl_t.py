@@ -38,7 +38,8 @@ CIFAR ``UPDATE_HEAD_ONLY`` branch that hands the optimiser the frozen parameters
 Files in ``out_dir`` (besides :func:`uslkit.train.loop.run_loop`'s): ``probs.npy``, float32 ``(heads, n,
 budget)``, the final per-head cluster probabilities of every pool sample (test view, eval mode), from which
 :func:`uslkit.select.usl_t.usl_t_pick` derives a selection without training again. ``history.json`` holds, at
-each evaluation (``eval_every``, and at the end), per head: ``cluster_sizes`` (argmax counts over the pool),
+each evaluation (``eval_every``; when the caller does not set it, :data:`HISTORY_POINTS` times over the run, and
+at the end), per head: ``cluster_sizes`` (argmax counts over the pool),
 ``confidence`` (mean max probability) and ``nonempty`` (clusters with a member). ``neighbours.npy``, int64
 ``(n, knn_k)``, the kNN table of a run started fresh; a resumed run recomputes it and refuses to go on when it
 differs (another faiss version or device can break distance ties differently).
@@ -77,6 +78,9 @@ USLT_PRESETS = USLTConfig.PRESETS
 _RESEED_MOMENTUM = 0.9
 #: scale of the Gaussian perturbation of a re-seeded centroid (the reference's ``eps``, after DeeperCluster)
 _RESEED_EPS = 1e-7
+#: evaluations (cluster sizes and confidence per head) over a run whose caller does not set ``eval_every``
+HISTORY_POINTS = 10
+
 #: salts of the hashes that draw neighbours, their augmentation seeds, head-init samples and perturbations
 _SALT_NEIGHBOUR, _SALT_HEADS, _SALT_RESEED = 0x4E42, 0x4845, 0x5253
 
@@ -237,6 +241,7 @@ def train_usl_t(dataset, encoder, budget: int, config: USLTConfig | None = None,
         if feats.shape[0] != n:
             raise ValueError(f"feats has {feats.shape[0]} rows but {dataset.name}/{dataset.split} has {n} samples")
     steps = cfg.steps if cfg.steps is not None else max(1, round(float(cfg.epochs) * n / cfg.batch_size))
+    run.setdefault("eval_every", max(1, steps // HISTORY_POINTS))  # an explicit value (even None) wins
     settings = RunSettings(steps=steps, **run)
     seed = settings.seed
     enc_path = Path(encoder)
