@@ -475,7 +475,8 @@ def test_one_step_wires_the_losses_the_neighbours_and_the_ema_as_configured(digi
     cfg = dict(alpha=1.5, sharpen_t=0.3, local_weight=3.0, prob_ema_mu=0.25, threshold=0.0, batch_size=16,
                steps=3, preset="imagenet")
     seen = {"global": [], "local": [], "loss": [], "nb": [], "ema_after": []}
-    real_g, real_l, real_loop, real_nb = ut.usl_t_global_loss, ut.usl_t_local_loss, ut.run_loop, ut._NeighbourStream.batch
+    real_g, real_l, real_loop = ut.usl_t_global_loss, ut.usl_t_local_loss, ut.run_loop
+    real_nb = ut._NeighbourStream.batch
 
     def glob(*a, **k):
         out = real_g(*a, **k)
