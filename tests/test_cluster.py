@@ -42,7 +42,24 @@ def test_kmeans_labels_are_nearest_centroids(blobs):
     x, _ = blobs
     labels, c = kmeans(x, 10, seed=0)
     d2 = ((x[:, None, :].astype(np.float64) - c[None].astype(np.float64)) ** 2).sum(-1)
-    assert np.mean(labels == d2.argmin(1)) > 0.999  # float32 rounding may flip exact near-ties
+    assert np.array_equal(labels, d2.argmin(1))  # the exact order (ties: lower index), no float32 GEMM flips
+    faiss_labels, fc = kmeans(x, 10, seed=0, backend="faiss")
+    d2 = ((x[:, None, :].astype(np.float64) - fc[None].astype(np.float64)) ** 2).sum(-1)
+    assert np.array_equal(faiss_labels, d2.argmin(1))  # the faiss backend's final assignment is exact too
+
+
+def test_kmeans_stops_at_the_fixed_point_with_the_result_of_all_iterations(blobs):
+    x, _ = blobs
+    a = kmeans(x, 10, seed=0, niter=100, return_info=True)
+    b = kmeans(x, 10, seed=0, niter=100, tol=None, return_info=True)
+    assert a[0].tobytes() == b[0].tobytes() and a[1].tobytes() == b[1].tobytes()
+    assert a[2]["converged"] and a[2]["changed"] == 0.0 and a[2]["iterations"] < 100
+    assert b[2]["iterations"] == 100 and not b[2]["converged"]
+    assert a[2]["inertia"] == pytest.approx(kmeans_inertia(x, a[0], a[1]), rel=1e-9)
+    loose = kmeans(x, 10, seed=0, niter=100, tol=0.01, return_info=True)[2]
+    assert loose["converged"] and loose["changed"] <= 0.01 and loose["iterations"] <= a[2]["iterations"]
+    capped = kmeans(x, 10, seed=0, niter=2, return_info=True)[2]
+    assert capped["iterations"] == 2 and not capped["converged"]
 
 
 def test_kmeans_inertia_matches_sklearn_definition(blobs):
@@ -64,12 +81,14 @@ def test_kmeans_same_seed_same_output_bit_for_bit(blobs):
 def test_kmeans_uses_all_points_by_default(blobs):
     x, _ = blobs
     n = x.shape[0]
-    default = kmeans(x, 10, seed=0)
-    explicit = kmeans(x, 10, seed=0, max_points_per_centroid=n)  # no subsampling possible
+    default = kmeans(x, 10, seed=0, backend="faiss")
+    explicit = kmeans(x, 10, seed=0, max_points_per_centroid=n, backend="faiss")  # no subsampling possible
     np.testing.assert_array_equal(default[0], explicit[0])
     np.testing.assert_array_equal(default[1], explicit[1])
-    sub = kmeans(x, 10, seed=0, max_points_per_centroid=3)  # faiss trains on 30 random points
+    sub = kmeans(x, 10, seed=0, max_points_per_centroid=3, backend="faiss")  # faiss trains on 30 random points
     assert kmeans_inertia(x, *default) < kmeans_inertia(x, *sub)
+    with pytest.raises(ValueError, match="max_points_per_centroid is an option of backend='faiss'"):
+        kmeans(x, 10, max_points_per_centroid=3)
 
 
 def test_kmeans_with_as_many_clusters_as_points():
@@ -98,6 +117,13 @@ def test_kmeans_validation():
         kmeans(x, 11)
     with pytest.raises(ValueError, match="init"):
         kmeans(x, 2, init="kmeans||")
+    with pytest.raises(ValueError, match=r"init must be one of \('random', 'k-means\+\+'\) with backend='exact'"):
+        kmeans(x, 2, init="afk-mc2")
+    with pytest.raises(ValueError, match="backend must be 'exact' or 'faiss'"):
+        kmeans(x, 2, backend="sklearn")
+    for tol in (-0.1, 1.0, True, "0"):
+        with pytest.raises(ValueError, match="tol must be a share of points"):
+            kmeans(x, 2, tol=tol)
     x[2, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         kmeans(x, 2)

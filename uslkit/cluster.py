@@ -3,9 +3,11 @@
 Data flow: embeddings -> ``(labels, centroids)``; every public function returns that order, labels int64
 ``(n,)`` in ``[0, K)`` with EVERY cluster non-empty, centroids float32 ``(K, d)``.
 
-- :func:`kmeans`: seeded ``faiss.Kmeans`` on all points (USL, Wang, Lian & Yu 2022, sec. 3.1; low-budget AL,
-  Pourahmadi et al. 2022), plus a repair step that guarantees no empty cluster (the USL reference code
-  crashes on one, the low-budget AL code drops it and returns fewer picks than the budget).
+- :func:`kmeans`: seeded Lloyd K-means on all points (USL, Wang, Lian & Yu 2022, sec. 3.1; low-budget AL,
+  Pourahmadi et al. 2022) whose every assignment is the exact nearest centroid, so the result is the same on
+  any thread count (``backend="faiss"``: ``faiss.Kmeans``, which is not); it stops when no point changes
+  cluster, and guarantees no empty cluster (the USL reference code crashes on one, the low-budget AL code
+  drops it and returns fewer picks than the budget).
 - :func:`sinkhorn_knopp`: SeLa (Asano, Rupprecht & Vedaldi 2020) eqs. 6-8 solved like the reference
   self-label code.
 - :func:`sinkhorn_cluster`: SeLa's equipartitioned assignment used as a clustering tool on fixed features.
@@ -15,6 +17,7 @@ Data flow: embeddings -> ``(labels, centroids)``; every public function returns 
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -29,6 +32,8 @@ from ._validate import (
 )
 from .device import faiss_use_gpu
 from .embed import l2_normalize
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["constrained_kmeans", "kmeans", "kmeans_inertia", "sinkhorn_cluster", "sinkhorn_knopp"]
 
@@ -59,42 +64,57 @@ def kmeans(
     spherical=False,
     max_points_per_centroid=None,
     init="random",
+    tol=0.0,
+    backend="exact",
     device=None,
     verbose=False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's K-means with faiss, seeded, on ALL points, with no empty cluster in the result.
+    return_info=False,
+):
+    """Lloyd's K-means, seeded, on ALL points, with no empty cluster; the same result on any thread count.
 
     USL (Wang, Lian & Yu 2022) clusters into as many clusters as the budget; the low-budget AL code
-    (Pourahmadi et al. 2022) uses ``faiss.Kmeans(niter=20, nredo=5)``. Defaults: ``niter=20`` as the latter
-    (the USL reference code runs 100-200 plain Lloyd iterations; pass ``niter`` to match), ``nredo=1``.
-    Deviations from a bare ``faiss.Kmeans``: every point is used (no subsample of 256 per centroid), and
-    empty clusters are repaired: each is re-seeded with the point of the largest cluster farthest from its
-    centroid (ties: lowest index), then centroids = member means and points re-assigned, up to 10 rounds;
-    a cluster still empty (only with exact duplicates) keeps its re-seeded point by force.
+    (Pourahmadi et al. 2022) uses ``faiss.Kmeans(niter=20, nredo=5)``. Lloyd (1982): assign every point to its
+    nearest centroid, move each centroid to its members' mean, repeat. ``backend="exact"`` (default) assigns by
+    :func:`uslkit.knn.knn`, whose order is the exact distance order (ties: lower centroid index) whatever BLAS
+    blocking the thread count brings, and takes means in float64 in a fixed order; ``backend="faiss"`` runs
+    ``faiss.Kmeans`` (its float32 GEMM assignment can flip near-ties between 1 and 2 threads, and a flip changes
+    the trajectory; earlier uslkit versions used it). Both start from ``K`` distinct random points (the USL code's
+    and faiss' default; their draws differ) and run at most ``niter`` iterations. The exact backend stops when at
+    most ``tol * n`` points changed cluster in an iteration; with ``tol=0`` that is the fixed point, so the result
+    equals running all ``niter`` iterations (``tol=None`` does). Empty clusters, in every iteration (exact) or
+    after faiss: re-seeded with the point of the largest cluster farthest from its centroid (ties: lowest index),
+    then centroids = member means and points re-assigned, up to 10 rounds; a cluster still empty (only with
+    exact duplicates) keeps its re-seeded point by force.
 
     Args:
         x: embeddings ``(n, d)`` (converted to float32 C-contiguous).
         n_clusters: ``K``, ``1 <= K <= n``.
-        seed: faiss' clustering seed (each redo uses ``seed + redo``).
-        niter: Lloyd iterations per run.
+        seed: seeds the initial centroids (each redo uses ``seed + redo``).
+        niter: maximum Lloyd iterations per run.
         nredo: independent runs; the one with the lowest inertia (highest inner product when spherical)
             is kept.
         spherical: L2-normalise centroids after every update and assign by inner product (as faiss).
-        max_points_per_centroid: faiss' subsampling cap; ``None`` -> ``ceil(n / K)``, i.e. no subsampling.
-        init: ``"random"`` (faiss default: K distinct random points, as the USL code), ``"k-means++"`` or
-            ``"afk-mc2"``.
+        max_points_per_centroid: faiss backend only: its subsampling cap; ``None`` -> ``ceil(n / K)``, i.e. no
+            subsampling (the exact backend always uses every point).
+        init: ``"random"`` (K distinct random points), ``"k-means++"`` (exact D^2 sampling, O(n K d)) or, faiss
+            backend only, ``"afk-mc2"``.
+        tol: exact backend: stop when the share of points that changed cluster is ``<= tol`` (0: none changed);
+            ``None``: always ``niter`` iterations.
+        backend: ``"exact"`` or ``"faiss"`` (see above).
         device: ``None``/``"auto"`` (GPU when faiss has one), ``"cpu"`` or ``"cuda"``.
-        verbose: faiss' per-iteration log.
+        verbose: log each iteration's changed share (exact) or faiss' per-iteration log.
+        return_info: also return ``{"iterations", "converged", "changed", "inertia", "backend"}`` of the kept
+            run (``iterations``: assignments made, ``changed``: share of points that changed in the last one).
 
     Returns:
         ``(labels, centroids)``: int64 ``(n,)`` cluster of every point, every cluster non-empty; float32
-        ``(K, d)`` centroids. Bit-for-bit identical for the same seed on CPU.
+        ``(K, d)`` centroids; then ``info`` when asked. Exact backend: bit-for-bit identical for the same input
+        and seed on any CPU thread count.
 
     Raises:
-        ValueError: ``n_clusters > n``, NaN in ``x``, unknown ``init`` or ``device`` and other bad values.
+        ValueError: ``n_clusters > n``, NaN in ``x``, unknown ``init``, ``backend`` or ``device`` and other bad
+            values.
     """
-    import faiss
-
     x = check_embeddings(x, name="x")
     n, d = x.shape
     k = check_positive_int(n_clusters, name="n_clusters")
@@ -103,13 +123,40 @@ def kmeans(
     seed = check_seed(seed)
     niter = check_positive_int(niter, name="niter")
     nredo = check_positive_int(nredo, name="nredo")
+    if backend not in ("exact", "faiss"):
+        raise ValueError(f"backend must be 'exact' or 'faiss', got {backend!r}")
+    if init not in _INITS or (backend == "exact" and init == "afk-mc2"):
+        valid = tuple(_INITS) if backend == "faiss" else ("random", "k-means++")
+        raise ValueError(f"init must be one of {valid} with backend={backend!r}, got {init!r}")
+    if tol is not None and not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 <= tol < 1):
+        raise ValueError(f"tol must be a share of points in [0, 1) or None, got {tol!r}")
+    if backend == "exact" and max_points_per_centroid is not None:
+        raise ValueError("max_points_per_centroid is an option of backend='faiss' (the exact backend uses every "
+                         "point)")
+    use_gpu = faiss_use_gpu(device)
+    if backend == "faiss":
+        labels, centroids, info = _kmeans_faiss(x, k, seed=seed, niter=niter, nredo=nredo, spherical=spherical,
+                                                max_points_per_centroid=max_points_per_centroid, init=init,
+                                                use_gpu=use_gpu, verbose=verbose)
+    else:
+        best = None
+        for redo in range(nredo):
+            run = _lloyd(x, k, seed=seed + redo, niter=niter, tol=tol, spherical=bool(spherical), init=init,
+                         use_gpu=use_gpu, verbose=bool(verbose))
+            if best is None or run[2]["inertia"] < best[2]["inertia"]:
+                best = run
+        labels, centroids, info = best
+    return (labels, centroids, info) if return_info else (labels, centroids)
+
+
+def _kmeans_faiss(x, k, *, seed, niter, nredo, spherical, max_points_per_centroid, init, use_gpu, verbose):
+    """``faiss.Kmeans`` on all points, then the exact assignment and the empty-cluster repair."""
+    import faiss
+
+    n, d = x.shape
     if max_points_per_centroid is None:
         max_points_per_centroid = -(-n // k)
     max_points_per_centroid = check_positive_int(max_points_per_centroid, name="max_points_per_centroid")
-    if init not in _INITS:
-        raise ValueError(f"init must be one of {tuple(_INITS)}, got {init!r}")
-    use_gpu = faiss_use_gpu(device)
-
     km = faiss.Kmeans(
         d,
         k,
@@ -126,7 +173,48 @@ def kmeans(
     km.train(x)
     centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
     labels, _ = _assign(x, centroids, spherical=bool(spherical), use_gpu=use_gpu)
-    return _repair_empty(x, labels, centroids, spherical=bool(spherical), use_gpu=use_gpu)
+    labels, centroids = _repair_empty(x, labels, centroids, spherical=bool(spherical), use_gpu=use_gpu)
+    return labels, centroids, {"iterations": niter, "converged": None, "changed": None, "backend": "faiss",
+                               "inertia": _objective(x, labels, centroids, spherical=bool(spherical))}
+
+
+def _lloyd(x, k, *, seed, niter, tol, spherical, init, use_gpu, verbose):
+    """One seeded run of the exact backend (see :func:`kmeans`): ``(labels, float32 centroids, info)``."""
+    n = x.shape[0]
+    rng = np.random.default_rng(seed)
+    if init == "random":
+        cent = x[rng.choice(n, k, replace=False)].astype(np.float64)
+    else:
+        everyone = np.arange(n)
+        cent = _constrained_init(x, k, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), everyone, rng)
+    if spherical:
+        cent = l2_normalize(cent, dtype=np.float64)
+    nearest = None if use_gpu else _Nearest(x, spherical=spherical)
+    labels, changed, done, converged = None, 1.0, 0, False
+    for it in range(niter):
+        new, _ = _assign(x, cent.astype(np.float32), spherical=spherical, use_gpu=use_gpu, nearest=nearest,
+                         dissim=False)
+        done = it + 1
+        changed = 1.0 if labels is None else float(np.count_nonzero(new != labels)) / n
+        if verbose:
+            logger.info("kmeans iteration %d: %.6f of the points changed cluster", done, changed)
+        if labels is not None and tol is not None and changed <= tol:
+            labels = new
+            converged = True
+            break
+        labels = new
+        counts = np.bincount(labels, minlength=k)
+        if counts.min() == 0:
+            labels, cent = _reseed(x, labels.copy(), cent, counts, np.arange(n), spherical=spherical)
+        cent = _member_means(x, labels, k, fallback=cent)
+        if spherical:
+            cent = l2_normalize(cent, dtype=np.float64)
+    cent32 = cent.astype(np.float32)
+    if not converged:  # the centroids moved after the last assignment: assign to them
+        labels, _ = _assign(x, cent32, spherical=spherical, use_gpu=use_gpu, nearest=nearest, dissim=False)
+    labels, cent32 = _repair_empty(x, labels, cent32, spherical=spherical, use_gpu=use_gpu)
+    return labels, cent32, {"iterations": done, "converged": converged, "changed": changed, "backend": "exact",
+                            "inertia": _objective(x, labels, cent32, spherical=spherical)}
 
 
 def kmeans_inertia(x, labels, centroids) -> float:
@@ -346,36 +434,115 @@ def constrained_kmeans(
 # --------------------------------------------------------------------------------------------------------
 # Private helpers
 # --------------------------------------------------------------------------------------------------------
-def _assign(x: np.ndarray, centroids: np.ndarray, *, spherical: bool, use_gpu: bool):
-    """Nearest centroid (L2, or max inner product when spherical): ``(labels int64, dissimilarity f64)``."""
-    import faiss
+def _assign(x: np.ndarray, centroids: np.ndarray, *, spherical: bool, use_gpu: bool, nearest=None,
+            dissim: bool = True):
+    """Exact nearest centroid, ties to the lower index: ``(labels int64, dissimilarity float64 or None)``.
 
-    index = faiss.IndexFlatIP(x.shape[1]) if spherical else faiss.IndexFlatL2(x.shape[1])
+    L2 (:class:`_Nearest` on the CPU, :func:`uslkit.knn.knn` on a GPU): the same labels on any thread count.
+    ``spherical`` (unit-norm centroids): the maximum inner product, found as the nearest centroid to the
+    L2-normalised point (the same order: ``|x/|x| - c|^2 = 2 - 2 x.c / |x|``); the dissimilarity is then ``-x.c``.
+    ``nearest``: a :class:`_Nearest` of these points (and this ``spherical``) to reuse across calls.
+    """
+    c = np.ascontiguousarray(centroids, dtype=np.float32)
     if use_gpu:
-        index = faiss.index_cpu_to_all_gpus(index)
-    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
-    dist, lab = index.search(x, 1)
-    dist = dist[:, 0].astype(np.float64)
-    return lab[:, 0].astype(np.int64), (-dist if spherical else dist)
+        from .knn import knn
+
+        q = l2_normalize(x) if spherical else x
+        lab = knn(c, 1, queries=q, squared=True, device="cuda")[1][:, 0]
+    else:
+        lab = (nearest or _Nearest(x, spherical=spherical))(c)
+    return lab, (_dissim_rows(x, c, lab, spherical=spherical) if dissim else None)
+
+
+class _Nearest:
+    """Nearest centroid of each row of ``x`` (L2-normalised first when ``spherical``) at the least float64 squared
+    distance from the float32 coordinates (ties: lower index), whatever the BLAS thread split.
+
+    A float32 GEMM of centred data (``|c|^2 - 2 x.c``) ranks the centroids; a row is settled when its runner-up
+    is farther than twice an error bound of that GEMM and of the float32 rounding around it (``4 (2d + 8) u
+    (|x| + max|c|)^2``, ``u = 2^-24``, about 4x the ``2 (2d + 4) u (...)^2`` a dot product and the centring
+    need), so rounding cannot change its winner; the other rows (near-ties) are decided by float64 distances to
+    every centroid, without BLAS. The centred float32 copy of ``x`` is made once and reused by every call.
+    """
+
+    def __init__(self, x: np.ndarray, *, spherical: bool = False, block_elems: int = 2**22):
+        self.x = l2_normalize(x) if spherical else np.ascontiguousarray(x, dtype=np.float32)
+        n, d = self.x.shape
+        self.block_elems = block_elems
+        self.mu = self.x.mean(axis=0, dtype=np.float64)
+        self.xc = np.empty((n, d), dtype=np.float32)
+        self.xn = np.empty(n, dtype=np.float64)
+        step = max(1, block_elems // max(d, 1))
+        for s in range(0, n, step):
+            xs = self.x[s:s + step].astype(np.float64) - self.mu
+            self.xc[s:s + step] = xs
+            self.xn[s:s + step] = np.sqrt(np.einsum("nd,nd->n", xs, xs))
+
+    def __call__(self, c: np.ndarray) -> np.ndarray:
+        n, d = self.x.shape
+        k = c.shape[0]
+        if k == 1:
+            return np.zeros(n, dtype=np.int64)
+        cc = (c.astype(np.float64) - self.mu).astype(np.float32)
+        cn = np.einsum("kd,kd->k", cc, cc, dtype=np.float64)
+        slack2 = 2.0 * 4.0 * (2 * d + 8) * 2.0**-24
+        cmax = float(np.sqrt(cn.max()))
+        cn32 = cn.astype(np.float32)
+        labels = np.empty(n, dtype=np.int64)
+        step = max(1, self.block_elems // k)
+        exact_rows = max(1, self.block_elems // (k * d))
+        c64 = c.astype(np.float64)
+        for s in range(0, n, step):
+            d2 = self.xc[s:s + step] @ cc.T
+            d2 *= -2.0
+            d2 += cn32
+            r = np.arange(d2.shape[0])
+            win = np.argmin(d2, axis=1)
+            best = d2[r, win].astype(np.float64)
+            d2[r, win] = np.inf
+            gap = d2.min(axis=1).astype(np.float64) - best
+            unsure = np.flatnonzero(gap <= slack2 * (self.xn[s:s + step] + cmax) ** 2)
+            for t in range(0, unsure.size, exact_rows):
+                rows = unsure[t:t + exact_rows]
+                diff = self.x[s + rows].astype(np.float64)[:, None, :] - c64[None, :, :]
+                win[rows] = np.argmin(np.einsum("nkd,nkd->nk", diff, diff), axis=1)
+            labels[s:s + step] = win
+        return labels
+
+
+def _dissim_rows(x, c, lab, *, spherical, block=65536) -> np.ndarray:
+    """float64 ``|x_i - c_lab_i|^2`` (or ``-x_i . c_lab_i``), row by row in blocks (no BLAS, fixed order)."""
+    out = np.empty(x.shape[0], dtype=np.float64)
+    for s in range(0, x.shape[0], block):
+        xs = x[s:s + block].astype(np.float64)
+        cs = c[lab[s:s + block]].astype(np.float64)
+        out[s:s + block] = -np.einsum("nd,nd->n", xs, cs) if spherical else np.einsum("nd,nd->n", xs - cs, xs - cs)
+    return out
+
+
+def _objective(x, labels, centroids, *, spherical) -> float:
+    """Sum of the dissimilarities of the points to their centroids (inertia, or minus the inner products)."""
+    return float(_dissim_rows(x, centroids, labels, spherical=spherical).sum())
 
 
 def _dissim(x: np.ndarray, c: np.ndarray, *, spherical: bool) -> np.ndarray:
     x = x.astype(np.float64)
     c = c.astype(np.float64)
     if spherical:
-        return -(x @ c)
+        return -np.einsum("nd,d->n", x, c)
     diff = x - c
     return np.einsum("nd,nd->n", diff, diff)
 
 
 def _member_means(x: np.ndarray, labels: np.ndarray, k: int, *, fallback: np.ndarray) -> np.ndarray:
-    """float64 ``(k, d)`` mean of each cluster's members; ``fallback`` rows for empty clusters."""
-    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, x)
+    """float64 ``(k, d)`` mean of each cluster's members (summed in index order); ``fallback`` rows for empty
+    clusters."""
     counts = np.bincount(labels, minlength=k)
+    order = np.argsort(labels, kind="stable")
+    nz = np.flatnonzero(counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[nz]
     out = np.array(fallback, dtype=np.float64, copy=True)
-    nz = counts > 0
-    out[nz] = sums[nz] / counts[nz, None]
+    out[nz] = np.add.reduceat(x[order], starts, axis=0, dtype=np.float64) / counts[nz, None]
     return out
 
 

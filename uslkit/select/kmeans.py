@@ -21,16 +21,17 @@ def select_kmeans(emb, budget, *, seed=0, niter=20, nredo=5, return_scores=False
 
     Reference (``fast_kmeans``): ``faiss.Kmeans(niter=20, nredo=5)``, then "among the 200 nearest points
     to the centroid, the first one assigned to that cluster"; empty clusters are dropped, so it can return
-    fewer than the budget. Here: :func:`uslkit.cluster.kmeans` (same faiss K-means, no subsampling, no
-    empty cluster) and the exact nearest MEMBER of each cluster to its centroid (= the reference whenever
-    that member is among the 200 nearest points). If a cluster were empty, its pick would be the nearest
-    not-yet-picked point to its centroid, so exactly ``budget`` indices come back.
+    fewer than the budget. Here: :func:`uslkit.cluster.kmeans` (Lloyd from random points as faiss, exact
+    assignments, no subsampling, no empty cluster) and the exact nearest MEMBER of each cluster to its
+    centroid (= the reference whenever that member is among the 200 nearest points). If a cluster were
+    empty, its pick would be the nearest not-yet-picked point to its centroid, so exactly ``budget``
+    indices come back.
 
     Args:
         emb: embeddings ``(n, d)`` (the paper uses L2-normalised SSL features).
         budget: number of clusters = number of picks.
         seed: K-means seed.
-        niter, nredo: faiss K-means iterations and restarts (the paper: 20 and 5).
+        niter, nredo: K-means iterations (at most: it stops at convergence) and restarts (the paper: 20, 5).
         return_scores: also return ``-||x - centroid of its cluster||`` (closer = more wanted).
 
     Returns:

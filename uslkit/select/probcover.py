@@ -13,6 +13,7 @@ import numpy as np
 
 from .._validate import check_embeddings, check_float, check_positive_int, check_seed
 from ..cluster import kmeans
+from .._blas import map_blocks
 from ._common import _chunk_rows, _finish, _mask, _prepare
 
 __all__ = ["select_probcover", "purity_delta", "probcover_graph", "probcover_greedy"]
@@ -133,7 +134,8 @@ def _sq_dist_blocks(x: np.ndarray, col_order: np.ndarray):
 
     One matmul of augmented rows ``[a, |a|^2, 1] . [-2b, 1, |b|^2]``, clamped at 0, self-distances set to
     exactly 0. Blocks are identical on every call with the same ``col_order``, so the purity radius and the
-    ball graph see the same numbers bit for bit.
+    ball graph see the same numbers bit for bit, on any thread count (:func:`uslkit._blas.map_blocks`: blocks in
+    parallel, each one single-threaded BLAS call).
     """
     n = x.shape[0]
     sq = np.einsum("nd,nd->n", x, x)
@@ -143,12 +145,15 @@ def _sq_dist_blocks(x: np.ndarray, col_order: np.ndarray):
     self_pos = np.empty(n, dtype=np.int64)
     self_pos[col_order] = np.arange(n)
     step = _chunk_rows(n, factor=4)  # float32 blocks: 4x the float64 entry bound
-    for s in range(0, n, step):
-        d2 = rows_aug[s : s + step] @ cols.T
+
+    def block(s):
+        d2 = rows_aug[s : s + step] @ cols.T  # single-threaded BLAS per block: same bits on any thread count
         np.maximum(d2, 0.0, out=d2)
         r = np.arange(d2.shape[0])
         d2[r, self_pos[s + r]] = 0.0
-        yield s, d2
+        return s, d2
+
+    yield from map_blocks(block, range(0, n, step))
 
 
 def _purity_delta2(x, clusters, threshold, grid) -> float:

@@ -25,7 +25,7 @@ def select_typiclust(emb, budget, *, labeled=None, seed=0, max_clusters=500, min
     the selection continues, round-robin in the same order, over the ignored small clusters, so exactly
     ``budget`` indices come back (the reference crashes there).
 
-    Deviations: K-means is :func:`uslkit.cluster.kmeans` (seeded faiss Lloyd, ``kmeans_niter``) for every
+    Deviations: K-means is :func:`uslkit.cluster.kmeans` (seeded Lloyd, at most ``kmeans_niter`` iterations) for every
     cluster count; the reference uses sklearn ``KMeans`` up to 50 clusters and ``MiniBatchKMeans`` above,
     unseeded. The paper's typicality uses plain L2 distances (default); the reference gets SQUARED ones
     from faiss ``IndexFlatL2``: ``squared=True`` reproduces that.

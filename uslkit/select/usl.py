@@ -11,6 +11,7 @@ import numpy as np
 
 from .._validate import check_choice, check_embeddings, check_float, check_k, check_positive_int
 from ..cluster import kmeans
+from .._blas import matmul
 from ._common import (
     _KNN_MODES,
     _VARIANTS,
@@ -252,7 +253,7 @@ def _usl_reg(x, picks, pick_clusters, clusters, *, alpha, squared, horizon, excl
     for s in range(0, n, step):
         xs = x[s : s + step].astype(np.float64)
         x_aug = np.concatenate([xs, np.einsum("nd,nd->n", xs, xs)[:, None], np.ones((xs.shape[0], 1))], axis=1)
-        d2 = x_aug @ p_aug.T
+        d2 = matmul(x_aug, p_aug.T)  # the same bits on any thread count
         np.maximum(d2, _D2_FLOOR, out=d2)
         far = None if h is None else np.argpartition(d2, h - 1, axis=1)[:, h:]
         terms = _inverse_power(d2, expo)  # in place: d2 is consumed

@@ -1,0 +1,82 @@
+"""Matrix products whose bits do not depend on the thread count.
+
+A multi-threaded BLAS splits a product among its threads, and the split changes which micro-kernel (and so
+which order of floating-point additions) computes some entries: the same ``a @ b`` can differ in the last bit
+between ``OMP_NUM_THREADS=1`` and ``2``, and a selection that compares distances (a radius, an argmin) can then
+flip. Here a product is cut into row blocks of a size that depends only on the shapes; each block is one
+SINGLE-threaded BLAS call (threadpoolctl), and the blocks run in parallel on a pool of Python threads (as many
+as BLAS had threads), so the parallelism stays and every entry has the same bits on any thread count.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numpy as np
+
+__all__ = ["BLOCK_ELEMS", "blas_threads", "map_blocks", "matmul", "single_thread_blas"]
+
+#: entries of one output block (16 MB of float32, 32 MB of float64): blocks of ``max(1, BLOCK_ELEMS // cols)`` rows
+BLOCK_ELEMS = 2**22
+
+
+def blas_threads() -> int:
+    """Threads the BLAS libraries loaded in this process would use (at least 1)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [int(i.get("num_threads") or 1) for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(counts + [1])
+
+
+@contextmanager
+def single_thread_blas():
+    """Every BLAS call in the process runs on one thread inside this block (threadpoolctl)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def map_blocks(fn, items, *, workers=None):
+    """Yield ``fn(item)`` for each item, in order, computed on ``workers`` Python threads (default: the BLAS
+    thread count) with single-threaded BLAS. At most ``workers + 1`` results are held at once. ``fn`` must not
+    depend on which thread runs it; its BLAS calls then give the same bits on any thread count."""
+    items = list(items)
+    workers = blas_threads() if workers is None else max(1, int(workers))
+    with single_thread_blas():
+        if workers == 1 or len(items) <= 1:
+            for item in items:
+                yield fn(item)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+            it = iter(items)
+            for item in it:
+                pending.append(pool.submit(fn, item))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+
+def matmul(a, b, *, out=None, workers=None) -> np.ndarray:
+    """``a @ b`` for 2-D ``a (m, k)`` and ``b (k, n)`` (or a vector ``b (k,)``), in row blocks of
+    ``max(1, BLOCK_ELEMS // n)`` rows: the same bits on any thread count (module docstring)."""
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.ndim != 2 or b.ndim not in (1, 2) or a.shape[1] != b.shape[0]:
+        raise ValueError(f"matmul needs a (m, k) and b (k, n) or (k,), got {a.shape} and {b.shape}")
+    cols = b.shape[1] if b.ndim == 2 else 1
+    step = max(1, BLOCK_ELEMS // max(cols, 1))
+    shape = (a.shape[0],) + b.shape[1:]
+    if out is None:
+        out = np.empty(shape, dtype=np.result_type(a, b))
+
+    def block(s):
+        np.matmul(a[s:s + step], b, out=out[s:s + step])
+
+    for _ in map_blocks(block, range(0, a.shape[0], step), workers=workers):
+        pass
+    return out
