@@ -48,6 +48,18 @@ def test_kmeans_labels_are_nearest_centroids(blobs):
     assert np.array_equal(faiss_labels, d2.argmin(1))  # the faiss backend's final assignment is exact too
 
 
+@pytest.mark.parametrize("scale", [1e-22, 1.0, 3e19])
+def test_nearest_centroid_is_exact_at_any_scale(scale):
+    """The float32 ranking must not underflow or overflow: tiny and huge coordinates get the float64 argmin."""
+    from uslkit.cluster import _Nearest
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3000, 4)) * scale).astype(np.float32)
+    c = x[rng.choice(3000, 50, replace=False)] + (rng.standard_normal((50, 4)) * 0.01 * scale).astype(np.float32)
+    d2 = ((x[:, None, :].astype(np.float64) - c[None].astype(np.float64)) ** 2).sum(-1)
+    assert np.array_equal(_Nearest(x)(c), d2.argmin(1))
+
+
 def test_kmeans_stops_at_the_fixed_point_with_the_result_of_all_iterations(blobs):
     x, _ = blobs
     a = kmeans(x, 10, seed=0, niter=100, return_info=True)

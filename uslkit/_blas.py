@@ -5,38 +5,71 @@ which order of floating-point additions) computes some entries: the same ``a @ b
 between ``OMP_NUM_THREADS=1`` and ``2``, and a selection that compares distances (a radius, an argmin) can then
 flip. Here a product is cut into row blocks of a size that depends only on the shapes; each block is one
 SINGLE-threaded BLAS call (threadpoolctl), and the blocks run in parallel on a pool of Python threads (as many
-as BLAS had threads), so the parallelism stays and every entry has the same bits on any thread count.
+as BLAS had threads): a product of several blocks keeps its parallelism, one of a single block runs on one
+thread, and every entry has the same bits on any thread count. :func:`single_thread_blas` alone serves code
+whose products and solves are too small or too many to cut (NTKCPL, Sinkhorn).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["BLOCK_ELEMS", "blas_threads", "map_blocks", "matmul", "single_thread_blas"]
+__all__ = ["BLOCK_ELEMS", "blas_threads", "map_blocks", "matmul", "single_thread_blas", "single_threaded"]
 
 #: entries of one output block (16 MB of float32, 32 MB of float64): blocks of ``max(1, BLOCK_ELEMS // cols)`` rows
 BLOCK_ELEMS = 2**22
 
 
 def blas_threads() -> int:
-    """Threads the BLAS libraries loaded in this process would use (at least 1)."""
+    """Threads the BLAS libraries loaded in this process would use, capped by the CPUs this process may run on
+    (at least 1)."""
+    import os
+
     from threadpoolctl import threadpool_info
 
     counts = [int(i.get("num_threads") or 1) for i in threadpool_info() if i.get("user_api") == "blas"]
-    return max(counts + [1])
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(max(counts + [1]), cpus))
+
+
+_LOCK = threading.Lock()
+_STATE = {"depth": 0, "limiter": None}
 
 
 @contextmanager
 def single_thread_blas():
-    """Every BLAS call in the process runs on one thread inside this block (threadpoolctl)."""
+    """Every BLAS call in the process runs on one thread inside this block (threadpoolctl). Re-entrant and safe
+    across threads: the first entry sets the limit, the last exit restores the previous one."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _LOCK:
+        if _STATE["depth"] == 0:
+            _STATE["limiter"] = threadpool_limits(limits=1, user_api="blas")
+        _STATE["depth"] += 1
+    try:
         yield
+    finally:
+        with _LOCK:
+            _STATE["depth"] -= 1
+            if _STATE["depth"] == 0:
+                _STATE["limiter"].restore_original_limits()
+                _STATE["limiter"] = None
+
+
+def single_threaded(fn):
+    """Decorator: ``fn`` runs inside :func:`single_thread_blas` (the same bits on any thread count, one core)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with single_thread_blas():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def map_blocks(fn, items, *, workers=None):

@@ -18,10 +18,12 @@ Data flow: embeddings -> ``(labels, centroids)``; every public function returns 
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 
 import numpy as np
 
+from ._blas import single_threaded
 from ._validate import (
     check_cluster_ids,
     check_embeddings,
@@ -74,17 +76,18 @@ def kmeans(
 
     USL (Wang, Lian & Yu 2022) clusters into as many clusters as the budget; the low-budget AL code
     (Pourahmadi et al. 2022) uses ``faiss.Kmeans(niter=20, nredo=5)``. Lloyd (1982): assign every point to its
-    nearest centroid, move each centroid to its members' mean, repeat. ``backend="exact"`` (default) assigns by
-    :func:`uslkit.knn.knn`, whose order is the exact distance order (ties: lower centroid index) whatever BLAS
-    blocking the thread count brings, and takes means in float64 in a fixed order; ``backend="faiss"`` runs
-    ``faiss.Kmeans`` (its float32 GEMM assignment can flip near-ties between 1 and 2 threads, and a flip changes
-    the trajectory; earlier uslkit versions used it). Both start from ``K`` distinct random points (the USL code's
-    and faiss' default; their draws differ) and run at most ``niter`` iterations. The exact backend stops when at
-    most ``tol * n`` points changed cluster in an iteration; with ``tol=0`` that is the fixed point, so the result
-    equals running all ``niter`` iterations (``tol=None`` does). Empty clusters, in every iteration (exact) or
-    after faiss: re-seeded with the point of the largest cluster farthest from its centroid (ties: lowest index),
-    then centroids = member means and points re-assigned, up to 10 rounds; a cluster still empty (only with
-    exact duplicates) keeps its re-seeded point by force.
+    nearest centroid, move each centroid to its members' mean, repeat. ``backend="exact"`` (default) assigns each
+    point to the centroid at the least float64 distance from the float32 coordinates (ties: lower centroid index;
+    a float32 GEMM ranks, near-ties are recomputed in float64, see ``_Nearest``; :func:`uslkit.knn.knn` on a
+    GPU), whatever BLAS blocking the thread count brings, and takes means in float64 in a fixed order;
+    ``backend="faiss"`` runs ``faiss.Kmeans`` (its float32 GEMM assignment can flip near-ties between 1 and 2
+    threads, and a flip changes the trajectory; earlier uslkit versions used it). Both start from ``K`` distinct
+    random points (the USL code's and faiss' default; their draws differ) and run at most ``niter`` iterations.
+    The exact backend stops when at most ``tol * n`` points changed cluster in an iteration; with ``tol=0`` that
+    is the fixed point, so the result equals running all ``niter`` iterations (``tol=None`` does). Empty
+    clusters, in every iteration (exact) or after faiss: re-seeded with the point of the largest cluster farthest
+    from its centroid (ties: lowest index), then centroids = member means and points re-assigned, up to 10
+    rounds; a cluster still empty (only with exact duplicates) keeps its re-seeded point by force.
 
     Args:
         x: embeddings ``(n, d)`` (converted to float32 C-contiguous).
@@ -104,7 +107,8 @@ def kmeans(
         device: ``None``/``"auto"`` (GPU when faiss has one), ``"cpu"`` or ``"cuda"``.
         verbose: log each iteration's changed share (exact) or faiss' per-iteration log.
         return_info: also return ``{"iterations", "converged", "changed", "inertia", "backend"}`` of the kept
-            run (``iterations``: assignments made, ``changed``: share of points that changed in the last one).
+            run (``iterations``: Lloyd iterations run, each an assignment then a mean update unless it converged;
+            ``changed``: share of points that changed cluster in that last iteration's assignment).
 
     Returns:
         ``(labels, centroids)``: int64 ``(n,)`` cluster of every point, every cluster non-empty; float32
@@ -237,6 +241,7 @@ def kmeans_inertia(x, labels, centroids) -> float:
 # --------------------------------------------------------------------------------------------------------
 # Sinkhorn-Knopp (SeLa)
 # --------------------------------------------------------------------------------------------------------
+@single_threaded  # BLAS on one thread: the same result on any thread count
 def sinkhorn_knopp(
     log_p, *, lam=10.0, tol=1e-2, max_iter=1000, check_every=10
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -293,6 +298,7 @@ def sinkhorn_knopp(
     return np.argmax(q, axis=1).astype(np.int64), q
 
 
+@single_threaded  # BLAS on one thread: the same result on any thread count
 def sinkhorn_cluster(
     x,
     n_clusters,
@@ -440,7 +446,9 @@ def _assign(x: np.ndarray, centroids: np.ndarray, *, spherical: bool, use_gpu: b
 
     L2 (:class:`_Nearest` on the CPU, :func:`uslkit.knn.knn` on a GPU): the same labels on any thread count.
     ``spherical`` (unit-norm centroids): the maximum inner product, found as the nearest centroid to the
-    L2-normalised point (the same order: ``|x/|x| - c|^2 = 2 - 2 x.c / |x|``); the dissimilarity is then ``-x.c``.
+    L2-normalised point (the same order for exactly unit centroids: ``|x/|x| - c|^2 = 2 - 2 x.c / |x|``; float32
+    centroids are unit to ~1e-7, so a near-tie may go the other way, deterministically); the dissimilarity is
+    then ``-x.c``.
     ``nearest``: a :class:`_Nearest` of these points (and this ``spherical``) to reuse across calls.
     """
     c = np.ascontiguousarray(centroids, dtype=np.float32)
@@ -470,20 +478,25 @@ class _Nearest:
         n, d = self.x.shape
         self.block_elems = block_elems
         self.mu = self.x.mean(axis=0, dtype=np.float64)
-        self.xc = np.empty((n, d), dtype=np.float32)
-        self.xn = np.empty(n, dtype=np.float64)
         step = max(1, block_elems // max(d, 1))
+        norms = np.empty(n, dtype=np.float64)
         for s in range(0, n, step):
             xs = self.x[s:s + step].astype(np.float64) - self.mu
-            self.xc[s:s + step] = xs
-            self.xn[s:s + step] = np.sqrt(np.einsum("nd,nd->n", xs, xs))
+            norms[s:s + step] = np.sqrt(np.einsum("nd,nd->n", xs, xs))
+        # a power of two (exact) brings the centred norms near 1: float32 neither underflows nor overflows
+        top = float(norms.max()) if n else 0.0
+        self.scale = 2.0 ** -math.frexp(top)[1] if top > 0 and math.isfinite(top) else 1.0
+        self.xn = norms * self.scale
+        self.xc = np.empty((n, d), dtype=np.float32)
+        for s in range(0, n, step):
+            self.xc[s:s + step] = (self.x[s:s + step].astype(np.float64) - self.mu) * self.scale
 
     def __call__(self, c: np.ndarray) -> np.ndarray:
         n, d = self.x.shape
         k = c.shape[0]
         if k == 1:
             return np.zeros(n, dtype=np.int64)
-        cc = (c.astype(np.float64) - self.mu).astype(np.float32)
+        cc = ((c.astype(np.float64) - self.mu) * self.scale).astype(np.float32)
         cn = np.einsum("kd,kd->k", cc, cc, dtype=np.float64)
         slack2 = 2.0 * 4.0 * (2 * d + 8) * 2.0**-24
         cmax = float(np.sqrt(cn.max()))
@@ -501,7 +514,7 @@ class _Nearest:
             best = d2[r, win].astype(np.float64)
             d2[r, win] = np.inf
             gap = d2.min(axis=1).astype(np.float64) - best
-            unsure = np.flatnonzero(gap <= slack2 * (self.xn[s:s + step] + cmax) ** 2)
+            unsure = np.flatnonzero(~(gap > slack2 * (self.xn[s:s + step] + cmax) ** 2))  # NaN gap: unsure
             for t in range(0, unsure.size, exact_rows):
                 rows = unsure[t:t + exact_rows]
                 diff = self.x[s + rows].astype(np.float64)[:, None, :] - c64[None, :, :]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._blas import single_threaded
 from ..embed import l2_normalize
 from .cpl import cpl_labels
 from .ntk import InitMLP
@@ -120,6 +121,7 @@ def greedy_min_risk(f, r, ridge: float, target, batch: int) -> list[int]:
     return picks
 
 
+@single_threaded  # BLAS on one thread: the same result on any thread count
 def query_ntkcpl(ctx, batch: int, *, variant: str = "al", candidates: int = 10000, c_max: int | None = None,
                  constraint: str = "cannot-link", reg: float = REG) -> np.ndarray:
     """NTKCPL (paper 003, Alg. 1): pick the candidates that minimise the NTK-predicted 0-1 risk against the
@@ -157,6 +159,7 @@ def query_ntkcpl(ctx, batch: int, *, variant: str = "al", candidates: int = 1000
     return cand[np.asarray(picks, dtype=np.int64)]
 
 
+@single_threaded  # BLAS on one thread: the same result on any thread count
 def query_lookahead(ctx, batch: int, *, candidates: int = 10000, reg: float = REG) -> np.ndarray:
     """LookAhead (Mohamad 2022; paper 003's baseline): the candidate whose addition with its pseudo-label (the
     NTK head's current prediction) changes the outputs on the candidates most, ``||y_i - F[i]|| sum_p |R[p, i]|

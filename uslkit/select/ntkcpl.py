@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._blas import single_threaded
 from .._validate import check_positive_int
 from ._common import _finish, _prepare
 
 __all__ = ["select_ntkcpl"]
 
 
+@single_threaded  # BLAS on one thread: the same result on any thread count
 def select_ntkcpl(emb, budget, *, seed=0, candidates=10000, hidden=64, reg=0.01, kmeans_niter=20,
                   return_scores=False):
     """NTKCPL's initial selection (paper 003, Alg. 1, lines 3-4 and 9-18 with ``L`` empty).
