@@ -323,7 +323,9 @@ def markdown(res) -> str:
                 acc = [_acc(r) for r in rs]
                 walls = [r["wall_s"] / 60 for r in rs if r.get("wall_s")]
                 wall = f"{statistics.median(walls):.1f}" if walls else "-"
-                mark = " (recorded)" if any("source" in r for r in rs) else ""
+                rec = [r["seed"] for r in rs if "source" in r]
+                mark = ("" if not rec else " (recorded)" if len(rec) == len(rs)
+                        else f" (recorded: seed{'s' if len(rec) > 1 else ''} {', '.join(map(str, rec))})")
                 lines.append(f"| {variant}{mark} | {meth} | {rs[0]['steps']} | {_ms(acc)} | "
                              f"{_ms([r['monitor'].get('mask') for r in rs])} | "
                              f"{_ms([r['monitor'].get('mask_correct') for r in rs])} | {wall} | "
@@ -332,7 +334,8 @@ def markdown(res) -> str:
         lines += ["", *targets(tr)]
         per = ", ".join(f"{n} {c['s_per_step']:.2f} s/step" for n, c in cal.items() if "s_per_step" in c)
         lines += ["", (f"- Equal CPU time: {per} (calibrated alone); " if per else "- ")
-                  + "`(recorded)`: plain FixMatch cells from `bench_train_fmnist.py fixmatch --steps 1000` (same "
+                  + "`(recorded)`: plain FixMatch cells (or the seeds named) from `bench_train_fmnist.py fixmatch "
+                  "--steps 1000` (same "
                   "encoder, picks, config and length; its confident shares are not logged during training there, "
                   "so those columns are empty).", *_recorded_fixmatch(tr),
                   "- Runs of the `select` and `train` stages may share the two cores; their wall times are then "
