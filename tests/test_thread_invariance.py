@@ -35,7 +35,7 @@ for n, d in ((4000, 32), (5000, 64)):
     x = rng.integers(0, 3, size=(n, d)).astype(np.float32) * 0.1 + 1.0
     y = rng.integers(0, 10, size=n)
     key = f"{n}x{d}"
-    out[f"{key}/kmeans"] = digest(*kmeans(x, 40, seed=0, niter=100))
+    out[f"{key}/cluster.kmeans"] = digest(*kmeans(x, 40, seed=0, niter=100))
     out[f"{key}/kmeans_spherical"] = digest(*kmeans(x, 40, seed=0, niter=100, spherical=True))
     out[f"{key}/constrained_kmeans"] = digest(*constrained_kmeans(x, 40, np.arange(10), seed=0))
     out[f"{key}/sinkhorn_cluster"] = digest(*sinkhorn_cluster(x, 20, seed=0, n_iter=5))
