@@ -480,16 +480,17 @@ class _Nearest:
         self.mu = self.x.mean(axis=0, dtype=np.float64)
         step = max(1, block_elems // max(d, 1))
         norms = np.empty(n, dtype=np.float64)
-        for s in range(0, n, step):
-            xs = self.x[s:s + step].astype(np.float64) - self.mu
-            norms[s:s + step] = np.sqrt(np.einsum("nd,nd->n", xs, xs))
-        # a power of two (exact) brings the centred norms near 1: float32 neither underflows nor overflows
-        top = float(norms.max()) if n else 0.0
-        self.scale = 2.0 ** -math.frexp(top)[1] if top > 0 and math.isfinite(top) else 1.0
-        self.xn = norms * self.scale
         self.xc = np.empty((n, d), dtype=np.float32)
         for s in range(0, n, step):
-            self.xc[s:s + step] = (self.x[s:s + step].astype(np.float64) - self.mu) * self.scale
+            xs = self.x[s:s + step].astype(np.float64) - self.mu
+            self.xc[s:s + step] = xs
+            norms[s:s + step] = np.sqrt(np.einsum("nd,nd->n", xs, xs))
+        # a power of two (exact) brings the centred norms near 1, so the GEMM's products neither underflow nor
+        # overflow
+        top = float(norms.max()) if n else 0.0
+        self.scale = 2.0 ** -math.frexp(top)[1] if top > 0 and math.isfinite(top) else 1.0
+        self.xc *= np.float32(self.scale)
+        self.xn = norms * self.scale
 
     def __call__(self, c: np.ndarray) -> np.ndarray:
         n, d = self.x.shape
