@@ -85,8 +85,7 @@ def map_blocks(fn, items, *, workers=None):
             return
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending: deque = deque()
-            it = iter(items)
-            for item in it:
+            for item in items:
                 pending.append(pool.submit(fn, item))
                 if len(pending) > workers:
                     yield pending.popleft().result()

@@ -6,12 +6,13 @@ import math
 
 import numpy as np
 
-from .._blas import matmul
+from .._blas import single_threaded
 from ._common import _chunk_rows, _finish, _mask, _prepare
 
 __all__ = ["select_coreset"]
 
 
+@single_threaded  # BLAS on one thread, set once for the greedy loop: the same picks on any thread count
 def select_coreset(emb, budget, *, labeled=None, seed=0, return_scores=False):
     """Greedy k-center core-set (Sener & Savarese 2018; the low-budget AL reference code's ``core_set``).
 
@@ -40,7 +41,7 @@ def select_coreset(emb, budget, *, labeled=None, seed=0, return_scores=False):
     step = _chunk_rows(n)
     for s in range(0, lab.size, step):  # distance to the labelled set, a chunk of centres at a time
         c = x64[lab[s : s + step]]
-        d2 = sq[:, None] + np.einsum("md,md->m", c, c)[None, :] - 2.0 * matmul(x64, c.T)
+        d2 = sq[:, None] + np.einsum("md,md->m", c, c)[None, :] - 2.0 * (x64 @ c.T)
         np.minimum(mind, d2.min(axis=1), out=mind)
     scores = np.full(n, np.nan)
     picks = []
@@ -64,6 +65,6 @@ def select_coreset(emb, budget, *, labeled=None, seed=0, return_scores=False):
 
 def _update_min_sq(x64, sq, j, mind):
     """``min(mind, squared distance to point j)`` in place, with the point itself at exactly 0."""
-    d2 = sq + sq[j] - 2.0 * matmul(x64, x64[j])
+    d2 = sq + sq[j] - 2.0 * (x64 @ x64[j])
     d2[j] = 0.0
     return np.minimum(mind, d2, out=mind)
