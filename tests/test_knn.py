@@ -375,3 +375,78 @@ def test_check_k_one_rule_for_knn_and_selection():
         check_k(0, 20)
     with pytest.raises(ValueError, match="k must be an integer"):
         check_k(2.0, 20)
+
+
+# ---- the GEMM path of knn_density (exact mode on the CPU, no neighbour lists) ---------------------------
+def _density_from_lists(x, k, variant):
+    return density_from_dists(knn(x, k)[0], variant=variant)
+
+
+@pytest.mark.parametrize("scale", [1e-5, 1.0, 1e15])
+@pytest.mark.parametrize("variant", ["paper", "reference"])
+def test_density_gemm_path_matches_the_neighbour_lists(scale, variant):
+    # clusters far from the mean: the GEMM's error (relative to |x'|^2, not to the distances) is large here;
+    # on L2-normalised embeddings it is below 1e-6 (benchmarks/RESULTS.md)
+    x = clustered(n=1500, d=24) * np.float32(scale)
+    x[7] = x[3]  # a duplicate: its GEMM value is pure cancellation and is recomputed from coordinates
+    x[900:905] = x[800]
+    for k in (1 if variant == "paper" else 2, 5, 60, 400):
+        fast = knn_density(x, k, variant=variant)
+        slow = _density_from_lists(x, k, variant)
+        np.testing.assert_allclose(fast, slow, rtol=3e-5, err_msg=f"k={k}")
+
+
+def test_density_gemm_path_on_tiny_and_wide_inputs():
+    # n = 2 (k = 1), n = k + 1 (every other point), more features than points, one constant feature
+    two = np.array([[0.0, 0.0], [3.0, 4.0]], dtype=np.float32)
+    np.testing.assert_allclose(knn_density(two, 1), [0.2, 0.2])
+    rng = np.random.default_rng(3)
+    for n, d, k in [(6, 5, 5), (40, 300, 7), (257, 3, 256)]:
+        x = rng.standard_normal((n, d)).astype(np.float32)
+        x[:, 0] = 2.5
+        for variant in ("paper", "reference"):
+            np.testing.assert_allclose(knn_density(x, k, variant=variant), _density_from_lists(x, k, variant),
+                                       rtol=2e-6, err_msg=f"n={n} d={d} k={k} {variant}")
+
+
+def _digits_pixels():
+    from sklearn.datasets import load_digits
+
+    return load_digits().data.astype(np.float32)
+
+
+def test_density_gemm_path_is_not_used_when_lists_are_asked_for():
+    x = _digits_pixels()
+    dens, dists, idx = knn_density(x, 10, return_knn=True)
+    np.testing.assert_array_equal(dens, density_from_dists(dists))
+    np.testing.assert_allclose(knn_density(x, 10), dens, rtol=1e-5)
+
+
+def test_density_gemm_path_gives_the_same_usl_picks_as_the_lists(monkeypatch):
+    import uslkit.select._common as common
+    from uslkit.select import select_usl
+
+    x = _digits_pixels()
+    fast = [select_usl(x, b, seed=s) for b in (10, 30) for s in (0, 1)]
+    monkeypatch.setattr(common, "knn_density", lambda x, k, variant, mode, seed, nprobe: _density_from_lists(
+        x, k, variant))
+    slow = [select_usl(x, b, seed=s) for b in (10, 30) for s in (0, 1)]
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_quickselect_kernel_against_a_sort():
+    from uslkit._kernels import _select
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        c = int(rng.integers(1, 200))
+        v = rng.integers(0, 6, c).astype(np.float32)  # many ties
+        if trial % 3 == 0:
+            v[rng.integers(0, c, 3)] = np.inf
+        ids = np.arange(c, dtype=np.int64)
+        k = int(rng.integers(1, c + 1))
+        w, wid = v.copy(), ids.copy()
+        assert _select(w, wid, c, k) == np.sort(v)[k - 1]
+        np.testing.assert_array_equal(np.sort(w[:k]), np.sort(v)[:k])
+        np.testing.assert_array_equal(v[wid], w)  # the ids moved with their values

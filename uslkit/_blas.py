@@ -25,31 +25,39 @@ __all__ = ["BLOCK_ELEMS", "blas_threads", "map_blocks", "matmul", "single_thread
 BLOCK_ELEMS = 2**22
 
 
+_LOCK = threading.Lock()
+_STATE = {"depth": 0, "limiter": None, "controller": None}
+
+
+def _controller():
+    """One ``threadpoolctl.ThreadpoolController`` per process: building one scans the loaded libraries
+    (milliseconds), which a K-means iteration would otherwise pay twice."""
+    from threadpoolctl import ThreadpoolController
+
+    with _LOCK:
+        if _STATE["controller"] is None:
+            _STATE["controller"] = ThreadpoolController()
+        return _STATE["controller"]
+
+
 def blas_threads() -> int:
     """Threads the BLAS libraries loaded in this process would use, capped by the CPUs this process may run on
     (at least 1)."""
     import os
 
-    from threadpoolctl import threadpool_info
-
-    counts = [int(i.get("num_threads") or 1) for i in threadpool_info() if i.get("user_api") == "blas"]
+    counts = [int(lib.num_threads or 1) for lib in _controller().select(user_api="blas").lib_controllers]
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(max(counts + [1]), cpus))
-
-
-_LOCK = threading.Lock()
-_STATE = {"depth": 0, "limiter": None}
 
 
 @contextmanager
 def single_thread_blas():
     """Every BLAS call in the process runs on one thread inside this block (threadpoolctl). Re-entrant and safe
     across threads: the first entry sets the limit, the last exit restores the previous one."""
-    from threadpoolctl import threadpool_limits
-
+    controller = _controller()
     with _LOCK:
         if _STATE["depth"] == 0:
-            _STATE["limiter"] = threadpool_limits(limits=1, user_api="blas")
+            _STATE["limiter"] = controller.limit(limits=1, user_api="blas")
         _STATE["depth"] += 1
     try:
         yield

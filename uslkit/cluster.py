@@ -23,7 +23,8 @@ import warnings
 
 import numpy as np
 
-from ._blas import single_threaded
+from ._blas import map_blocks, single_threaded
+from ._kernels import dissim_rows, member_sums, nearest_rows
 from ._validate import (
     check_cluster_ids,
     check_embeddings,
@@ -44,6 +45,9 @@ _INITS = {
     "k-means++": "ClusteringInitMethod_KMEANS_PLUS_PLUS",
     "afk-mc2": "ClusteringInitMethod_AFK_MC2",
 }
+
+#: Rows per block of the exact assignment (one single-threaded GEMM and one compiled pass each).
+_ASSIGN_ROWS = 8192
 
 #: Rounds of "re-seed empty clusters, then re-assign" before empty clusters are filled by force.
 _REPAIR_ROUNDS = 10
@@ -503,34 +507,23 @@ class _Nearest:
         cmax = float(np.sqrt(cn.max()))
         cn32 = cn.astype(np.float32)
         labels = np.empty(n, dtype=np.int64)
-        step = max(1, self.block_elems // k)
-        exact_rows = max(1, self.block_elems // (k * d))
+        step = max(1, min(self.block_elems // k, _ASSIGN_ROWS))  # several blocks: they run on a pool of threads
         c64 = c.astype(np.float64)
-        for s in range(0, n, step):
-            d2 = self.xc[s:s + step] @ cc.T
-            d2 *= -2.0
-            d2 += cn32
-            r = np.arange(d2.shape[0])
-            win = np.argmin(d2, axis=1)
-            best = d2[r, win].astype(np.float64)
-            d2[r, win] = np.inf
-            gap = d2.min(axis=1).astype(np.float64) - best
-            unsure = np.flatnonzero(~(gap > slack2 * (self.xn[s:s + step] + cmax) ** 2))  # NaN gap: unsure
-            for t in range(0, unsure.size, exact_rows):
-                rows = unsure[t:t + exact_rows]
-                diff = self.x[s + rows].astype(np.float64)[:, None, :] - c64[None, :, :]
-                win[rows] = np.argmin(np.einsum("nkd,nkd->nk", diff, diff), axis=1)
-            labels[s:s + step] = win
+
+        def block(s):
+            e = min(s + step, n)
+            nearest_rows(self.xc[s:e] @ cc.T, cn32, self.xn[s:e], cmax, slack2, self.x[s:e], c64, labels[s:e])
+
+        for _ in map_blocks(block, range(0, n, step)):
+            pass
         return labels
 
 
-def _dissim_rows(x, c, lab, *, spherical, block=65536) -> np.ndarray:
-    """float64 ``|x_i - c_lab_i|^2`` (or ``-x_i . c_lab_i``), row by row in blocks (no BLAS, fixed order)."""
+def _dissim_rows(x, c, lab, *, spherical) -> np.ndarray:
+    """float64 ``|x_i - c_lab_i|^2`` (or ``-x_i . c_lab_i``), row by row (no BLAS, fixed order)."""
     out = np.empty(x.shape[0], dtype=np.float64)
-    for s in range(0, x.shape[0], block):
-        xs = x[s:s + block].astype(np.float64)
-        cs = c[lab[s:s + block]].astype(np.float64)
-        out[s:s + block] = -np.einsum("nd,nd->n", xs, cs) if spherical else np.einsum("nd,nd->n", xs - cs, xs - cs)
+    dissim_rows(np.ascontiguousarray(x), np.ascontiguousarray(c), np.asarray(lab, dtype=np.int64), bool(spherical),
+                out)
     return out
 
 
@@ -551,12 +544,10 @@ def _dissim(x: np.ndarray, c: np.ndarray, *, spherical: bool) -> np.ndarray:
 def _member_means(x: np.ndarray, labels: np.ndarray, k: int, *, fallback: np.ndarray) -> np.ndarray:
     """float64 ``(k, d)`` mean of each cluster's members (summed in index order); ``fallback`` rows for empty
     clusters."""
-    counts = np.bincount(labels, minlength=k)
-    order = np.argsort(labels, kind="stable")
-    nz = np.flatnonzero(counts)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[nz]
+    sums, counts = member_sums(np.ascontiguousarray(x), np.asarray(labels, dtype=np.int64), k)
+    nz = counts > 0
     out = np.array(fallback, dtype=np.float64, copy=True)
-    out[nz] = np.add.reduceat(x[order], starts, axis=0, dtype=np.float64) / counts[nz, None]
+    out[nz] = sums[nz] / counts[nz, None]
     return out
 
 

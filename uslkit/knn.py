@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "AUTO_EXACT_MAX_N",
     "CHUNK_MEMORY_BYTES",
+    "DENSITY_BLOCK_ROWS",
     "DENSITY_EPS",
     "IVF_NPROBE",
     "IVF_TRAIN_POINTS_PER_LIST",
@@ -48,6 +49,7 @@ __all__ = [
     "estimate_recall",
     "knn",
     "knn_density",
+    "knn_mean_distance",
 ]
 
 #: ``mode="auto"`` searches exactly up to this many database points and with IVF above (exact is O(n^2 d)).
@@ -70,6 +72,9 @@ IVF_TRAIN_POINTS_PER_LIST = 64
 #: Rows of the seeded sample on which ``knn(..., return_recall=True)`` measures the recall of an
 #: approximate search against exact search.
 RECALL_SAMPLE = 1000
+
+#: Query rows per GEMM block of :func:`knn_density`'s exact CPU path (one single-threaded BLAS call each).
+DENSITY_BLOCK_ROWS = 64
 
 #: Extra candidates requested from faiss beyond ``k`` (+1 for the excluded self). Only speed depends on it:
 #: rows whose list is too short to prove exactness are searched again with a doubled list.
@@ -283,11 +288,19 @@ def density_from_dists(dists, *, variant="paper") -> np.ndarray:
 
 
 def knn_density(
-    x, k, *, variant="paper", mode="exact", device=None, seed=0, return_knn=False, progress=False
+    x, k, *, variant="paper", mode="exact", device=None, seed=0, nprobe=None, return_knn=False, progress=False
 ):
     """kNN density of every point of ``x`` (USL eq. 3): high where neighbours are close.
 
-    Computes ``knn(x, k)`` (true L2 distances, own index excluded) and :func:`density_from_dists`.
+    Exact search on the CPU without ``return_knn``: no neighbour lists, only each point's sum over its k nearest,
+    read off a float32 GEMM of the centred points, ``|q'|^2 + |x'|^2 - 2 q'.x'`` (how faiss and the USL
+    reference code compute distances), in blocks of :data:`DENSITY_BLOCK_ROWS` query rows, each one
+    single-threaded BLAS call (:mod:`uslkit._blas`: the same bits on any thread count), and a compiled pass per
+    row that keeps the k smallest values (:func:`uslkit._kernels.sum_rows`). Each squared distance is within
+    ``2 (d + 8) 2^-24 (|q'| + max |x'|)^2`` of the float64 one (the bound of :func:`knn`'s module doc); one within
+    64 times that of zero (near-duplicates, where the GEMM's cancellation dominates) is recomputed in float64
+    from the coordinates. Measured against the float64 density: ``benchmarks/RESULTS.md``. Otherwise
+    (GPU, ``mode`` other than exact, ``return_knn``): ``knn(x, k)`` and :func:`density_from_dists`.
 
     Args:
         x: embeddings ``(n, d)``.
@@ -296,8 +309,9 @@ def knn_density(
         variant: ``"paper"`` (default, eq. 3: mean of plain L2 distances over the k neighbours, self
             excluded) or ``"reference"`` (USL code: mean of SQUARED distances with the point itself counted
             among its k neighbours). See :func:`density_from_dists`.
-        mode, device, seed, progress: passed to :func:`knn`.
-        return_knn: also return the neighbour lists.
+        mode, device, seed, nprobe, progress: as in :func:`knn` (``"auto"``: exact up to
+            :data:`AUTO_EXACT_MAX_N` points).
+        return_knn: also return the neighbour lists (then :func:`knn` computes them).
 
     Returns:
         float64 ``(n,)`` densities, or ``(density, dists, idx)`` when ``return_knn``: ``dists``/``idx`` are
@@ -307,9 +321,75 @@ def knn_density(
     x = check_embeddings(x, name="x")
     if variant == "reference" and not isinstance(k, bool) and isinstance(k, (int, np.integer)) and k < 2:
         raise ValueError(f"variant='reference' needs k >= 2, got k={k}")
-    dists, idx = knn(x, k, mode=mode, device=device, seed=seed, progress=progress)
+    mode = check_choice(mode, _MODES, name="mode")
+    k = check_k(k, x.shape[0], exclude_self=True)
+    if mode == "auto":
+        mode = "exact" if x.shape[0] <= AUTO_EXACT_MAX_N else mode
+    if mode == "exact" and not return_knn and not faiss_use_gpu(device):
+        n_sum, squared = (k, False) if variant == "paper" else (k - 1, True)
+        mean = _knn_sums(x, n_sum, squared=squared, progress=bool(progress)) / k
+        return 1.0 / np.maximum(mean, DENSITY_EPS)
+    dists, idx = knn(x, k, mode=mode, device=device, seed=seed, nprobe=nprobe, progress=progress)
     density = density_from_dists(dists, variant=variant)
     return (density, dists, idx) if return_knn else density
+
+
+def knn_mean_distance(x, k, *, squared=False, mode="auto", device=None, seed=0, nprobe=None):
+    """float64 ``(n,)`` mean (squared, when ``squared``) L2 distance of every row of ``x`` to its ``k`` nearest other
+    rows: :func:`knn_density`'s GEMM path where that is exact on the CPU (no neighbour lists), else the mean of
+    :func:`knn`'s distances (``mode``, ``device``, ``seed``, ``nprobe`` as there)."""
+    x = check_embeddings(x, name="x")
+    mode = check_choice(mode, _MODES, name="mode")
+    k = check_k(k, x.shape[0], exclude_self=True)
+    if mode == "auto":
+        mode = "exact" if x.shape[0] <= AUTO_EXACT_MAX_N else mode
+    if mode == "exact" and not faiss_use_gpu(device):
+        return _knn_sums(x, k, squared=bool(squared), progress=False) / k
+    dists, _ = knn(x, k, mode=mode, device=device, seed=seed, nprobe=nprobe, squared=bool(squared))
+    return dists.astype(np.float64).mean(axis=1)
+
+
+def _knn_sums(x: np.ndarray, k: int, *, squared: bool, progress: bool) -> np.ndarray:
+    """float64 ``(n,)``: each row's sum of its ``k`` smallest (squared) distances to the other rows, from a float32
+    GEMM of the centred points (see :func:`knn_density`); blocks of :data:`DENSITY_BLOCK_ROWS` query rows, each
+    one single-threaded BLAS call on a pool of threads."""
+    from ._blas import map_blocks
+    from ._kernels import sum_rows
+
+    n, d = x.shape
+    mu = x.mean(axis=0, dtype=np.float64)
+    xc = np.empty((n, d), dtype=np.float32)
+    sq = np.empty(n, dtype=np.float64)
+    for s in range(0, n, _ADD_BLOCK):
+        block = x[s : s + _ADD_BLOCK] - mu
+        sq[s : s + _ADD_BLOCK] = np.einsum("ij,ij->i", block, block)
+        xc[s : s + _ADD_BLOCK] = block
+    top = float(np.sqrt(sq.max()))
+    # a power of two (exact) brings the largest centred norm near 1: no underflow or overflow in the GEMM
+    exponent = np.frexp(top)[1] if top > 0 else 0
+    xc *= np.float32(2.0**-exponent)
+    sqn = np.einsum("ij,ij->i", xc, xc, dtype=np.float64)
+    sqn32 = sqn.astype(np.float32)
+    max_norm = float(np.sqrt(sqn.max()))
+    inv_scale2 = 4.0**exponent
+    out = np.empty(n, dtype=np.float64)
+    xct = xc.T
+    step = DENSITY_BLOCK_ROWS
+
+    def block_sums(s):
+        e = min(s + step, n)
+        g = xc[s:e] @ xct
+        slack = _rounding_slack(np.sqrt(sqn[s:e]), max_norm, d)
+        sum_rows(g, sqn32, sqn[s:e], slack, inv_scale2, x, np.arange(s, e, dtype=np.int64), k, squared, out[s:e])
+
+    blocks = map_blocks(block_sums, range(0, n, step))
+    if progress:
+        from tqdm.auto import tqdm
+
+        blocks = tqdm(blocks, total=-(-n // step), desc=f"knn density k={k}", unit="block")
+    for _ in blocks:
+        pass
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import check_budget, check_embeddings, check_indices, check_positive_int, check_seed
-from ..knn import density_from_dists, knn
+from ..knn import knn_density
 
 #: Upper bound on the number of float64 entries of any (rows x columns) block held at once (32 MB).
 _CHUNK_ELEMS = 2**22
@@ -112,8 +112,7 @@ def _argmax_per_group(values: np.ndarray, groups) -> np.ndarray:
 # Density
 # --------------------------------------------------------------------------------------------------------
 def _density(x, k, variant, mode, nprobe, seed) -> np.ndarray:
-    """USL kNN density (eq. 3, or the reference variant): :func:`uslkit.knn.knn` + ``density_from_dists``."""
+    """USL kNN density (eq. 3, or the reference variant): :func:`uslkit.knn.knn_density`."""
     if nprobe is not None:
         nprobe = check_positive_int(nprobe, name="knn_nprobe")
-    dists, _ = knn(x, k, mode=mode, seed=seed, nprobe=nprobe)
-    return density_from_dists(dists, variant=variant)
+    return knn_density(x, k, variant=variant, mode=mode, seed=seed, nprobe=nprobe)

@@ -6,7 +6,7 @@ import numpy as np
 
 from .._validate import check_positive_int
 from ..cluster import kmeans
-from ..knn import knn
+from ..knn import knn_mean_distance
 from ._common import _finish, _group_index, _mask, _members, _prepare
 
 __all__ = ["select_typiclust"]
@@ -103,5 +103,4 @@ def _typicality(x, members, k, squared) -> np.ndarray:
     kk = min(k, members.size // 2)
     if kk < 1:
         return np.full(members.size, np.nan)
-    d, _ = knn(x[members], kk, squared=squared, mode="auto")
-    return 1.0 / (d.astype(np.float64).mean(axis=1) + 1e-5)
+    return 1.0 / (knn_mean_distance(x[members], kk, squared=squared) + 1e-5)
