@@ -13,7 +13,8 @@ Every task runs in a fresh subprocess (this script with ``--worker``) that loads
   USL's regularised selection (Alg. 1) on that density and clustering; above ``AUTO_EXACT_MAX_N`` the
   kNN stages are also timed in ``mode="auto"`` (IVF), and exact kNN is skipped unless
   ``--exact-knn-max-n`` allows it (its cost is at least the floor);
-- methods: every ``uslkit.select.METHODS`` entry but ``kmeans_multi`` (= kmeans from scratch), defaults,
+- methods: every ``uslkit.select.METHODS`` entry but ``kmeans_multi`` (= kmeans from scratch) and ``ntkcpl`` (an
+  active-learning round: its cost is in ``benchmarks/bench_active.py``), defaults,
   ``probcover`` with ``num_classes`` (10, or the mixture's component count); above 200k only the methods
   that scale, the others reported as skipped with the reason;
 - scikit-activeml's TypiClust and ProbCover side by side on the Fashion-MNIST sizes (ProbCover at 10k
@@ -367,7 +368,7 @@ def tasks_for(n: int, args) -> list[tuple[str, str | None]]:
     out += [("stage:knn_density", None), ("stage:kmeans", None), ("stage:usl_reg", None)]
     large = n > args.large_n
     for m in METHODS:
-        if m == "kmeans_multi":
+        if m in ("kmeans_multi", "ntkcpl"):
             continue
         if large and m not in args.large_methods:
             out.append((f"method:{m}", SKIP_REASONS.get(m, "not in --large-methods")))

@@ -120,17 +120,18 @@ def _vertical_pass(g, sqn, self_j, minima):
 
 
 @njit(nogil=True, cache=True)
-def sum_rows(g, sqn, qn2, slack, inv_scale2, x, rows, k, squared, out):
-    """Sum, for every row ``r`` of the tile, of its ``k`` smallest squared distances (``squared``) or distances to
-    the other points, read off the GEMM: ``d^2_j = max(0, qn2[r] + sqn[j] - 2 g[r, j]) * inv_scale2``.
+def sum_rows(g, sqn, qn2, slack, inv_scale2, xq, xc, self_cols, k, squared, out, out_ids):
+    """Sum, for every row ``r`` of the block, of its ``k`` smallest squared distances (``squared``) or distances to
+    the columns, read off the GEMM: ``d^2_j = max(0, qn2[r] + sqn[j] - 2 g[r, j]) * inv_scale2``.
 
-    ``g`` (b, n) float32 ``q'_r . x'_j`` of the centred points scaled by ``1 / sqrt(inv_scale2)`` (overwritten);
-    ``sqn`` (n,) float32 ``|x'_j|^2``; ``qn2`` (b,) float64 ``|q'_r|^2``; ``slack`` (b,) float64: a bound on the
-    error of each GEMM value (same units); ``x`` (n, d) float32 originals; ``rows`` (b,): the query's row of
-    ``x`` (left out of its own neighbours). A value within ``64 slack`` of zero (where the GEMM's cancellation
-    makes it meaningless) is recomputed in float64 from the coordinates. The k smallest values are found from
-    the minima of ``nb >= k`` column classes (the k-th smallest class minimum bounds the k-th smallest value), so
-    only the classes under that bound are read again. Float64 sums in a fixed order.
+    ``g`` (b, c) float32 ``q'_r . x'_j`` of centred points scaled by ``1 / sqrt(inv_scale2)`` (overwritten); ``sqn``
+    (c,) float32 ``|x'_j|^2``; ``qn2`` (b,) float64 ``|q'_r|^2``; ``slack`` (b,) float64: a bound on the error of
+    each GEMM value (same units); ``xq`` (b, d), ``xc`` (c, d): the float32 originals; ``self_cols`` (b,): the
+    column left out of row r's neighbours (-1: none). A value within ``64 slack`` of zero (where the GEMM's
+    cancellation makes it meaningless) is recomputed in float64 from the coordinates. The k smallest values are
+    found from the minima of ``nb >= k`` column classes (the k-th smallest class minimum bounds the k-th smallest
+    value), so only the classes under that bound are read again. Float64 sums in a fixed order. ``out_ids``
+    (b, k) or (0, k): the columns of the k nearest (in no particular order), when it has rows.
     """
     n = g.shape[1]
     nb = n_chunks(n, k)
@@ -141,7 +142,7 @@ def sum_rows(g, sqn, qn2, slack, inv_scale2, x, rows, k, squared, out):
     none = np.empty(0, dtype=np.int64)
     for r in range(g.shape[0]):
         row = g[r]
-        _vertical_pass(row, sqn, rows[r], minima)
+        _vertical_pass(row, sqn, self_cols[r], minima)
         scratch[:] = minima
         upper = _select(scratch, none, nb, k)
         c = 0
@@ -157,11 +158,14 @@ def sum_rows(g, sqn, qn2, slack, inv_scale2, x, rows, k, squared, out):
         for t in range(k):
             d2 = qn2[r] + np.float64(vals[t])
             if d2 < 64.0 * slack[r]:
-                d2 = _sq_dist64(x[rows[r]], x[ids[t]])
+                d2 = _sq_dist64(xq[r], xc[ids[t]])
             else:
                 d2 *= inv_scale2
             s += d2 if squared else np.sqrt(d2)
         out[r] = s
+        if out_ids.shape[0]:
+            for t in range(k):
+                out_ids[r, t] = ids[t]
 
 
 # ------------------------------------------------------------------------------------------------------------

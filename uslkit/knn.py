@@ -349,13 +349,9 @@ def knn_mean_distance(x, k, *, squared=False, mode="auto", device=None, seed=0, 
     return dists.astype(np.float64).mean(axis=1)
 
 
-def _knn_sums(x: np.ndarray, k: int, *, squared: bool, progress: bool) -> np.ndarray:
-    """float64 ``(n,)``: each row's sum of its ``k`` smallest (squared) distances to the other rows, from a float32
-    GEMM of the centred points (see :func:`knn_density`); blocks of :data:`DENSITY_BLOCK_ROWS` query rows, each
-    one single-threaded BLAS call on a pool of threads."""
-    from ._blas import map_blocks
-    from ._kernels import sum_rows
-
+def _centred(x: np.ndarray):
+    """``(xc, sqn, exponent)``: float32 ``(x - mean) * 2^-exponent`` (the power of two brings the largest centred norm
+    near 1: no underflow or overflow in a GEMM) and its float64 squared row norms."""
     n, d = x.shape
     mu = x.mean(axis=0, dtype=np.float64)
     xc = np.empty((n, d), dtype=np.float32)
@@ -365,22 +361,35 @@ def _knn_sums(x: np.ndarray, k: int, *, squared: bool, progress: bool) -> np.nda
         sq[s : s + _ADD_BLOCK] = np.einsum("ij,ij->i", block, block)
         xc[s : s + _ADD_BLOCK] = block
     top = float(np.sqrt(sq.max()))
-    # a power of two (exact) brings the largest centred norm near 1: no underflow or overflow in the GEMM
-    exponent = np.frexp(top)[1] if top > 0 else 0
+    exponent = int(np.frexp(top)[1]) if top > 0 else 0
     xc *= np.float32(2.0**-exponent)
     sqn = np.einsum("ij,ij->i", xc, xc, dtype=np.float64)
+    return xc, sqn, exponent
+
+
+def _knn_sums(x: np.ndarray, k: int, *, squared: bool, progress: bool) -> np.ndarray:
+    """float64 ``(n,)``: each row's sum of its ``k`` smallest (squared) distances to the other rows, from a float32
+    GEMM of the centred points (see :func:`knn_density`); blocks of :data:`DENSITY_BLOCK_ROWS` query rows, each
+    one single-threaded BLAS call on a pool of threads."""
+    from ._blas import map_blocks
+    from ._kernels import sum_rows
+
+    n, d = x.shape
+    xc, sqn, exponent = _centred(x)
     sqn32 = sqn.astype(np.float32)
     max_norm = float(np.sqrt(sqn.max()))
     inv_scale2 = 4.0**exponent
     out = np.empty(n, dtype=np.float64)
     xct = xc.T
     step = DENSITY_BLOCK_ROWS
+    no_ids = np.empty((0, k), dtype=np.int64)
 
     def block_sums(s):
         e = min(s + step, n)
         g = xc[s:e] @ xct
         slack = _rounding_slack(np.sqrt(sqn[s:e]), max_norm, d)
-        sum_rows(g, sqn32, sqn[s:e], slack, inv_scale2, x, np.arange(s, e, dtype=np.int64), k, squared, out[s:e])
+        sum_rows(g, sqn32, sqn[s:e], slack, inv_scale2, x[s:e], x, np.arange(s, e, dtype=np.int64), k, squared,
+                 out[s:e], no_ids)
 
     blocks = map_blocks(block_sums, range(0, n, step))
     if progress:
