@@ -231,3 +231,16 @@ def dissim_rows(x, c, lab, spherical, out):
             out[i] = -s
         else:
             out[i] = _sq_dist64(x[i], ci)
+
+
+@njit(nogil=True, cache=True)
+def centre_rows(x, mu, xc, norms):
+    """``xc[i] = x[i] - mu`` (float32, one rounding per entry) and ``norms[i]`` = float64 ``|xc[i]|``."""
+    d = x.shape[1]
+    for i in range(x.shape[0]):
+        s = 0.0
+        for f in range(d):
+            v = x[i, f] - mu[f]
+            xc[i, f] = v
+            s += np.float64(v) * np.float64(v)
+        norms[i] = np.sqrt(s)

@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 
 from ._blas import map_blocks, single_threaded
-from ._kernels import dissim_rows, member_sums, nearest_rows
+from ._kernels import centre_rows, dissim_rows, member_sums, nearest_rows
 from ._validate import (
     check_cluster_ids,
     check_embeddings,
@@ -481,14 +481,11 @@ class _Nearest:
         self.x = l2_normalize(x) if spherical else np.ascontiguousarray(x, dtype=np.float32)
         n, d = self.x.shape
         self.block_elems = block_elems
-        self.mu = self.x.mean(axis=0, dtype=np.float64)
-        step = max(1, block_elems // max(d, 1))
+        mu32 = self.x.mean(axis=0, dtype=np.float64).astype(np.float32)  # x and centroids shift by the same mu
+        self.mu = mu32.astype(np.float64)
         norms = np.empty(n, dtype=np.float64)
         self.xc = np.empty((n, d), dtype=np.float32)
-        for s in range(0, n, step):
-            xs = self.x[s:s + step].astype(np.float64) - self.mu
-            self.xc[s:s + step] = xs
-            norms[s:s + step] = np.sqrt(np.einsum("nd,nd->n", xs, xs))
+        centre_rows(self.x, mu32, self.xc, norms)
         # a power of two (exact) brings the centred norms near 1, so the GEMM's products neither underflow nor
         # overflow
         top = float(norms.max()) if n else 0.0
