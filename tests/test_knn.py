@@ -450,3 +450,44 @@ def test_quickselect_kernel_against_a_sort():
         assert _select(w, wid, c, k) == np.sort(v)[k - 1]
         np.testing.assert_array_equal(np.sort(w[:k]), np.sort(v)[:k])
         np.testing.assert_array_equal(v[wid], w)  # the ids moved with their values
+
+
+# ---- the IVF path of knn_density ------------------------------------------------------------------------
+def test_density_ivf_path_close_to_exact_and_deterministic():
+    x = clustered(n=3000, d=32)
+    exact = knn_density(x, 20)
+    dens, recall = knn_density(x, 20, mode="ivf", return_recall=True)
+    assert 0.95 <= recall <= 1.0
+    assert np.median(np.abs(dens - exact) / exact) < 1e-5
+    again, recall2 = knn_density(x, 20, mode="ivf", return_recall=True)
+    np.testing.assert_array_equal(dens, again)
+    assert recall == recall2
+    # every list probed: every point is a candidate, so the sums are the exact ones (other GEMM blocks)
+    full, r_full = knn_density(x, 20, mode="ivf", nprobe=10_000, return_recall=True, variant="reference")
+    assert r_full == 1.0
+    np.testing.assert_allclose(full, knn_density(x, 20, variant="reference"), rtol=3e-5)
+
+
+def test_density_ivf_path_warns_when_recall_is_low(monkeypatch, caplog):
+    import uslkit.knn as knn_mod
+
+    monkeypatch.setattr(knn_mod, "DENSITY_IVF_CANDIDATES", 1)
+    x = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)  # no structure: IVF is poor
+    with caplog.at_level("WARNING", logger="uslkit.knn"):
+        _, recall = knn_density(x, 50, mode="ivf", nprobe=1, return_recall=True)
+    assert recall < 0.95
+    assert any("raise nprobe" in r.getMessage() for r in caplog.records)
+
+
+def test_density_auto_mode_switches_to_ivf_above_the_threshold(monkeypatch):
+    import uslkit.knn as knn_mod
+
+    x = clustered(n=2000, d=16)
+    monkeypatch.setattr(knn_mod, "AUTO_EXACT_MAX_N", 1000)
+    calls = []
+    real = knn_mod._knn_sums_ivf
+    monkeypatch.setattr(knn_mod, "_knn_sums_ivf", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    knn_density(x, 10, mode="auto")
+    assert calls and calls[0]["nprobe"] == knn_mod.DENSITY_IVF_NPROBE
+    knn_density(x, 10, mode="auto", nprobe=3)
+    assert calls[1]["nprobe"] == 3

@@ -42,6 +42,9 @@ __all__ = [
     "CHUNK_MEMORY_BYTES",
     "DENSITY_BLOCK_ROWS",
     "DENSITY_EPS",
+    "DENSITY_IVF_CANDIDATES",
+    "DENSITY_IVF_NPROBE",
+    "DENSITY_MIN_RECALL",
     "IVF_NPROBE",
     "IVF_TRAIN_POINTS_PER_LIST",
     "RECALL_SAMPLE",
@@ -75,6 +78,17 @@ RECALL_SAMPLE = 1000
 
 #: Query rows per GEMM block of :func:`knn_density`'s exact CPU path (one single-threaded BLAS call each).
 DENSITY_BLOCK_ROWS = 64
+
+#: ``knn_density``'s approximate CPU path: lists of query points whose neighbours are searched among this many of
+#: the nearest lists (by centroid), the list itself included (see :func:`knn_density`).
+DENSITY_IVF_NPROBE = 16
+
+#: ... and more lists while they hold at most this many times ``k`` points.
+DENSITY_IVF_CANDIDATES = 16
+
+#: ``knn_density``'s approximate path warns when its recall@k, measured on :data:`RECALL_SAMPLE` seeded rows, is
+#: below this.
+DENSITY_MIN_RECALL = 0.95
 
 #: Extra candidates requested from faiss beyond ``k`` (+1 for the excluded self). Only speed depends on it:
 #: rows whose list is too short to prove exactness are searched again with a doubled list.
@@ -288,7 +302,8 @@ def density_from_dists(dists, *, variant="paper") -> np.ndarray:
 
 
 def knn_density(
-    x, k, *, variant="paper", mode="exact", device=None, seed=0, nprobe=None, return_knn=False, progress=False
+    x, k, *, variant="paper", mode="exact", device=None, seed=0, nprobe=None, return_knn=False, progress=False,
+    return_recall=False,
 ):
     """kNN density of every point of ``x`` (USL eq. 3): high where neighbours are close.
 
@@ -299,8 +314,15 @@ def knn_density(
     row that keeps the k smallest values (:func:`uslkit._kernels.sum_rows`). Each squared distance is within
     ``2 (d + 8) 2^-24 (|q'| + max |x'|)^2`` of the float64 one (the bound of :func:`knn`'s module doc); one within
     64 times that of zero (near-duplicates, where the GEMM's cancellation dominates) is recomputed in float64
-    from the coordinates. Measured against the float64 density: ``benchmarks/RESULTS.md``. Otherwise
-    (GPU, ``mode`` other than exact, ``return_knn``): ``knn(x, k)`` and :func:`density_from_dists`.
+    from the coordinates. Measured against the float64 density: ``benchmarks/RESULTS.md``. ``mode="ivf"`` (or
+    ``"auto"`` above :data:`AUTO_EXACT_MAX_N` points) on the CPU without ``return_knn``: the same pass per list of
+    an IVF partition: the points are split into ``min(2 sqrt(n), n / 64)`` lists by the exact K-means (10
+    iterations on :data:`IVF_TRAIN_POINTS_PER_LIST` seeded points per list), and the points of each list look for
+    their neighbours in the ``nprobe`` (:data:`DENSITY_IVF_NPROBE`) lists whose centroids are nearest to theirs
+    (more while those hold at most :data:`DENSITY_IVF_CANDIDATES` ``* k`` points); recall@k is measured on
+    :data:`RECALL_SAMPLE` seeded rows against exact search and logged, with a warning below
+    :data:`DENSITY_MIN_RECALL`. Otherwise (GPU, HNSW, ``return_knn``): ``knn(x, k)`` and
+    :func:`density_from_dists`.
 
     Args:
         x: embeddings ``(n, d)``.
@@ -312,10 +334,13 @@ def knn_density(
         mode, device, seed, nprobe, progress: as in :func:`knn` (``"auto"``: exact up to
             :data:`AUTO_EXACT_MAX_N` points).
         return_knn: also return the neighbour lists (then :func:`knn` computes them).
+        return_recall: also return the recall@k of the neighbours the density used (1.0 when exact; measured on a
+            sample for the IVF paths).
 
     Returns:
         float64 ``(n,)`` densities, or ``(density, dists, idx)`` when ``return_knn``: ``dists``/``idx`` are
-        :func:`knn`'s output (float32 true L2 distances, own index excluded) whatever the variant.
+        :func:`knn`'s output (float32 true L2 distances, own index excluded) whatever the variant; ``recall``
+        appended when ``return_recall``.
     """
     variant = check_choice(variant, _VARIANTS, name="variant")
     x = check_embeddings(x, name="x")
@@ -324,27 +349,41 @@ def knn_density(
     mode = check_choice(mode, _MODES, name="mode")
     k = check_k(k, x.shape[0], exclude_self=True)
     if mode == "auto":
-        mode = "exact" if x.shape[0] <= AUTO_EXACT_MAX_N else mode
-    if mode == "exact" and not return_knn and not faiss_use_gpu(device):
-        n_sum, squared = (k, False) if variant == "paper" else (k - 1, True)
-        mean = _knn_sums(x, n_sum, squared=squared, progress=bool(progress)) / k
-        return 1.0 / np.maximum(mean, DENSITY_EPS)
-    dists, idx = knn(x, k, mode=mode, device=device, seed=seed, nprobe=nprobe, progress=progress)
-    density = density_from_dists(dists, variant=variant)
-    return (density, dists, idx) if return_knn else density
+        mode = "exact" if x.shape[0] <= AUTO_EXACT_MAX_N else "ivf"
+    n_sum, squared = (k, False) if variant == "paper" else (k - 1, True)
+    if mode in ("exact", "ivf") and not return_knn and not faiss_use_gpu(device):
+        if mode == "exact":
+            sums, recall = _knn_sums(x, n_sum, squared=squared, progress=bool(progress)), 1.0
+        else:
+            if nprobe is not None:
+                nprobe = check_positive_int(nprobe, name="nprobe")
+            sums, recall = _knn_sums_ivf(x, n_sum, squared=squared, nprobe=nprobe or DENSITY_IVF_NPROBE,
+                                         seed=check_seed(seed), progress=bool(progress))
+        density = 1.0 / np.maximum(sums / k, DENSITY_EPS)
+        return (density, recall) if return_recall else density
+    out = knn(x, k, mode=mode, device=device, seed=seed, nprobe=nprobe, progress=progress,
+              return_recall=return_recall)
+    density = density_from_dists(out[0], variant=variant)
+    res = (density, out[0], out[1]) if return_knn else (density,)
+    res = res + (out[2],) if return_recall else res
+    return res if len(res) > 1 else density
 
 
 def knn_mean_distance(x, k, *, squared=False, mode="auto", device=None, seed=0, nprobe=None):
     """float64 ``(n,)`` mean (squared, when ``squared``) L2 distance of every row of ``x`` to its ``k`` nearest other
-    rows: :func:`knn_density`'s GEMM path where that is exact on the CPU (no neighbour lists), else the mean of
-    :func:`knn`'s distances (``mode``, ``device``, ``seed``, ``nprobe`` as there)."""
+    rows: :func:`knn_density`'s GEMM paths on the CPU (exact, or IVF: ``"auto"`` above :data:`AUTO_EXACT_MAX_N`
+    points), no neighbour lists; else the mean of :func:`knn`'s distances (``mode``, ``device``, ``seed``,
+    ``nprobe`` as there)."""
     x = check_embeddings(x, name="x")
     mode = check_choice(mode, _MODES, name="mode")
     k = check_k(k, x.shape[0], exclude_self=True)
     if mode == "auto":
-        mode = "exact" if x.shape[0] <= AUTO_EXACT_MAX_N else mode
+        mode = "exact" if x.shape[0] <= AUTO_EXACT_MAX_N else "ivf"
     if mode == "exact" and not faiss_use_gpu(device):
         return _knn_sums(x, k, squared=bool(squared), progress=False) / k
+    if mode == "ivf" and not faiss_use_gpu(device):
+        nprobe = DENSITY_IVF_NPROBE if nprobe is None else check_positive_int(nprobe, name="nprobe")
+        return _knn_sums_ivf(x, k, squared=bool(squared), nprobe=nprobe, seed=check_seed(seed), progress=False)[0] / k
     dists, _ = knn(x, k, mode=mode, device=device, seed=seed, nprobe=nprobe, squared=bool(squared))
     return dists.astype(np.float64).mean(axis=1)
 
@@ -399,6 +438,83 @@ def _knn_sums(x: np.ndarray, k: int, *, squared: bool, progress: bool) -> np.nda
     for _ in blocks:
         pass
     return out
+
+
+def _knn_sums_ivf(x: np.ndarray, k: int, *, squared: bool, nprobe: int, seed: int, progress: bool):
+    """``(sums, recall)``: :func:`_knn_sums` with each list of an IVF partition searched among its ``nprobe``
+    nearest lists (see :func:`knn_density`); recall@k measured on a seeded sample of rows against exact search."""
+    from ._blas import map_blocks
+    from ._kernels import sum_rows
+    from .cluster import _Nearest, kmeans
+
+    n, d = x.shape
+    xc, sqn, exponent = _centred(x)
+    nlist = int(max(1, min(round(2 * np.sqrt(n)), n // 64)))
+    train = _ivf_training_rows(n, nlist, seed)
+    _, cent = kmeans(xc[train], nlist, seed=seed, niter=10)
+    lists = _Nearest(xc)(cent)
+    order = np.argsort(lists, kind="stable")
+    counts = np.bincount(lists, minlength=nlist)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    c64 = cent.astype(np.float64)
+    gaps = np.stack([((c64 - c) ** 2).sum(axis=1) for c in c64])
+    near = np.lexsort((np.broadcast_to(np.arange(nlist), gaps.shape), gaps), axis=1)  # by distance, then index
+    xs = xc[order]
+    del xc
+    xo = np.ascontiguousarray(x[order])
+    sqs = sqn[order]
+    sqs32 = sqs.astype(np.float32)
+    max_norm = float(np.sqrt(sqn.max()))
+    inv_scale2 = 4.0**exponent
+    out = np.empty(n, dtype=np.float64)
+    m = min(RECALL_SAMPLE, n)
+    sample = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
+    wanted = np.zeros(n, dtype=bool)
+    wanted[np.argsort(order)[sample]] = True  # the sampled rows' positions in list order
+    found: dict[int, np.ndarray] = {}
+
+    def one_list(lst):
+        a, b = starts[lst], starts[lst + 1]
+        if a == b:
+            return
+        probes, total = [lst], counts[lst]
+        for p in near[lst]:
+            if len(probes) >= nprobe and total > DENSITY_IVF_CANDIDATES * k:
+                break
+            if p != lst:
+                probes.append(p)
+                total += counts[p]
+        probes.sort()  # columns in list order
+        cols = np.concatenate([np.arange(starts[p], starts[p + 1]) for p in probes])
+        own = int(np.searchsorted(cols, a))
+        slack = _rounding_slack(np.sqrt(sqs[a:b]), max_norm, d)
+        want = np.flatnonzero(wanted[a:b])
+        ids = np.empty((b - a if want.size else 0, k), dtype=np.int64)
+        sum_rows(xs[a:b] @ xs[cols].T, sqs32[cols], sqs[a:b], slack, inv_scale2, xo[a:b], xo[cols],
+                 np.arange(own, own + b - a, dtype=np.int64), k, squared, out[a:b], ids)
+        for r in want:
+            found[int(order[a + r])] = order[cols[ids[r]]]
+
+    lists_iter = map_blocks(one_list, range(nlist))
+    if progress:
+        from tqdm.auto import tqdm
+
+        lists_iter = tqdm(lists_iter, total=nlist, desc=f"knn density k={k} (IVF, {nprobe} of {nlist} lists)",
+                          unit="list")
+    for _ in lists_iter:
+        pass
+    sums = np.empty(n, dtype=np.float64)
+    sums[order] = out
+    # recall@k: a neighbour counts when its true distance is within the exact k-th one (a tie is not a miss)
+    r_k = knn(x, k + 1, queries=x[sample], squared=True)[0][:, k].astype(np.float64)  # the point itself is one
+    got = np.stack([found[int(i)] for i in sample])
+    d2 = _sq_dists_float64(x, x[sample], np.repeat(np.arange(m), k), got.ravel()).reshape(m, k)
+    recall = float(np.mean(d2 <= r_k[:, None] * (1 + 1e-5) + 1e-12))
+    low = recall < DENSITY_MIN_RECALL
+    (logger.warning if low else logger.info)(
+        "knn_density IVF (%d of %d lists) k=%d on %d x %d: recall@k %.4f on %d sampled rows%s", nprobe, nlist, k, n,
+        d, recall, m, f"; below {DENSITY_MIN_RECALL}: raise nprobe" if low else "")
+    return sums, recall
 
 
 # --------------------------------------------------------------------------------------------------------
