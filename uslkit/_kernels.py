@@ -244,3 +244,28 @@ def centre_rows(x, mu, xc, norms):
             xc[i, f] = v
             s += np.float64(v) * np.float64(v)
         norms[i] = np.sqrt(s)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# USL's regulariser (uslkit.select.usl)
+# ------------------------------------------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def inverse_power_sums(d2, skip, floor, expo, cap, out):
+    """``out[r] = sum_{j != skip[r]} min(cap, max(d2[r, j], floor) ** -expo)``, ``j`` in order (float64); exponents
+    0.25, 0.5 and 1 by square roots and a division, as :func:`uslkit.select.usl._inverse_power`."""
+    for r in range(d2.shape[0]):
+        s = 0.0
+        for j in range(d2.shape[1]):
+            if j == skip[r]:
+                continue
+            v = max(d2[r, j], floor)
+            if expo == 0.5:
+                t = 1.0 / np.sqrt(v)
+            elif expo == 1.0:
+                t = 1.0 / v
+            elif expo == 0.25:
+                t = 1.0 / np.sqrt(np.sqrt(v))
+            else:
+                t = v ** -expo
+            s += min(t, cap)
+        out[r] = s

@@ -11,7 +11,8 @@ import numpy as np
 
 from .._validate import check_choice, check_embeddings, check_float, check_k, check_positive_int
 from ..cluster import kmeans
-from .._blas import matmul
+from .._blas import map_blocks, matmul
+from .._kernels import inverse_power_sums
 from ._common import (
     _KNN_MODES,
     _VARIANTS,
@@ -250,6 +251,16 @@ def _usl_reg(x, picks, pick_clusters, clusters, *, alpha, squared, horizon, excl
         skip_col[picks] = np.arange(m)
     reg = np.empty(n, dtype=np.float64)
     step = _chunk_rows(m)
+    if h is None:  # one compiled pass per block of rows, blocks on a pool of threads (single-threaded BLAS each)
+        def block(s):
+            xs = x[s : s + step].astype(np.float64)
+            x_aug = np.concatenate([xs, np.einsum("nd,nd->n", xs, xs)[:, None], np.ones((xs.shape[0], 1))], axis=1)
+            inverse_power_sums(x_aug @ p_aug.T, skip_col[s : s + step], _D2_FLOOR, float(expo), _TERM_CAP,
+                               reg[s : s + step])
+
+        for _ in map_blocks(block, range(0, n, step)):
+            pass
+        return reg
     for s in range(0, n, step):
         xs = x[s : s + step].astype(np.float64)
         x_aug = np.concatenate([xs, np.einsum("nd,nd->n", xs, xs)[:, None], np.ones((xs.shape[0], 1))], axis=1)
