@@ -499,3 +499,24 @@ def test_digits_usl_and_kmeans_beat_random():
         idx = select(method, f, 20, seed=0)
         assert np.unique(y[idx]).size >= 9, method
         assert _nn1_accuracy(f, y, idx) > random_acc, method
+
+
+@pytest.mark.parametrize("alpha,squared", [(0.5, False), (1.0, False), (0.5, True), (0.7, False), (9.0, True)])
+@pytest.mark.parametrize("exclude_same_cluster", [True, False])
+def test_usl_regulariser_matches_a_dense_float64_sum(alpha, squared, exclude_same_cluster):
+    from uslkit.select.usl import _D2_FLOOR, _TERM_CAP, _usl_reg
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((700, 12)).astype(np.float32)
+    x[5] = x[3]  # a duplicate of a pick: the floor and the cap apply
+    clusters = rng.integers(0, 9, 700)
+    picks = np.array([np.flatnonzero(clusters == c)[0] for c in range(9)])
+    reg = _usl_reg(x, picks, np.arange(9), clusters, alpha=alpha, squared=squared, horizon=None,
+                   exclude_same_cluster=exclude_same_cluster)
+    d2 = ((x[:, None, :].astype(np.float64) - x[picks][None].astype(np.float64)) ** 2).sum(-1)
+    terms = np.minimum(np.maximum(d2, _D2_FLOOR) ** -(alpha if squared else alpha / 2), _TERM_CAP)
+    if exclude_same_cluster:
+        terms[np.arange(700), clusters] = 0.0
+    else:
+        terms[picks, np.arange(9)] = 0.0
+    np.testing.assert_allclose(reg, terms.sum(axis=1), rtol=1e-9)
