@@ -32,7 +32,10 @@ def select_probcover(emb, budget, *, labeled=None, delta=None, purity_threshold=
     holds the most uncovered points (ties: lowest index), mark them covered. When everything is covered
     the remaining picks are uniformly random among the unpicked unlabelled points, seeded (as the paper;
     the reference code would repeat index 0). ``delta=None``: the paper's label-free radius,
-    :func:`purity_delta` with ``num_classes`` (the reference code uses a fixed delta instead). More than
+    :func:`purity_delta` with ``num_classes`` (the reference code uses a fixed delta instead). On features whose
+    classes are not well separated that radius is small, the balls of a low budget cover few points and the picks
+    crowd into the densest classes; a lower ``purity_threshold`` gives larger balls (measured in
+    ``benchmarks/RESULTS.md``, "faithfulness questions"). More than
     2e8 edges in the ball graph raises ``ValueError``.
 
     Args:
