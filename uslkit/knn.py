@@ -351,14 +351,10 @@ def knn_density(
     if mode == "auto":
         mode = "exact" if x.shape[0] <= AUTO_EXACT_MAX_N else "ivf"
     n_sum, squared = (k, False) if variant == "paper" else (k - 1, True)
-    if mode in ("exact", "ivf") and not return_knn and not faiss_use_gpu(device):
-        if mode == "exact":
-            sums, recall = _knn_sums(x, n_sum, squared=squared, progress=bool(progress)), 1.0
-        else:
-            if nprobe is not None:
-                nprobe = check_positive_int(nprobe, name="nprobe")
-            sums, recall = _knn_sums_ivf(x, n_sum, squared=squared, nprobe=nprobe or DENSITY_IVF_NPROBE,
-                                         seed=check_seed(seed), progress=bool(progress))
+    gemm = None if return_knn else _gemm_sums(x, n_sum, squared=squared, mode=mode, device=device, seed=seed,
+                                              nprobe=nprobe, progress=progress)
+    if gemm is not None:
+        sums, recall = gemm
         density = 1.0 / np.maximum(sums / k, DENSITY_EPS)
         return (density, recall) if return_recall else density
     out = knn(x, k, mode=mode, device=device, seed=seed, nprobe=nprobe, progress=progress,
@@ -379,13 +375,23 @@ def knn_mean_distance(x, k, *, squared=False, mode="auto", device=None, seed=0, 
     k = check_k(k, x.shape[0], exclude_self=True)
     if mode == "auto":
         mode = "exact" if x.shape[0] <= AUTO_EXACT_MAX_N else "ivf"
-    if mode == "exact" and not faiss_use_gpu(device):
-        return _knn_sums(x, k, squared=bool(squared), progress=False) / k
-    if mode == "ivf" and not faiss_use_gpu(device):
-        nprobe = DENSITY_IVF_NPROBE if nprobe is None else check_positive_int(nprobe, name="nprobe")
-        return _knn_sums_ivf(x, k, squared=bool(squared), nprobe=nprobe, seed=check_seed(seed), progress=False)[0] / k
+    gemm = _gemm_sums(x, k, squared=bool(squared), mode=mode, device=device, seed=seed, nprobe=nprobe,
+                      progress=False)
+    if gemm is not None:
+        return gemm[0] / k
     dists, _ = knn(x, k, mode=mode, device=device, seed=seed, nprobe=nprobe, squared=bool(squared))
     return dists.astype(np.float64).mean(axis=1)
+
+
+def _gemm_sums(x, k, *, squared, mode, device, seed, nprobe, progress):
+    """``(sums, recall)`` from :func:`_knn_sums` (``mode="exact"``) or :func:`_knn_sums_ivf` (``"ivf"``) on the
+    CPU; ``None`` where those paths do not apply (a GPU, another mode): the caller then uses :func:`knn`."""
+    if mode not in ("exact", "ivf") or faiss_use_gpu(device):
+        return None
+    if mode == "exact":
+        return _knn_sums(x, k, squared=squared, progress=bool(progress)), 1.0
+    nprobe = DENSITY_IVF_NPROBE if nprobe is None else check_positive_int(nprobe, name="nprobe")
+    return _knn_sums_ivf(x, k, squared=squared, nprobe=nprobe, seed=check_seed(seed), progress=bool(progress))
 
 
 def _centred(x: np.ndarray):
