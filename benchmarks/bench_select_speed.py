@@ -1,7 +1,9 @@
 """Benchmark: speed and memory of the selection stages and methods, from 10k to 1M points.
 
 Sizes (``--sizes``): ``10k`` (a seeded 10,000-point subset of the Fashion-MNIST 64-d PCA train embeddings),
-``60k`` (all of them), ``200k`` and ``1m`` (a seeded synthetic 128-d Gaussian mixture, L2-normalised).
+``60k`` (all of them), ``200k`` and ``1m`` (a seeded synthetic 128-d Gaussian mixture, L2-normalised), and
+``200k-aniso`` / ``1m-aniso`` (500 clusters of Zipf-distributed sizes, anisotropic and rotated: coverage of the
+small components separates the methods there).
 Budget 40 at 10k/60k and 1000 at 200k/1M.
 
 Every task runs in a fresh subprocess (this script with ``--worker``) that loads the data, then times
@@ -59,25 +61,29 @@ SIZES = {  # name -> how the data are made
     "60k": dict(kind="fashion_mnist", n=60_000, budget=40),
     "200k": dict(kind="mixture", n=200_000, d=128, components=100, spread=0.5, budget=1000, seed=0),
     "1m": dict(kind="mixture", n=1_000_000, d=128, components=100, spread=0.5, budget=1000, seed=0),
+    # clusters of unequal size and shape: the mixture's isotropy and equal weights flatter every method
+    "200k-aniso": dict(kind="aniso", n=200_000, d=128, components=500, zipf=1.0, budget=1000, seed=0),
+    "1m-aniso": dict(kind="aniso", n=1_000_000, d=128, components=500, zipf=1.0, budget=1000, seed=0),
 }
 PCA_DIM = 64
 REPEATS = 3
 REPEATS_1M = 1
 LARGE_N = 200_000  # above this, only the methods that scale
-LARGE_METHODS = ("usl", "kmeans", "coreset", "random")
+LARGE_METHODS = ("usl", "kmeans", "typiclust", "coreset", "random", "sela")
 SKIP_REASONS = {
     "probcover": "its purity radius and ball graph are exact all-pairs searches, O(n^2 d) each (at least 2x the "
                  "floor), and the graph is refused above 2e8 edges",
-    "sela": "the Sinkhorn transport plan is O(n K) float64, n * budget * 8 bytes per copy (8 GB at 1M x 1000), "
-            "several copies at once",
+    "sela": "not in --large-methods",
     "typiclust": "not in the default large-n set (--large-methods); its cost is K-means with min(budget, 500) "
                  "clusters plus kNN inside each cluster, so it should scale",
     "stratified": "oracle baseline (needs true labels), nothing to scale",
 }
 #: USL with other settings: the paper's large-scale (ImageNet, Table 14) preset at every size, and the
 #: small-scale defaults with approximate (IVF) kNN where plain ``usl`` searches exactly; the picks are compared
-#: with those of plain ``usl``.
-USL_VARIANTS = ("method:usl@preset=imagenet_moco", "method:usl@knn_mode=ivf")
+#: with those of plain ``usl``; and K-means on a seeded sample of 100 points per cluster (what ``"auto"`` does above
+#: 200k, with 256 per cluster), to compare its picks with K-means on every point where that is affordable.
+USL_VARIANTS = ("method:usl@preset=imagenet_moco", "method:usl@knn_mode=ivf",
+                "method:usl@kmeans_points_per_centroid=100")
 EXACT_KNN_MAX_N = 200_000  # exact kNN stages above this only with --exact-knn-max-n
 FLOOR_MAX_GB = 2.0  # materialise x @ x.T only up to this size; above, time a slice and extrapolate
 FLOOR_SLICE_ROWS = 8192
@@ -132,6 +138,31 @@ def mixture(n: int, d: int, components: int, spread: float, seed: int) -> tuple[
     return x, labels.astype(np.int64)
 
 
+def aniso_mixture(n: int, d: int, components: int, zipf: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded mixture of clusters of unequal size and shape, L2-normalised.
+
+    Component ``j`` (``j = 0..components-1``) has weight ``(j + 1)^-zipf`` (normalised), a unit centre, an overall
+    spread log-uniform in ``[0.25, 1]``, per-axis scales log-uniform in ``[0.2, 2]`` and its own random rotation:
+    ``x = c_j + spread_j / sqrt(d) * (z * scales_j) @ R_j``, ``z ~ N(0, I)``. Returns ``(x float32 (n, d),
+    component ids int64 (n,))``.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((components, d)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    w = (np.arange(1, components + 1, dtype=np.float64)) ** -float(zipf)
+    labels = rng.choice(components, size=n, p=w / w.sum())
+    spread = np.exp(rng.uniform(np.log(0.25), np.log(1.0), components))
+    x = np.empty((n, d), dtype=np.float32)
+    for j in range(components):
+        rows = np.flatnonzero(labels == j)
+        scales = np.exp(rng.uniform(np.log(0.2), np.log(2.0), d)).astype(np.float32)
+        rot, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        z = rng.standard_normal((rows.size, d), dtype=np.float32) * scales
+        x[rows] = centres[j] + (spread[j] / math.sqrt(d)) * (z @ rot.astype(np.float32))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, labels.astype(np.int64)
+
+
 def make_data(spec: dict, folder: Path) -> dict:
     """Write ``x.npy``/``y.npy`` (and the test set for Fashion-MNIST) under ``folder``; return a description."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -151,6 +182,12 @@ def make_data(spec: dict, folder: Path) -> dict:
         desc = {"data": f"Fashion-MNIST train, pixels PCA-{PCA_DIM}, L2-normalised"
                         + (f", seeded subset (seed {spec['subset_seed']})" if spec["n"] < 60_000 else ""),
                 "num_classes": 10, "fingerprint": meta.get("fingerprint")}
+    elif spec["kind"] == "aniso":
+        x, y = aniso_mixture(spec["n"], spec["d"], spec["components"], spec["zipf"], spec["seed"])
+        sizes = np.bincount(y, minlength=spec["components"])
+        desc = {"data": f"synthetic mixture of unequal clusters ({spec['components']} components, "
+                        f"Zipf-{spec['zipf']} sizes {int(sizes.max())} to {int(sizes.min())} points, anisotropic, "
+                        f"rotated, seed {spec['seed']}), L2-normalised", "num_classes": spec["components"]}
     else:
         x, y = mixture(spec["n"], spec["d"], spec["components"], spec["spread"], spec["seed"])
         desc = {"data": f"synthetic Gaussian mixture ({spec['components']} components, spread {spec['spread']}, "
@@ -245,8 +282,10 @@ def _task_fn(task: str, x, y, budget: int, seed: int, spec: dict):
         if name == "knn_density":
             return (lambda: knn_density(x, cfg["k"], mode="auto", seed=seed)), {"k": cfg["k"], "mode": "auto"}
         if name == "kmeans":
-            return ((lambda: kmeans(x, budget, seed=seed, niter=cfg["kmeans_niter"])[0]),
-                    {"niter": cfg["kmeans_niter"]})
+            mppc = cfg["kmeans_points_per_centroid"]
+            return ((lambda: kmeans(x, budget, seed=seed, niter=cfg["kmeans_niter"],
+                                    max_points_per_centroid=None if mppc == "all" else mppc)[0]),
+                    {"niter": cfg["kmeans_niter"], "points_per_centroid": mppc})
         if name == "usl_reg":
             folder = Path(spec["folder"])
             density, clusters = np.load(folder / "density.npy"), np.load(folder / "clusters.npy")

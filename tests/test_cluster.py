@@ -99,8 +99,31 @@ def test_kmeans_uses_all_points_by_default(blobs):
     np.testing.assert_array_equal(default[1], explicit[1])
     sub = kmeans(x, 10, seed=0, max_points_per_centroid=3, backend="faiss")  # faiss trains on 30 random points
     assert kmeans_inertia(x, *default) < kmeans_inertia(x, *sub)
-    with pytest.raises(ValueError, match="max_points_per_centroid is an option of backend='faiss'"):
-        kmeans(x, 10, max_points_per_centroid=3)
+    with pytest.raises(ValueError, match="max_points_per_centroid must be >= 1"):
+        kmeans(x, 10, max_points_per_centroid=0)
+
+
+def test_exact_kmeans_on_a_sample_equals_lloyd_on_that_sample_then_one_assignment(blobs):
+    """``max_points_per_centroid`` on the exact backend: Lloyd on a seeded sorted sample of m K points, then
+    every point goes to the nearest of those centroids; no cluster is empty; a sample as large as the data is no
+    sample."""
+    from uslkit.cluster import _SAMPLE_STREAM, _assign
+
+    x, _ = blobs
+    n = x.shape[0]
+    labels, cent, info = kmeans(x, 10, seed=3, max_points_per_centroid=5, return_info=True)
+    assert info["trained_on"] == 50
+    train = np.sort(np.random.default_rng([3, _SAMPLE_STREAM]).choice(n, size=50, replace=False))
+    _, cent_sample = kmeans(x[train], 10, seed=3)
+    assert cent.tobytes() == cent_sample.tobytes()  # no cluster went empty on these blobs
+    expected, _ = _assign(x, cent, spherical=False, use_gpu=False)
+    np.testing.assert_array_equal(labels, expected)
+    assert_all_clusters_used(labels, 10)
+    full = kmeans(x, 10, seed=3, return_info=True)
+    same = kmeans(x, 10, seed=3, max_points_per_centroid=-(-n // 10), return_info=True)
+    assert full[2]["trained_on"] == same[2]["trained_on"] == n
+    np.testing.assert_array_equal(full[0], same[0])
+    assert kmeans(x, 10, seed=3, max_points_per_centroid=5)[1].tobytes() == cent.tobytes()  # seeded
 
 
 def test_kmeans_with_as_many_clusters_as_points():
@@ -180,6 +203,57 @@ def test_sinkhorn_survives_underflow_and_warns_when_not_converged():
     np.testing.assert_allclose(q.sum(0), [0.5, 0.5], rtol=1e-5)
     with pytest.warns(RuntimeWarning, match="max_iter"):
         sinkhorn_knopp(np.random.default_rng(0).standard_normal((100, 5)) * 5, tol=1e-12, max_iter=3)
+
+
+def _plain_sinkhorn(log_p, lam, iters):
+    """The reference's iterations written out with numpy (float64, no relaxation)."""
+    p = np.exp(lam * (log_p - log_p.max(axis=1, keepdims=True)))
+    n, k = p.shape
+    r, c = np.full(k, 1.0 / k), np.full(n, 1.0 / n)
+    for _ in range(iters):
+        r = (1.0 / k) / (p.T @ c)
+        c = (1.0 / n) / (p @ r)
+    return p * c[:, None] * r[None, :]
+
+
+@pytest.mark.filterwarnings("ignore:sinkhorn_knopp did not reach")
+def test_sinkhorn_fused_pass_gives_the_reference_iterates():
+    """One compiled pass per iteration (``c`` from ``P r``, then ``P^T c`` for the next ``r``) is the same
+    iteration as the two products: after a fixed number of iterations the plans agree to rounding."""
+    logits = np.random.default_rng(3).standard_normal((5000, 9)) * 2  # several row blocks of the passes
+    _, q = sinkhorn_knopp(logits, lam=3.0, tol=1e-300, max_iter=7, check_every=1000)  # runs all 7, then warns
+    np.testing.assert_allclose(q, _plain_sinkhorn(logits, 3.0, 7), rtol=1e-10, atol=0)
+
+
+@pytest.mark.filterwarnings("ignore:sinkhorn_knopp did not reach")
+def test_over_relaxed_sinkhorn_reaches_the_same_plan_in_fewer_iterations():
+    from uslkit.cluster import _sinkhorn_scaling
+
+    logits = np.random.default_rng(4).standard_normal((2000, 20)) * 3
+    plain = sinkhorn_knopp(logits, lam=5.0, tol=1e-10, max_iter=20000)
+    fast = sinkhorn_knopp(logits, lam=5.0, tol=1e-10, max_iter=20000, omega=1.6)
+    np.testing.assert_array_equal(plain[0], fast[0])
+    np.testing.assert_allclose(fast[1], plain[1], rtol=1e-6, atol=1e-15)
+    p = np.exp(5.0 * (logits - logits.max(axis=1, keepdims=True)))
+    its = [_sinkhorn_scaling(p, tol=1e-10, max_iter=20000, check_every=10, omega=w)[2] for w in (1.0, 1.6)]
+    assert its[1] < its[0]
+    for bad in (0.0, 2.0, -1.0):
+        with pytest.raises(ValueError, match="omega"):
+            sinkhorn_knopp(logits, omega=bad)
+
+
+def test_sinkhorn_cluster_float32_plan_matches_float64_plan(imbalanced):
+    """The default plan is float32 (entries >= exp(-2 lam / temperature) = exp(-40)); with a temperature whose
+    span exceeds float32's range the plan is float64. The same data and a temperature just on either side of
+    the switch give the same labels."""
+    from uslkit.cluster import _SK_F32_SPAN
+
+    x, _ = imbalanced
+    lam = 10.0
+    t32 = 2 * lam / _SK_F32_SPAN  # exactly at the limit: float32
+    a = sinkhorn_cluster(x, 4, seed=0, lam=lam, temperature=t32)
+    b = sinkhorn_cluster(x, 4, seed=0, lam=lam, temperature=t32 * (1 - 1e-12))  # float64
+    np.testing.assert_array_equal(a[0], b[0])
 
 
 def test_sinkhorn_validation():

@@ -290,6 +290,43 @@ def test_usl_defaults_follow_table_14():
     assert _usl_config(10**6, 2911, preset="imagenet_clip")["exclude_same_cluster"] is True
 
 
+def test_kmeans_points_per_centroid_auto_samples_only_above_200k():
+    """``"auto"``: Lloyd on every point up to 200,000 points, above on at least 200,000 and 256 per cluster; what
+    the caller gives wins."""
+    from uslkit.select import usl_config as _usl_config
+    from uslkit.select._common import _kmeans_points_per_centroid
+
+    assert _usl_config(200_000, 1000)["kmeans_points_per_centroid"] == "all"
+    assert _usl_config(10**6, 1000)["kmeans_points_per_centroid"] == 256
+    assert _usl_config(10**6, 40)["kmeans_points_per_centroid"] == 5000  # 200,000 points for 40 clusters
+    assert _usl_config(10**6, 1000, kmeans_points_per_centroid="all")["kmeans_points_per_centroid"] == "all"
+    assert _usl_config(10**6, 1000, kmeans_points_per_centroid=50)["kmeans_points_per_centroid"] == 50
+    assert _usl_config(10**6, 1000, preset="imagenet_moco")["kmeans_points_per_centroid"] == 256
+    for bad in (0, -3, 2.5, True, "some"):
+        with pytest.raises(ValueError, match="kmeans_points_per_centroid must be 'auto', 'all' or a positive"):
+            _kmeans_points_per_centroid(bad, 10, 2)
+
+
+def test_usl_kmeans_on_a_sample_is_kmeans_on_that_sample():
+    """A sampled K-means in USL is :func:`kmeans` with that ``max_points_per_centroid``; a cap at least n / K is
+    no sample (the same picks as ``"all"``)."""
+    from uslkit.cluster import kmeans
+    from uslkit.knn import knn_density
+    from uslkit.select import usl_config, usl_regularized_selection
+
+    x, _ = _blobs(60, np.random.default_rng(3).standard_normal((6, 8)), 0.6, seed=5, normalise=True)
+    n = len(x)
+    cfg = usl_config(n, 12, k=10, kmeans_points_per_centroid=5)
+    clusters, _ = kmeans(x, 12, seed=2, niter=cfg["kmeans_niter"], max_points_per_centroid=5)
+    opts = {key: cfg[key] for key in ("lam", "alpha", "momentum", "iterations", "horizon", "exclude_same_cluster")}
+    expected = usl_regularized_selection(x, knn_density(x, 10), clusters, **opts)
+    got = select_usl(x, 12, seed=2, k=10, kmeans_points_per_centroid=5)
+    assert got.tolist() == expected.tolist()
+    full = select_usl(x, 12, seed=2, k=10, kmeans_points_per_centroid="all")
+    assert select_usl(x, 12, seed=2, k=10, kmeans_points_per_centroid=n // 12).tolist() == full.tolist()
+    assert select_usl(x, 12, seed=2, k=10).tolist() == full.tolist()  # auto: all points at this size
+
+
 def test_usl_horizon_preset_runs_and_respects_horizon():
     x, _ = _blobs(30, np.random.default_rng(2).standard_normal((5, 8)), 0.5, seed=4, normalise=True)
     a = select_usl(x, 10, preset="imagenet_clip", seed=1)
@@ -412,7 +449,7 @@ def test_usl_config_is_what_select_usl_runs():
         cfg = usl_config(len(x), 10, preset=preset, k=12)
         assert select_usl(x, 10, seed=1, preset=preset, k=12).tolist() == select_usl(x, 10, seed=1, **cfg).tolist()
     assert set(cfg) == {"k", "alpha", "lam", "momentum", "iterations", "horizon", "exclude_same_cluster",
-                        "kmeans_niter"}
+                        "kmeans_niter", "kmeans_points_per_centroid"}
     with pytest.raises(ValueError, match=r"unknown USL hyperparameter\(s\) \['lamda'\]"):
         usl_config(100, 10, lamda=0.5)
     with pytest.raises(ValueError, match="k=100 is too large for 100 points"):

@@ -269,3 +269,86 @@ def inverse_power_sums(d2, skip, floor, expo, cap, out):
                 t = v ** -expo
             s += min(t, cap)
         out[r] = s
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Sinkhorn-Knopp on a dense plan (uslkit.cluster, SeLa)
+# ------------------------------------------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def exp_shift_rows(s, beta, floor, out):
+    """``out[i, j] = max(floor, exp(beta * (s[i, j] - max_j s[i, j])))`` (computed in float64, stored in ``out``'s
+    dtype): a row of ``P^lambda`` up to the row factor Sinkhorn's sample scaling absorbs."""
+    k = s.shape[1]
+    for i in range(s.shape[0]):
+        m = np.float64(s[i, 0])
+        for j in range(1, k):
+            if s[i, j] > m:
+                m = np.float64(s[i, j])
+        for j in range(k):
+            out[i, j] = max(floor, np.exp(beta * (np.float64(s[i, j]) - m)))
+
+
+@njit(nogil=True, cache=True)
+def _row_dot(p, i, r):
+    """float64 ``sum_j p[i, j] r[j]``: four partial sums over ``j mod 4``, combined in a fixed order."""
+    k = p.shape[1]
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    j = 0
+    while j + 4 <= k:
+        s0 += np.float64(p[i, j]) * r[j]
+        s1 += np.float64(p[i, j + 1]) * r[j + 1]
+        s2 += np.float64(p[i, j + 2]) * r[j + 2]
+        s3 += np.float64(p[i, j + 3]) * r[j + 3]
+        j += 4
+    while j < k:
+        s0 += np.float64(p[i, j]) * r[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(nogil=True, cache=True)
+def plan_col_dots(p, c, out):
+    """``out[j] = sum_i p[i, j] c[i]`` in float64, ``i`` in order (the block's share of ``P^T c``)."""
+    k = p.shape[1]
+    for j in range(k):
+        out[j] = 0.0
+    for i in range(p.shape[0]):
+        ci = c[i]
+        for j in range(k):
+            out[j] += np.float64(p[i, j]) * ci
+
+
+@njit(nogil=True, cache=True)
+def plan_scale_rows(p, r, n_total, omega, c_old, c_out, col_out):
+    """One Sinkhorn half-step and the next one's products in a single pass over the block's rows:
+    ``c_out[i] = (1 / n_total) / sum_j p[i, j] r[j]``, over-relaxed as ``c_old[i]^(1 - omega) c_out[i]^omega``
+    when ``omega != 1``, and ``col_out[j] = sum_i p[i, j] c_out[i]`` (``i`` in order; what :func:`plan_col_dots`
+    gives for ``c_out``)."""
+    k = p.shape[1]
+    for j in range(k):
+        col_out[j] = 0.0
+    inv_n = 1.0 / n_total
+    for i in range(p.shape[0]):
+        ci = inv_n / _row_dot(p, i, r)
+        if omega != 1.0:
+            ci = c_old[i] ** (1.0 - omega) * ci**omega
+        c_out[i] = ci
+        for j in range(k):
+            col_out[j] += np.float64(p[i, j]) * ci
+
+
+@njit(nogil=True, cache=True)
+def plan_argmax_rows(p, r, lab):
+    """``lab[i] = argmax_j p[i, j] r[j]`` (float64 products; ties: lowest ``j``)."""
+    for i in range(p.shape[0]):
+        best = -1.0
+        w = 0
+        for j in range(p.shape[1]):
+            v = np.float64(p[i, j]) * r[j]
+            if v > best:
+                best = v
+                w = j
+        lab[i] = w

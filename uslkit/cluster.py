@@ -23,8 +23,17 @@ import warnings
 
 import numpy as np
 
-from ._blas import map_blocks, single_threaded
-from ._kernels import centre_rows, dissim_rows, member_sums, nearest_rows
+from ._blas import map_blocks
+from ._kernels import (
+    centre_rows,
+    dissim_rows,
+    exp_shift_rows,
+    member_sums,
+    nearest_rows,
+    plan_argmax_rows,
+    plan_col_dots,
+    plan_scale_rows,
+)
 from ._validate import (
     check_cluster_ids,
     check_embeddings,
@@ -49,12 +58,23 @@ _INITS = {
 #: Rows per block of the exact assignment (one single-threaded GEMM and one compiled pass each).
 _ASSIGN_ROWS = 8192
 
+#: Second word of the seed sequence that draws the subsample of ``max_points_per_centroid`` (the first is the
+#: seed), so the sample and the initial centroids come from different streams.
+_SAMPLE_STREAM = 1
+
 #: Rounds of "re-seed empty clusters, then re-assign" before empty clusters are filled by force.
 _REPAIR_ROUNDS = 10
 
 #: Entries of P^lambda are floored here so that a cluster whose column underflows to 0 cannot make the
 #: Sinkhorn scaling divide by zero (exp(-690) ~ 1e-300; float64 goes down to ~1e-308).
 _SK_FLOOR = 1e-300
+
+#: The dense Sinkhorn plan is float32 when its entries ``exp(lam / temperature * (cos - max cos))`` cannot fall
+#: below ``exp(-80)`` (~1.8e-35, above float32's smallest normal 1.2e-38); cosines span at most 2.
+_SK_F32_SPAN = 80.0
+
+#: Rows per block of the Sinkhorn passes.
+_SK_ROWS = 4096
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -101,8 +121,10 @@ def kmeans(
         nredo: independent runs; the one with the lowest inertia (highest inner product when spherical)
             is kept.
         spherical: L2-normalise centroids after every update and assign by inner product (as faiss).
-        max_points_per_centroid: faiss backend only: its subsampling cap; ``None`` -> ``ceil(n / K)``, i.e. no
-            subsampling (the exact backend always uses every point).
+        max_points_per_centroid: ``None`` (default): Lloyd runs on every point. An int ``m``: when ``n > m K``,
+            Lloyd runs on a seeded sample of ``m K`` points (faiss' subsampling, its default ``m`` is 256) and
+            every point is then assigned to the final centroids (exact backend: once, exactly, then the
+            empty-cluster repair on all points). Each iteration then costs ``m K^2 d`` instead of ``n K d``.
         init: ``"random"`` (K distinct random points), ``"k-means++"`` (exact D^2 sampling, O(n K d)) or, faiss
             backend only, ``"afk-mc2"``.
         tol: exact backend: stop when the share of points that changed cluster is ``<= tol`` (0: none changed);
@@ -110,9 +132,10 @@ def kmeans(
         backend: ``"exact"`` or ``"faiss"`` (see above).
         device: ``None``/``"auto"`` (GPU when faiss has one), ``"cpu"`` or ``"cuda"``.
         verbose: log each iteration's changed share (exact) or faiss' per-iteration log.
-        return_info: also return ``{"iterations", "converged", "changed", "inertia", "backend"}`` of the kept
-            run (``iterations``: Lloyd iterations run, each an assignment then a mean update unless it converged;
-            ``changed``: share of points that changed cluster in that last iteration's assignment).
+        return_info: also return ``{"iterations", "converged", "changed", "inertia", "backend", "trained_on"}``
+            of the kept run (``iterations``: Lloyd iterations run, each an assignment then a mean update unless it
+            converged; ``changed``: share of the points Lloyd ran on that changed cluster in that last
+            iteration's assignment; ``inertia``: over all points; ``trained_on``: how many points Lloyd ran on).
 
     Returns:
         ``(labels, centroids)``: int64 ``(n,)`` cluster of every point, every cluster non-empty; float32
@@ -138,22 +161,32 @@ def kmeans(
         raise ValueError(f"init must be one of {valid} with backend={backend!r}, got {init!r}")
     if tol is not None and not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 <= tol < 1):
         raise ValueError(f"tol must be a share of points in [0, 1) or None, got {tol!r}")
-    if backend == "exact" and max_points_per_centroid is not None:
-        raise ValueError("max_points_per_centroid is an option of backend='faiss' (the exact backend uses every "
-                         "point)")
+    if max_points_per_centroid is not None:
+        max_points_per_centroid = check_positive_int(max_points_per_centroid, name="max_points_per_centroid")
     use_gpu = faiss_use_gpu(device)
     if backend == "faiss":
         labels, centroids, info = _kmeans_faiss(x, k, seed=seed, niter=niter, nredo=nredo, spherical=spherical,
                                                 max_points_per_centroid=max_points_per_centroid, init=init,
                                                 use_gpu=use_gpu, verbose=verbose)
     else:
+        train = None
+        if max_points_per_centroid is not None and n > max_points_per_centroid * k:
+            # sorted, so the sample's row order (and every sum over it) follows x's
+            rng = np.random.default_rng([seed, _SAMPLE_STREAM])
+            train = np.sort(rng.choice(n, size=max_points_per_centroid * k, replace=False))
+        xt = x if train is None else np.ascontiguousarray(x[train])
         best = None
         for redo in range(nredo):
-            run = _lloyd(x, k, seed=seed + redo, niter=niter, tol=tol, spherical=bool(spherical), init=init,
+            run = _lloyd(xt, k, seed=seed + redo, niter=niter, tol=tol, spherical=bool(spherical), init=init,
                          use_gpu=use_gpu, verbose=bool(verbose))
+            if train is not None:  # every point to the sample's centroids, then no empty cluster over all points
+                lab, _ = _assign(x, run[1], spherical=bool(spherical), use_gpu=use_gpu, dissim=False)
+                lab, cent = _repair_empty(x, lab, run[1], spherical=bool(spherical), use_gpu=use_gpu)
+                run = (lab, cent, {**run[2], "inertia": _objective(x, lab, cent, spherical=bool(spherical))})
             if best is None or run[2]["inertia"] < best[2]["inertia"]:
                 best = run
         labels, centroids, info = best
+        info["trained_on"] = n if train is None else int(train.size)
     return (labels, centroids, info) if return_info else (labels, centroids)
 
 
@@ -183,7 +216,8 @@ def _kmeans_faiss(x, k, *, seed, niter, nredo, spherical, max_points_per_centroi
     labels, _ = _assign(x, centroids, spherical=bool(spherical), use_gpu=use_gpu)
     labels, centroids = _repair_empty(x, labels, centroids, spherical=bool(spherical), use_gpu=use_gpu)
     return labels, centroids, {"iterations": niter, "converged": None, "changed": None, "backend": "faiss",
-                               "inertia": _objective(x, labels, centroids, spherical=bool(spherical))}
+                               "inertia": _objective(x, labels, centroids, spherical=bool(spherical)),
+                               "trained_on": min(n, max_points_per_centroid * k)}
 
 
 def _lloyd(x, k, *, seed, niter, tol, spherical, init, use_gpu, verbose):
@@ -245,9 +279,8 @@ def kmeans_inertia(x, labels, centroids) -> float:
 # --------------------------------------------------------------------------------------------------------
 # Sinkhorn-Knopp (SeLa)
 # --------------------------------------------------------------------------------------------------------
-@single_threaded  # BLAS on one thread: the same result on any thread count
 def sinkhorn_knopp(
-    log_p, *, lam=10.0, tol=1e-2, max_iter=1000, check_every=10
+    log_p, *, lam=10.0, tol=1e-2, max_iter=1000, check_every=10, omega=1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Equipartitioned soft assignment by Sinkhorn-Knopp (SeLa, Asano et al. 2020, eqs. 6-8).
 
@@ -258,7 +291,10 @@ def sinkhorn_knopp(
     ``r = (1/K) / (P^T c)`` and ``c = (1/N) / (P r)`` from ``r = 1/K, c = 1/N`` until
     ``sum_i |c_i / c_new_i - 1| < tol``, tested every ``check_every`` iterations (the reference uses
     ``tol`` 0.1 on ImageNet, 0.01 on CIFAR; ``lam`` 25 and 10). Entries of ``P^lam`` are floored at
-    1e-300 so an underflowing cluster cannot divide by zero.
+    1e-300 so an underflowing cluster cannot divide by zero. The products are compiled passes over row blocks,
+    summed in a fixed order: the same bits on any thread count. ``omega > 1``: over-relaxed Sinkhorn (Thibault,
+    Chizat, Dossal & Papadakis 2017): each scaling moves to ``old^(1 - omega) new^omega``; the same fixed point in
+    fewer iterations (default 1: the reference's plain iterations).
 
     Args:
         log_p: ``(N, K)`` log-probabilities (or logits) of N samples over K clusters.
@@ -266,6 +302,7 @@ def sinkhorn_knopp(
         tol: stopping tolerance on the sample scaling.
         max_iter: iteration cap; reaching it emits a ``RuntimeWarning`` and returns the current scaling.
         check_every: convergence test period.
+        omega: over-relaxation, ``0 < omega < 2``.
 
     Returns:
         ``(labels, Q)``: int64 ``(N,)`` hard labels ``argmax_k Q[i, k]`` (ties: lowest k), and float64
@@ -278,31 +315,67 @@ def sinkhorn_knopp(
     tol = check_positive_float(tol, name="tol")
     max_iter = check_positive_int(max_iter, name="max_iter")
     check_every = check_positive_int(check_every, name="check_every")
-    n, k = lp.shape
-    p = np.exp(lam * (lp - lp.max(axis=1, keepdims=True)))
-    np.maximum(p, _SK_FLOOR, out=p)
+    omega = _check_omega(omega)
+    p = np.empty_like(lp)
+    for _ in map_blocks(lambda sl: exp_shift_rows(lp[sl], lam, _SK_FLOOR, p[sl]), _row_slices(lp.shape[0])):
+        pass
+    r, c, _ = _sinkhorn_scaling(p, tol=tol, max_iter=max_iter, check_every=check_every, omega=omega)
+    q = p * c[:, None] * r[None, :]
+    return np.argmax(q, axis=1).astype(np.int64), q
+
+
+def _check_omega(omega) -> float:
+    omega = check_positive_float(omega, name="omega")
+    if not omega < 2.0:
+        raise ValueError(f"omega must be in (0, 2) (over-relaxed Sinkhorn converges there), got {omega}")
+    return omega
+
+
+def _row_slices(n: int, rows: int | None = None) -> list[slice]:
+    """Fixed row blocks of the Sinkhorn passes (their partial sums are added in this order)."""
+    rows = _SK_ROWS if rows is None else rows
+    return [slice(s, min(s + rows, n)) for s in range(0, n, rows)]
+
+
+def _sinkhorn_scaling(p, *, tol, max_iter, check_every, c0=None, omega=1.0):
+    """Sinkhorn-Knopp scaling of a positive plan ``p (N, K)`` (float32 or float64) to uniform marginals, as
+    :func:`sinkhorn_knopp`: ``(r float64 (K,), c float64 (N,), iterations)``. ``c0``: a starting sample scaling
+    (default ``1/N``). One compiled pass over the :func:`_row_slices` blocks per iteration computes ``c = (1/N) /
+    (P r)`` and, from it, the next iteration's ``P^T c`` (float64 accumulation, block sums added in block order):
+    the same iterates as the two separate products, in half the memory traffic, on any thread count."""
+    n, k = p.shape
+    blocks = _row_slices(n)
+    parts = np.empty((len(blocks), k), dtype=np.float64)
+    c = np.full(n, 1.0 / n) if c0 is None else np.array(c0, dtype=np.float64)
+    c_new = np.empty(n, dtype=np.float64)
     r = np.full(k, 1.0 / k)
-    c = np.full(n, 1.0 / n)
     err = np.inf
+    for _ in map_blocks(lambda b: plan_col_dots(p[blocks[b]], c[blocks[b]], parts[b]), range(len(blocks))):
+        pass
+
+    def step(b):
+        plan_scale_rows(p[blocks[b]], r, float(n), omega, c[blocks[b]], c_new[blocks[b]], parts[b])
+
+    it = 0
     for it in range(max_iter):
-        r = (1.0 / k) / (p.T @ c)
-        c_new = (1.0 / n) / (p @ r)
+        r_new = (1.0 / k) / parts.sum(axis=0)
+        r = r_new if omega == 1.0 or it == 0 else r ** (1.0 - omega) * r_new**omega
+        for _ in map_blocks(step, range(len(blocks))):
+            pass
         if it % check_every == 0:
             err = float(np.abs(c / c_new - 1.0).sum())
-        c = c_new
+        c, c_new = c_new, c
         if err < tol:
             break
     else:
         warnings.warn(
             f"sinkhorn_knopp did not reach tol={tol} in max_iter={max_iter} iterations (error {err:.3g})",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    q = p * c[:, None] * r[None, :]
-    return np.argmax(q, axis=1).astype(np.int64), q
+    return r, c, it + 1
 
 
-@single_threaded  # BLAS on one thread: the same result on any thread count
 def sinkhorn_cluster(
     x,
     n_clusters,
@@ -313,7 +386,10 @@ def sinkhorn_cluster(
     n_iter=20,
     tol=1e-2,
     max_sk_iter=1000,
+    omega=1.8,
+    max_points_per_centroid=None,
     device=None,
+    verbose=False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Equal-sized clusters on fixed embeddings by alternating SeLa assignment and centroid update.
 
@@ -324,7 +400,12 @@ def sinkhorn_cluster(
     same seed; stops after ``n_iter`` rounds or when labels stop changing. The equipartition constraint
     makes cluster sizes roughly ``n / K`` even when the data are imbalanced (unlike K-means).
 
-    Memory is O(n K) float64 (the transport plan).
+    At scale: ``P^lam = exp(lam / temperature * (cos - max cos))`` is formed directly (the log-softmax's row
+    shift cancels), in float32 when its entries cannot underflow there (``2 lam / temperature <= 80``, as with
+    the defaults: 20), else float64; that plan is the only ``n x K`` array. Sinkhorn is over-relaxed
+    (``omega``, see :func:`sinkhorn_knopp`) and each round starts from the previous round's sample scaling:
+    neither changes the fixed point, only how many iterations reach it. Cosines are a float32 GEMM in fixed
+    single-threaded blocks: the same result on any thread count.
 
     Args:
         x: embeddings ``(n, d)``; normalised internally.
@@ -335,7 +416,10 @@ def sinkhorn_cluster(
             ``exp(lam / temperature * cos)``; the default 0.5 makes that 20 (SwAV's epsilon 0.05).
         n_iter: assignment / update rounds.
         tol, max_sk_iter: passed to :func:`sinkhorn_knopp` as ``tol``/``max_iter``.
+        omega: Sinkhorn over-relaxation in ``(0, 2)``; 1 = the reference's plain iterations.
+        max_points_per_centroid: of the initial :func:`kmeans` (``None``: every point).
         device: for the K-means initialisation.
+        verbose: log each round's Sinkhorn iterations and changed labels.
 
     Returns:
         ``(labels, centroids)``: int64 ``(n,)`` with every cluster non-empty (an empty cluster takes the
@@ -347,21 +431,42 @@ def sinkhorn_cluster(
     k = check_positive_int(n_clusters, name="n_clusters")
     if k > n:
         raise ValueError(f"n_clusters={k} is larger than the number of points n={n}")
+    lam = check_positive_float(lam, name="lam")
     temperature = check_positive_float(temperature, name="temperature")
     n_iter = check_positive_int(n_iter, name="n_iter")
-    xn = l2_normalize(x, dtype=np.float64)
-    labels, cent = kmeans(xn.astype(np.float32), k, seed=seed, spherical=True, device=device)
+    tol = check_positive_float(tol, name="tol")
+    max_sk_iter = check_positive_int(max_sk_iter, name="max_sk_iter")
+    omega = _check_omega(omega)
+    xn = l2_normalize(x)
+    labels, cent = kmeans(xn, k, seed=seed, spherical=True, device=device,
+                          max_points_per_centroid=max_points_per_centroid)
     cent = l2_normalize(cent, dtype=np.float64)
-    for _ in range(n_iter):
-        logits = xn @ cent.T / temperature
-        logits -= logits.max(axis=1, keepdims=True)
-        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        new, q = sinkhorn_knopp(log_p, lam=lam, tol=tol, max_iter=max_sk_iter)
-        new = _fill_empty_by_score(new, q)
+    beta = lam / temperature
+    p = np.empty((n, k), dtype=np.float32 if 2.0 * beta <= _SK_F32_SPAN else np.float64)
+    floor = 0.0 if p.dtype == np.float32 else _SK_FLOOR
+    blocks = _row_slices(n)
+    c = None
+    for rnd in range(n_iter):
+        c32 = np.ascontiguousarray(cent.astype(np.float32).T)
+
+        def fill(sl, c32=c32):
+            exp_shift_rows(xn[sl] @ c32, beta, floor, p[sl])
+
+        for _ in map_blocks(fill, blocks):
+            pass
+        r, c, its = _sinkhorn_scaling(p, tol=tol, max_iter=max_sk_iter, check_every=10, c0=c, omega=omega)
+        new = np.empty(n, dtype=np.int64)
+        for _ in map_blocks(lambda sl, r=r: plan_argmax_rows(p[sl], r, new[sl]), blocks):
+            pass
+        new = _fill_empty_from_plan(new, p, c)
         cent = l2_normalize(_member_means(xn, new, k, fallback=cent), dtype=np.float64)
-        if np.array_equal(new, labels):
-            break
+        changed = int(np.count_nonzero(new != labels))
+        if verbose:
+            logger.info("sinkhorn_cluster round %d: %d Sinkhorn iterations, %d labels changed", rnd + 1, its,
+                        changed)
         labels = new
+        if changed == 0:
+            break
     return labels, cent.astype(np.float32)
 
 
@@ -589,15 +694,16 @@ def _repair_empty(x, labels, centroids, *, spherical, use_gpu):
     return labels, cent.astype(np.float32)
 
 
-def _fill_empty_by_score(labels: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Give each empty cluster j the point of the largest cluster with the highest ``score[:, j]``."""
-    k = score.shape[1]
+def _fill_empty_from_plan(labels: np.ndarray, p: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Give each empty cluster j the point of the largest cluster with the most transport mass on j
+    (``Q[i, j] = c_i P[i, j] r_j``; ``r_j`` is the same for the whole column)."""
+    k = p.shape[1]
     labels = labels.copy()
     counts = np.bincount(labels, minlength=k)
     for j in np.flatnonzero(counts == 0):
         big = int(np.argmax(counts))
         members = np.flatnonzero(labels == big)
-        take = members[int(np.argmax(score[members, j]))]
+        take = members[int(np.argmax(p[members, j].astype(np.float64) * c[members]))]
         labels[take] = j
         counts[big] -= 1
         counts[j] = 1

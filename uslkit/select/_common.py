@@ -10,13 +10,39 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import check_budget, check_embeddings, check_indices, check_positive_int, check_seed
-from ..knn import knn_density
+from ..knn import AUTO_EXACT_MAX_N, knn_density
 
 #: Upper bound on the number of float64 entries of any (rows x columns) block held at once (32 MB).
 _CHUNK_ELEMS = 2**22
 
 _KNN_MODES = ["exact", "ivf", "hnsw", "auto"]  # lists: error messages show them as before
 _VARIANTS = ["paper", "reference"]
+
+
+#: ``kmeans_points_per_centroid="auto"``: Lloyd on every point up to ``AUTO_EXACT_MAX_N`` points (where the kNN
+#: search also stops being exact); above it on a seeded sample of at least that many points and at least this many
+#: per centroid (faiss' default subsampling cap).
+KMEANS_POINTS_PER_CENTROID = 256
+
+
+def _kmeans_points_per_centroid(value, n: int, k: int):
+    """Resolve a method's ``kmeans_points_per_centroid`` option for ``n`` points and ``k`` clusters: ``"all"``
+    (Lloyd on every point), an int ``m >= 1`` (on a seeded sample of ``m k`` points when ``n > m k``:
+    :func:`uslkit.cluster.kmeans`' ``max_points_per_centroid``) or ``"auto"``: ``"all"`` up to
+    ``AUTO_EXACT_MAX_N`` points, above it ``max(256, ceil(AUTO_EXACT_MAX_N / k))``, so Lloyd sees at least
+    200,000 points and each iteration costs at most ``max(200,000, 256 k) k d`` instead of ``n k d``."""
+    if isinstance(value, str) and value in ("auto", "all"):
+        if value == "all" or n <= AUTO_EXACT_MAX_N:
+            return "all"
+        return max(KMEANS_POINTS_PER_CENTROID, -(-AUTO_EXACT_MAX_N // k))
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"kmeans_points_per_centroid must be 'auto', 'all' or a positive integer, got {value!r}")
+    return int(value)
+
+
+def _kmeans_mppc(resolved):
+    """:func:`uslkit.cluster.kmeans`' ``max_points_per_centroid`` for a resolved option (``"all"`` -> None)."""
+    return None if resolved == "all" else resolved
 
 
 def _chunk_rows(width: int, factor: int = 1) -> int:

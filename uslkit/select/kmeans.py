@@ -11,19 +11,30 @@ import numpy as np
 
 from .._validate import check_positive_int
 from ..cluster import kmeans
-from ._common import _argmax_per_group, _chunk_rows, _finish, _group_index, _mask, _prepare
+from ._common import (
+    _argmax_per_group,
+    _chunk_rows,
+    _finish,
+    _group_index,
+    _kmeans_mppc,
+    _kmeans_points_per_centroid,
+    _mask,
+    _prepare,
+)
 
 __all__ = ["select_kmeans", "select_kmeans_multi"]
 
 
-def select_kmeans(emb, budget, *, seed=0, niter=20, nredo=5, return_scores=False):
+def select_kmeans(emb, budget, *, seed=0, niter=20, nredo=5, kmeans_points_per_centroid="auto", return_scores=False):
     """Single-batch K-means sampling: K = budget clusters, the point closest to each centre.
 
     Reference (``fast_kmeans``): ``faiss.Kmeans(niter=20, nredo=5)``, then "among the 200 nearest points
     to the centroid, the first one assigned to that cluster"; empty clusters are dropped, so it can return
     fewer than the budget. Here: :func:`uslkit.cluster.kmeans` (Lloyd from random points as faiss, exact
     assignments, no subsampling, no empty cluster) and the exact nearest MEMBER of each cluster to its
-    centroid (= the reference whenever that member is among the 200 nearest points). If a cluster were
+    centroid (= the reference whenever that member is among the 200 nearest points). Above 200,000 points Lloyd
+    runs on a seeded sample (``kmeans_points_per_centroid``; faiss' cap of 256 per centroid applies to the
+    reference at every size). If a cluster were
     empty, its pick would be the nearest not-yet-picked point to its centroid, so exactly ``budget``
     indices come back.
 
@@ -32,16 +43,19 @@ def select_kmeans(emb, budget, *, seed=0, niter=20, nredo=5, return_scores=False
         budget: number of clusters = number of picks.
         seed: K-means seed.
         niter, nredo: K-means iterations (at most: it stops at convergence) and restarts (the paper: 20, 5).
+        kmeans_points_per_centroid: ``"auto"`` (every point up to 200,000 points, above it a sample of at least
+            200,000 and 256 per cluster), ``"all"`` or an int (see :func:`uslkit.cluster.kmeans`).
         return_scores: also return ``-||x - centroid of its cluster||`` (closer = more wanted).
 
     Returns:
         int64 ``(budget,)`` in cluster order (cluster 0, 1, ..., K-1).
     """
     return select_kmeans_multi(emb, budget, labeled=None, seed=seed, niter=niter, nredo=nredo,
-                               return_scores=return_scores)
+                               kmeans_points_per_centroid=kmeans_points_per_centroid, return_scores=return_scores)
 
 
-def select_kmeans_multi(emb, budget, *, labeled=None, seed=0, niter=20, nredo=5, return_scores=False):
+def select_kmeans_multi(emb, budget, *, labeled=None, seed=0, niter=20, nredo=5, kmeans_points_per_centroid="auto",
+                        return_scores=False):
     """Multi-batch K-means ("multi K-means", sec. 3 of the paper): add ``budget`` picks to a labelled set.
 
     The paper "uses the difference of two consecutive budget sizes as the number of clusters and picks
@@ -55,7 +69,7 @@ def select_kmeans_multi(emb, budget, *, labeled=None, seed=0, niter=20, nredo=5,
         emb: embeddings ``(n, d)``.
         budget: number of new picks (= clusters).
         labeled: indices labelled in earlier rounds (may be empty; then this equals :func:`select_kmeans`).
-        seed, niter, nredo: as :func:`select_kmeans`.
+        seed, niter, nredo, kmeans_points_per_centroid: as :func:`select_kmeans`.
         return_scores: ``-distance to own centroid``; ``NaN`` for labelled samples.
 
     Returns:
@@ -64,7 +78,9 @@ def select_kmeans_multi(emb, budget, *, labeled=None, seed=0, niter=20, nredo=5,
     x, budget, seed, lab = _prepare(emb, budget, seed, labeled)
     niter = check_positive_int(niter, name="niter")
     nredo = check_positive_int(nredo, name="nredo")
-    clusters, centroids = kmeans(x, budget, seed=seed, niter=niter, nredo=nredo)
+    mppc = _kmeans_points_per_centroid(kmeans_points_per_centroid, x.shape[0], budget)
+    clusters, centroids = kmeans(x, budget, seed=seed, niter=niter, nredo=nredo,
+                                 max_points_per_centroid=_kmeans_mppc(mppc))
     idx, scores = _nearest_member_per_cluster(x, clusters, centroids, lab)
     return _finish(idx, scores, budget, lab, return_scores)
 

@@ -12,6 +12,8 @@ from ._common import (
     _density,
     _finish,
     _group_index,
+    _kmeans_mppc,
+    _kmeans_points_per_centroid,
     _mask,
     _prepare,
 )
@@ -20,7 +22,7 @@ __all__ = ["select_sela"]
 
 
 def select_sela(emb, budget, *, seed=0, lam=10.0, k=None, density_variant="paper", knn_mode="auto",
-                knn_nprobe=None, return_scores=False):
+                knn_nprobe=None, kmeans_points_per_centroid="auto", return_scores=False):
     """Densest point of each SeLa cluster: Sinkhorn-Knopp equipartition with K = budget.
 
     :func:`uslkit.cluster.sinkhorn_cluster` splits the data into ``budget`` clusters of roughly equal size
@@ -37,6 +39,8 @@ def select_sela(emb, budget, *, seed=0, lam=10.0, k=None, density_variant="paper
         k: kNN neighbours of the density; default ``min(400, n - 1)`` as USL on CIFAR.
         density_variant: ``"paper"`` or ``"reference"`` (see :func:`uslkit.select.select_usl`).
         knn_mode, knn_nprobe: kNN search mode and IVF/HNSW effort (see :func:`uslkit.select.select_usl`).
+        kmeans_points_per_centroid: of the spherical K-means that starts the clustering (``"auto"``: every point
+            up to 200,000 points, a seeded sample above; see :func:`uslkit.select.select_usl`).
         return_scores: also return the kNN density.
 
     Returns:
@@ -53,7 +57,8 @@ def select_sela(emb, budget, *, seed=0, lam=10.0, k=None, density_variant="paper
     if density_variant == "reference" and k < 2:
         raise ValueError(f"density_variant='reference' needs k >= 2, got k={k}")
     density = _density(x, k, density_variant, knn_mode, knn_nprobe, seed)
-    clusters, _ = sinkhorn_cluster(x, budget, seed=seed, lam=lam)
+    mppc = _kmeans_points_per_centroid(kmeans_points_per_centroid, n, budget)
+    clusters, _ = sinkhorn_cluster(x, budget, seed=seed, lam=lam, max_points_per_centroid=_kmeans_mppc(mppc))
     picks = _argmax_per_group(density, _group_index(clusters, budget))
     idx = _complete(picks, density, budget, _mask(n, lab))
     return _finish(idx, density, budget, lab, return_scores)

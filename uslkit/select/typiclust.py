@@ -7,13 +7,13 @@ import numpy as np
 from .._validate import check_positive_int
 from ..cluster import kmeans
 from ..knn import knn_mean_distance
-from ._common import _finish, _group_index, _mask, _members, _prepare
+from ._common import _finish, _group_index, _kmeans_mppc, _kmeans_points_per_centroid, _mask, _members, _prepare
 
 __all__ = ["select_typiclust"]
 
 
 def select_typiclust(emb, budget, *, labeled=None, seed=0, max_clusters=500, min_cluster_size=5, k=20,
-                     kmeans_niter=100, squared=False, return_scores=False):
+                     kmeans_niter=100, kmeans_points_per_centroid="auto", squared=False, return_scores=False):
     """TypiClust (Hacohen et al. 2022; reference code avihu111/TypiClust).
 
     Cluster all points into ``min(|L| + budget, max_clusters)`` clusters; ignore clusters with
@@ -26,9 +26,10 @@ def select_typiclust(emb, budget, *, labeled=None, seed=0, max_clusters=500, min
     ``budget`` indices come back (the reference crashes there).
 
     Deviations: K-means is :func:`uslkit.cluster.kmeans` (seeded Lloyd, at most ``kmeans_niter`` iterations) for every
-    cluster count; the reference uses sklearn ``KMeans`` up to 50 clusters and ``MiniBatchKMeans`` above,
-    unseeded. The paper's typicality uses plain L2 distances (default); the reference gets SQUARED ones
-    from faiss ``IndexFlatL2``: ``squared=True`` reproduces that.
+    cluster count (above 200,000 points on a seeded sample, ``kmeans_points_per_centroid``); the reference uses
+    sklearn ``KMeans`` up to 50 clusters and ``MiniBatchKMeans`` above, unseeded. The paper's typicality uses
+    plain L2 distances (default); the reference gets SQUARED ones from faiss ``IndexFlatL2``: ``squared=True``
+    reproduces that.
 
     Args:
         emb: embeddings ``(n, d)``.
@@ -39,6 +40,8 @@ def select_typiclust(emb, budget, *, labeled=None, seed=0, max_clusters=500, min
         min_cluster_size: clusters with at most this many points are skipped at first (reference 5).
         k: neighbours for typicality (reference 20).
         kmeans_niter: Lloyd iterations.
+        kmeans_points_per_centroid: ``"auto"`` (every point up to 200,000 points, above it a seeded sample of at
+            least 200,000 and 256 per cluster), ``"all"`` or an int (see :func:`uslkit.cluster.kmeans`).
         squared: squared distances in the typicality (reference behaviour).
         return_scores: also return each unlabelled point's typicality within its cluster before any pick
             (``NaN`` for labelled points and single-point clusters).
@@ -54,7 +57,8 @@ def select_typiclust(emb, budget, *, labeled=None, seed=0, max_clusters=500, min
     kmeans_niter = check_positive_int(kmeans_niter, name="kmeans_niter")
 
     n_clusters = min(lab.size + budget, max_clusters, n)
-    clusters, _ = kmeans(x, n_clusters, seed=seed, niter=kmeans_niter)
+    mppc = _kmeans_points_per_centroid(kmeans_points_per_centroid, n, n_clusters)
+    clusters, _ = kmeans(x, n_clusters, seed=seed, niter=kmeans_niter, max_points_per_centroid=_kmeans_mppc(mppc))
     sizes = np.bincount(clusters, minlength=n_clusters)
     existing = np.bincount(clusters[lab], minlength=n_clusters)
     ids = np.arange(n_clusters)

@@ -22,6 +22,8 @@ from ._common import (
     _density,
     _finish,
     _group_index,
+    _kmeans_mppc,
+    _kmeans_points_per_centroid,
     _mask,
     _prepare,
 )
@@ -35,14 +37,16 @@ __all__ = ["USL_PRESETS", "select_usl", "usl_config", "usl_regularized_selection
 #: code. MoCo runs WITHOUT same-cluster exclusion in the reference (``EXCLUDE_SAME_CLUSTER: False``).
 USL_PRESETS: dict[str, dict] = {
     "imagenet_moco": dict(k=20, horizon=128, momentum=0.0, iterations=1, lam=1.5, alpha=0.5,
-                          exclude_same_cluster=False, kmeans_niter=100),
+                          exclude_same_cluster=False, kmeans_niter=100, kmeans_points_per_centroid="auto"),
     "imagenet_clip": dict(k=20, horizon=32, momentum=0.0, iterations=1, lam=0.05, alpha=1.0,
-                          exclude_same_cluster=True, kmeans_niter=100),
+                          exclude_same_cluster=True, kmeans_niter=100, kmeans_points_per_centroid="auto"),
 }
 
 #: Small-scale (CIFAR / MedMNIST) defaults, Table 14 and the CIFAR reference code: k = 400, m_reg 0.9,
-#: 10 iterations, alpha = lambda = 0.5 for budgets <= 100 and 1.0 above, 200 Lloyd iterations of K-means.
-_USL_SMALL = dict(k=400, horizon=None, momentum=0.9, iterations=10, exclude_same_cluster=True, kmeans_niter=200)
+#: 10 iterations, alpha = lambda = 0.5 for budgets <= 100 and 1.0 above, 200 Lloyd iterations of K-means (on
+#: every point up to 200,000 points, on a sample above: ``_kmeans_points_per_centroid``).
+_USL_SMALL = dict(k=400, horizon=None, momentum=0.9, iterations=10, exclude_same_cluster=True, kmeans_niter=200,
+                  kmeans_points_per_centroid="auto")
 _USL_SMALL_BUDGET = 100  # alpha = lam = 0.5 up to this budget, 1.0 above (Table 14)
 
 #: Squared distances are floored here before 1 / dist^alpha, so an exact duplicate of another cluster's
@@ -55,7 +59,8 @@ _TERM_CAP = 1e200
 
 def select_usl(emb, budget, *, seed=0, k=None, alpha=None, lam=None, momentum=None, iterations=None,
                horizon=None, density_variant="paper", distance_power="paper", exclude_same_cluster=None,
-               kmeans_niter=None, knn_mode="auto", knn_nprobe=None, preset=None, return_scores=False):
+               kmeans_niter=None, kmeans_points_per_centroid=None, knn_mode="auto", knn_nprobe=None, preset=None,
+               return_scores=False):
     """USL selection (Wang, Lian & Yu 2022, sec. 2.2 and Alg. 1).
 
     (1) kNN density ``U(v) = 1 / mean_{j in kNN(v)} ||v - v_j||`` (eq. 3 up to constants, which change no
@@ -76,13 +81,17 @@ def select_usl(emb, budget, *, seed=0, k=None, alpha=None, lam=None, momentum=No
     own-cluster terms by adding 1e10 to the squared distance (changes no argmax) and crashes on exact
     duplicates or empty clusters (here those terms are removed, distances floored at 1e-12, clusters never
     empty); its CIFAR ``HORIZON_DIST`` (ignore picks at squared distance >= 4) never applies to unit-norm
-    features. Reg is computed in row chunks, never as an ``n x budget`` matrix.
+    features. Reg is computed in row chunks, never as an ``n x budget`` matrix. At scale (defaults above 200,000
+    points): the kNN search is IVF (``knn_mode``) and Lloyd runs on a seeded sample of at least 200,000 points and
+    256 per cluster, then every point joins its nearest centroid (``kmeans_points_per_centroid``, faiss'
+    subsampling; the reference runs all points on a GPU).
 
     Args:
         emb: embeddings ``(n, d)``, preferably L2-normalised.
         budget: number of picks = number of K-means clusters.
         seed: seeds K-means (and IVF training for approximate kNN).
-        k, alpha, lam, momentum, iterations, horizon, exclude_same_cluster, kmeans_niter, preset: see
+        k, alpha, lam, momentum, iterations, horizon, exclude_same_cluster, kmeans_niter,
+            kmeans_points_per_centroid, preset: see
             :func:`usl_config` (``horizon``: only the nearest picks of all clusters count in Reg, then the
             own cluster's is dropped; ``exclude_same_cluster=False``: only the point itself is skipped).
         density_variant, distance_power: ``"paper"`` or ``"reference"`` (above).
@@ -100,6 +109,7 @@ def select_usl(emb, budget, *, seed=0, k=None, alpha=None, lam=None, momentum=No
     cfg = usl_config(
         n, budget, preset=preset, k=k, alpha=alpha, lam=lam, momentum=momentum, iterations=iterations,
         horizon=horizon, exclude_same_cluster=exclude_same_cluster, kmeans_niter=kmeans_niter,
+        kmeans_points_per_centroid=kmeans_points_per_centroid,
     )
     density_variant = check_choice(density_variant, _VARIANTS, name="density_variant")
     distance_power = check_choice(distance_power, _VARIANTS, name="distance_power")
@@ -107,7 +117,8 @@ def select_usl(emb, budget, *, seed=0, k=None, alpha=None, lam=None, momentum=No
     if density_variant == "reference" and cfg["k"] < 2:
         raise ValueError(f"density_variant='reference' needs k >= 2 (the point itself is one), got k={cfg['k']}")
     density = _density(x, cfg["k"], density_variant, knn_mode, knn_nprobe, seed)
-    clusters, _ = kmeans(x, budget, seed=seed, niter=cfg["kmeans_niter"])
+    clusters, _ = kmeans(x, budget, seed=seed, niter=cfg["kmeans_niter"],
+                         max_points_per_centroid=_kmeans_mppc(cfg["kmeans_points_per_centroid"]))
     idx, util = _usl_iterate(
         x, density, clusters, budget, lam=cfg["lam"], alpha=cfg["alpha"], momentum=cfg["momentum"],
         iterations=cfg["iterations"], horizon=cfg["horizon"], exclude_same_cluster=cfg["exclude_same_cluster"],
@@ -167,7 +178,7 @@ def usl_config(n, budget, *, preset=None, **given) -> dict:
     Precedence: a value in ``given`` that is not ``None`` > ``preset`` (:data:`USL_PRESETS`) > the
     small-scale defaults (Table 14 and the CIFAR reference code): ``k = min(400, n - 1)``, momentum 0.9,
     10 iterations, ``alpha = lam = 0.5`` if ``budget <= 100`` else 1.0, no horizon, own-cluster picks
-    excluded (eq. 5), 200 K-means iterations.
+    excluded (eq. 5), 200 K-means iterations, K-means on every point up to 200,000 points and on a sample above.
 
     Args:
         n: number of points (at least 2, for the kNN density).
@@ -175,10 +186,13 @@ def usl_config(n, budget, *, preset=None, **given) -> dict:
         preset: ``None``, ``"imagenet_moco"`` or ``"imagenet_clip"``.
         **given: any of ``k`` (kNN neighbours, ``1 <= k <= n - 1``), ``alpha`` (> 0), ``lam`` (>= 0),
             ``momentum`` (``[0, 1)``), ``iterations`` (re-picks, >= 0), ``horizon`` (picks counted in Reg,
-            ``None`` = all), ``exclude_same_cluster`` (bool), ``kmeans_niter`` (Lloyd iterations).
+            ``None`` = all), ``exclude_same_cluster`` (bool), ``kmeans_niter`` (Lloyd iterations),
+            ``kmeans_points_per_centroid`` (``"auto"``, ``"all"`` or an int: Lloyd on a seeded sample of that many
+            points per cluster, see :func:`uslkit.cluster.kmeans`' ``max_points_per_centroid``).
 
     Returns:
-        dict with exactly those eight keys, validated.
+        dict with exactly those nine keys, validated; ``kmeans_points_per_centroid`` resolved for ``n`` and
+        ``budget`` (``"all"`` or an int).
     """
     n = check_positive_int(n, name="n")
     budget = check_positive_int(budget, name="budget")
@@ -204,6 +218,7 @@ def usl_config(n, budget, *, preset=None, **given) -> dict:
     cfg["momentum"] = check_float(cfg["momentum"], name="momentum", low=0.0, high=1.0, high_open=True)
     cfg["iterations"] = check_positive_int(cfg["iterations"], name="iterations", minimum=0)
     cfg["kmeans_niter"] = check_positive_int(cfg["kmeans_niter"], name="kmeans_niter")
+    cfg["kmeans_points_per_centroid"] = _kmeans_points_per_centroid(cfg["kmeans_points_per_centroid"], n, budget)
     if cfg["horizon"] is not None:
         cfg["horizon"] = check_positive_int(cfg["horizon"], name="horizon")
     if not isinstance(cfg["exclude_same_cluster"], (bool, np.bool_)):
