@@ -557,3 +557,32 @@ def test_usl_regulariser_matches_a_dense_float64_sum(alpha, squared, exclude_sam
     else:
         terms[picks, np.arange(9)] = 0.0
     np.testing.assert_allclose(reg, terms.sum(axis=1), rtol=1e-9)
+
+
+def test_usl_large_n_path_on_a_few_thousand_points(monkeypatch):
+    """With the 200,000-point threshold lowered to 1,000, USL's defaults take the large-n path: IVF density (its
+    recall measured) and K-means on a seeded sample of max(1,000, 256 K) points (1,024 of 3,000 for 4 clusters).
+    The IVF density alone picks what the exact path picks; the sample changes K-means' random start, so those picks
+    are only checked to be deterministic and to cover most blobs."""
+    import uslkit.cluster as cluster_mod
+    import uslkit.knn as knn_mod
+    import uslkit.select._common as common_mod
+    import uslkit.select.usl as usl_mod
+
+    centers = np.random.default_rng(7).standard_normal((4, 16)) * 3
+    x, y = _blobs(750, centers, 1.0, seed=8, normalise=True)
+    exact = select_usl(x, 4, seed=0, k=20, knn_mode="exact", kmeans_points_per_centroid="all")
+    monkeypatch.setattr(knn_mod, "AUTO_EXACT_MAX_N", 1000)
+    monkeypatch.setattr(common_mod, "AUTO_EXACT_MAX_N", 1000)
+    seen, ivf = [], []
+    real_kmeans, real_ivf = cluster_mod.kmeans, knn_mod._knn_sums_ivf
+    monkeypatch.setattr(usl_mod, "kmeans", lambda *a, **kw: seen.append(kw) or real_kmeans(*a, **kw))
+    monkeypatch.setattr(knn_mod, "_knn_sums_ivf", lambda *a, **kw: ivf.append(kw) or real_ivf(*a, **kw))
+    large = select_usl(x, 4, seed=0, k=20)
+    assert seen[0]["max_points_per_centroid"] == 256 and ivf  # 256 > 1,000 / 4 per cluster; IVF density
+    assert select_usl(x, 4, seed=0, k=20).tolist() == large.tolist()
+    assert len(set(y[large])) >= 3
+    _, recall = knn_mod.knn_density(x, 20, mode="auto", return_recall=True)
+    assert recall >= 0.95
+    ivf_only = select_usl(x, 4, seed=0, k=20, kmeans_points_per_centroid="all")
+    assert ivf_only.tolist() == exact.tolist()
