@@ -260,3 +260,22 @@ def test_al_linear_probe_standardizes_with_given_statistics():
         E.al_linear_probe(x, y, x, y, stats_feats=x)
     with pytest.raises(ValueError, match="normalize"):
         E.al_linear_probe(x, y, x, y, normalize="zscore")
+
+
+def test_ball_coverage_counts_points_strictly_inside_a_pick_ball():
+    x = np.array([[0, 0], [0.5, 0], [2, 0], [3, 0], [3.2, 0]], dtype=np.float32)
+    assert E.ball_coverage(x, [0], 0.6) == pytest.approx(2 / 5)
+    assert E.ball_coverage(x, [0], 0.5) == pytest.approx(1 / 5)  # membership is strict: dist < delta
+    assert E.ball_coverage(x, [0, 3], 0.6) == pytest.approx(4 / 5)
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((300, 4)).astype(np.float32)
+    picks = rng.choice(300, 7, replace=False)
+    d = np.sqrt(((y[:, None, :].astype(np.float64) - y[picks][None]) ** 2).sum(-1)).min(1)
+    assert E.ball_coverage(y, picks, 1.3) == pytest.approx(np.mean(d < 1.3))
+    for bad in (0, -1.0, True, "1"):
+        with pytest.raises(ValueError, match="delta must be a positive number"):
+            E.ball_coverage(x, [0], bad)
+    with pytest.raises(ValueError, match="picks is empty"):
+        E.ball_coverage(x, [], 1.0)
+    assert E.ball_sizes(x, [3, 0], 0.6).tolist() == [2, 2]  # {3.0, 3.2} and {0, 0.5}
+    assert E.ball_sizes(y, picks, 1.3).tolist() == [int(np.sum(np.linalg.norm(y - y[p], axis=1) < 1.3)) for p in picks]

@@ -39,6 +39,9 @@ for n, d in ((4000, 32), (5000, 64)):
     out[f"{key}/kmeans_spherical"] = digest(*kmeans(x, 40, seed=0, niter=100, spherical=True))
     out[f"{key}/constrained_kmeans"] = digest(*constrained_kmeans(x, 40, np.arange(10), seed=0))
     out[f"{key}/sinkhorn_cluster"] = digest(*sinkhorn_cluster(x, 20, seed=0, n_iter=5))
+    out[f"{key}/sinkhorn_cluster_f64"] = digest(*sinkhorn_cluster(x, 20, seed=0, n_iter=3, temperature=0.1))
+    out[f"{key}/kmeans_sampled"] = digest(*kmeans(x, 40, seed=0, niter=100, max_points_per_centroid=30))
+    out[f"{key}/usl_sampled"] = digest(select("usl", x, 40, seed=0, kmeans_points_per_centroid=30))
     out[f"{key}/knn"] = digest(*knn(x, 20))
     for m in METHODS:
         if m not in ("random", "ntkcpl"):

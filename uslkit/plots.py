@@ -89,6 +89,8 @@ METRIC_LABELS = {
     "size_cv": "cluster size spread (std / mean)",
     "pool": "pool",
     "step": "training step",
+    "delta": "ball radius",
+    "ball_coverage": "pool inside the picks' balls (%)",
 }
 
 

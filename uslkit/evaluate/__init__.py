@@ -5,7 +5,9 @@
   :func:`selection_report`.
 - :mod:`~uslkit.evaluate.probes` (embeddings): :func:`nn_accuracy`, the kNN classifier (1-NN of Pourahmadi,
   Nooralinejad & Pirsiavash 2022; weighted kNN of SeLa, Asano et al. 2020), with :func:`knn_metrics` and
-  :func:`label_propagation_accuracy` as thin calls of it; :func:`al_linear_probe`, the linear probe protocol
+  :func:`label_propagation_accuracy` as thin calls of it; :func:`ball_coverage` and :func:`ball_sizes` (ProbCover's
+  objective and balls);
+  :func:`al_linear_probe`, the linear probe protocol
   of Pourahmadi et al. 2022; :func:`linear_probe_accuracy`, a quick logistic regression (not that protocol).
 - :mod:`~uslkit.evaluate.networks` (torch): :func:`extract_features`, :func:`predict`,
   :func:`evaluate_classifier`. Loaded on first use, so ``import uslkit.evaluate`` does not import torch.
@@ -20,12 +22,22 @@ from .metrics import (
     pseudo_label_stats,
     selection_report,
 )
-from .probes import al_linear_probe, knn_metrics, label_propagation_accuracy, linear_probe_accuracy, nn_accuracy
+from .probes import (
+    al_linear_probe,
+    ball_coverage,
+    ball_sizes,
+    knn_metrics,
+    label_propagation_accuracy,
+    linear_probe_accuracy,
+    nn_accuracy,
+)
 
 _NETWORKS = ("evaluate_classifier", "extract_features", "predict")
 
 __all__ = [
     "al_linear_probe",
+    "ball_coverage",
+    "ball_sizes",
     "class_coverage",
     "class_histogram",
     "classification_metrics",

@@ -297,3 +297,46 @@ def _knn_predict(x_tr, y_tr, x_te, *, k: int, weighted: bool, temperature: float
     scores = np.zeros((x_te.shape[0], num_classes), dtype=np.float64)
     np.add.at(scores, (np.repeat(np.arange(x_te.shape[0]), k), votes.ravel()), w.ravel())
     return scores.argmax(axis=1)
+
+
+
+def ball_coverage(emb, picks, delta) -> float:
+    """Share of the points within distance ``delta`` of a pick: ProbCover's objective, the probability coverage
+    of the union of the picks' balls ``B_delta(x) = {x' : ||x - x'|| < delta}`` (Yehuda et al. 2022, sec. 4).
+
+    Args:
+        emb: float ``(n, d)`` (the embedding the balls live in).
+        picks: distinct int indices into ``emb`` (non-empty).
+        delta: ball radius (> 0), e.g. :func:`uslkit.select.purity_delta`.
+
+    Returns:
+        A float in ``[0, 1]`` (float64 distances from the float32 coordinates); each pick covers itself.
+    """
+    x, idx, d2max = _balls_args(emb, picks, delta)
+    covered = np.zeros(x.shape[0], dtype=bool)
+    for i in idx:
+        covered |= _sq_dists_to(x, i) < d2max
+    return float(covered.mean())
+
+
+def ball_sizes(emb, picks, delta) -> np.ndarray:
+    """int64 ``(len(picks),)``: how many points lie within distance ``delta`` of each pick (itself included), the
+    size of its ProbCover ball (see :func:`ball_coverage`), in the order of ``picks``."""
+    x, idx, d2max = _balls_args(emb, picks, delta)
+    return np.array([np.count_nonzero(_sq_dists_to(x, i) < d2max) for i in idx], dtype=np.int64)
+
+
+def _balls_args(emb, picks, delta):
+    x = check_embeddings(emb)
+    idx = check_indices(picks, x.shape[0], name="picks")
+    if idx.size == 0:
+        raise ValueError("picks is empty")
+    if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not delta > 0:
+        raise ValueError(f"delta must be a positive number, got {delta!r}")
+    return x.astype(np.float64), idx, float(delta) ** 2
+
+
+def _sq_dists_to(x64: np.ndarray, i: int) -> np.ndarray:
+    """float64 squared distances of every row of ``x64`` to row ``i``."""
+    diff = x64 - x64[i]
+    return np.einsum("nd,nd->n", diff, diff)
