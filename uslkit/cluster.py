@@ -307,8 +307,8 @@ def sinkhorn_knopp(
     Returns:
         ``(labels, Q)``: int64 ``(N,)`` hard labels ``argmax_k Q[i, k]`` (ties: lowest k), and float64
         ``(N, K)`` transport plan normalised as the reference code's: the whole matrix sums to 1, every
-        row to exactly ``1/N`` (the last update is ``c``), every column to ``1/K`` up to ``tol``. Multiply
-        by ``N`` for per-sample assignment probabilities.
+        row to ``1/N`` (exactly with ``omega=1``: the last update is ``c``), every column to ``1/K`` up to ``tol``.
+        Multiply by ``N`` for per-sample assignment probabilities.
     """
     lp = check_embeddings(log_p, name="log_p", dtype=np.float64)
     lam = check_positive_float(lam, name="lam")
