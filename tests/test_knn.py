@@ -491,3 +491,25 @@ def test_density_auto_mode_switches_to_ivf_above_the_threshold(monkeypatch):
     assert calls and calls[0]["nprobe"] == knn_mod.DENSITY_IVF_NPROBE
     knn_density(x, 10, mode="auto", nprobe=3)
     assert calls[1]["nprobe"] == 3
+
+
+def test_density_ivf_without_nprobe_searches_more_lists_until_recall_holds(monkeypatch, caplog):
+    """No ``nprobe`` given: the probe count doubles until the recall@k the sampled rows would get reaches 0.95
+    (that estimate is the recall the full pass then measures); an explicit ``nprobe`` is kept, and warns."""
+    import uslkit.knn as knn_mod
+
+    monkeypatch.setattr(knn_mod, "DENSITY_IVF_CANDIDATES", 1)
+    x = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)  # no structure: IVF is poor
+    with caplog.at_level("INFO", logger="uslkit.knn"):
+        _, recall = knn_density(x, 50, mode="ivf", return_recall=True)
+    assert recall >= knn_mod.DENSITY_MIN_RECALL
+    msgs = [r.getMessage() for r in caplog.records]
+    assert not any(r.levelname == "WARNING" for r in caplog.records)
+    tried = [m for m in msgs if "of the sampled rows' true 50 neighbours" in m]
+    assert len(tried) >= 2 and tried[0].startswith(f"knn_density IVF: {knn_mod.DENSITY_IVF_NPROBE} of")
+    estimate = float(tried[-1].split(" hold ")[1].split(" ")[0])
+    assert estimate == pytest.approx(recall, abs=2e-3)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="uslkit.knn"):
+        _, low = knn_density(x, 50, mode="ivf", nprobe=2, return_recall=True)
+    assert low < knn_mod.DENSITY_MIN_RECALL and any("raise nprobe" in r.getMessage() for r in caplog.records)

@@ -321,7 +321,10 @@ def knn_density(
     their neighbours in the ``nprobe`` (:data:`DENSITY_IVF_NPROBE`) lists whose centroids are nearest to theirs
     (more while those hold at most :data:`DENSITY_IVF_CANDIDATES` ``* k`` points); recall@k is measured on
     :data:`RECALL_SAMPLE` seeded rows against exact search and logged, with a warning below
-    :data:`DENSITY_MIN_RECALL`. Otherwise (GPU, HNSW, ``return_knn``): ``knn(x, k)`` and
+    :data:`DENSITY_MIN_RECALL`. Without an explicit ``nprobe`` the count starts at :data:`DENSITY_IVF_NPROBE` and
+    doubles, before the full pass, until the sampled rows' true neighbours inside the probed lists reach
+    :data:`DENSITY_MIN_RECALL` (every list at most), so the default keeps that recall whatever the data; the cost
+    grows with the lists searched. Otherwise (GPU, HNSW, ``return_knn``): ``knn(x, k)`` and
     :func:`density_from_dists`.
 
     Args:
@@ -390,8 +393,10 @@ def _gemm_sums(x, k, *, squared, mode, device, seed, nprobe, progress):
         return None
     if mode == "exact":
         return _knn_sums(x, k, squared=squared, progress=bool(progress)), 1.0
-    nprobe = DENSITY_IVF_NPROBE if nprobe is None else check_positive_int(nprobe, name="nprobe")
-    return _knn_sums_ivf(x, k, squared=squared, nprobe=nprobe, seed=check_seed(seed), progress=bool(progress))
+    adaptive = nprobe is None
+    nprobe = DENSITY_IVF_NPROBE if adaptive else check_positive_int(nprobe, name="nprobe")
+    return _knn_sums_ivf(x, k, squared=squared, nprobe=nprobe, seed=check_seed(seed), progress=bool(progress),
+                         adaptive=adaptive)
 
 
 def _centred(x: np.ndarray):
@@ -446,9 +451,13 @@ def _knn_sums(x: np.ndarray, k: int, *, squared: bool, progress: bool) -> np.nda
     return out
 
 
-def _knn_sums_ivf(x: np.ndarray, k: int, *, squared: bool, nprobe: int, seed: int, progress: bool):
+def _knn_sums_ivf(x: np.ndarray, k: int, *, squared: bool, nprobe: int, seed: int, progress: bool,
+                  adaptive: bool = False):
     """``(sums, recall)``: :func:`_knn_sums` with each list of an IVF partition searched among its ``nprobe``
-    nearest lists (see :func:`knn_density`); recall@k measured on a seeded sample of rows against exact search."""
+    nearest lists (see :func:`knn_density`); recall@k measured on a seeded sample of rows against exact search.
+    ``adaptive`` (the caller gave no ``nprobe``): before the full pass, the recall@k those sample rows would get is
+    computed (float64 distances to their candidates) for ``nprobe``, then twice as many lists, and so on, and the
+    first count that reaches :data:`DENSITY_MIN_RECALL` (at most every list) is used."""
     from ._blas import map_blocks
     from ._kernels import sum_rows
     from .cluster import _Nearest, kmeans
@@ -479,10 +488,7 @@ def _knn_sums_ivf(x: np.ndarray, k: int, *, squared: bool, nprobe: int, seed: in
     wanted[np.argsort(order)[sample]] = True  # the sampled rows' positions in list order
     found: dict[int, np.ndarray] = {}
 
-    def one_list(lst):
-        a, b = starts[lst], starts[lst + 1]
-        if a == b:
-            return
+    def probes_of(lst, nprobe):
         probes, total = [lst], counts[lst]
         for p in near[lst]:
             if len(probes) >= nprobe and total > DENSITY_IVF_CANDIDATES * k:
@@ -491,6 +497,31 @@ def _knn_sums_ivf(x: np.ndarray, k: int, *, squared: bool, nprobe: int, seed: in
                 probes.append(p)
                 total += counts[p]
         probes.sort()  # columns in list order
+        return probes
+
+    # the sampled rows' exact neighbours: the recall's reference
+    ex_d, ex_i = knn(x, k + 1, queries=x[sample], squared=True)
+    r_k = ex_d[:, k].astype(np.float64)  # k-th neighbour's squared distance (the point itself is one of the k + 1)
+    if adaptive:  # recall of a probe count = the share of the true neighbours inside the probed lists
+        own = ex_i != sample[:, None]
+        true_lists = np.where(own, lists[ex_i], -1)[:, :k + 1]
+        while True:
+            inside = np.zeros(true_lists.shape, dtype=bool)
+            for lst in np.unique(lists[sample]):
+                rows = np.flatnonzero(lists[sample] == lst)
+                inside[rows] = np.isin(true_lists[rows], probes_of(lst, nprobe))
+            estimate = float(np.minimum(k, (inside & own).sum(axis=1)).sum()) / (m * k)
+            logger.info("knn_density IVF: %d of %d lists hold %.4f of the sampled rows' true %d neighbours",
+                        nprobe, nlist, estimate, k)
+            if estimate >= DENSITY_MIN_RECALL or nprobe >= nlist:
+                break
+            nprobe = min(nlist, 2 * nprobe)
+
+    def one_list(lst):
+        a, b = starts[lst], starts[lst + 1]
+        if a == b:
+            return
+        probes = probes_of(lst, nprobe)
         cols = np.concatenate([np.arange(starts[p], starts[p + 1]) for p in probes])
         own = int(np.searchsorted(cols, a))
         slack = _rounding_slack(np.sqrt(sqs[a:b]), max_norm, d)
@@ -512,7 +543,6 @@ def _knn_sums_ivf(x: np.ndarray, k: int, *, squared: bool, nprobe: int, seed: in
     sums = np.empty(n, dtype=np.float64)
     sums[order] = out
     # recall@k: a neighbour counts when its true distance is within the exact k-th one (a tie is not a miss)
-    r_k = knn(x, k + 1, queries=x[sample], squared=True)[0][:, k].astype(np.float64)  # the point itself is one
     got = np.stack([found[int(i)] for i in sample])
     d2 = _sq_dists_float64(x, x[sample], np.repeat(np.arange(m), k), got.ravel()).reshape(m, k)
     recall = float(np.mean(d2 <= r_k[:, None] * (1 + 1e-5) + 1e-12))
