@@ -175,12 +175,15 @@ def kmeans(
             rng = np.random.default_rng([seed, _SAMPLE_STREAM])
             train = np.sort(rng.choice(n, size=max_points_per_centroid * k, replace=False))
         xt = x if train is None else np.ascontiguousarray(x[train])
+        # every redo assigns all points once: one centred copy of them serves all
+        everyone = None if train is None or use_gpu else _Nearest(x, spherical=bool(spherical))
         best = None
         for redo in range(nredo):
             run = _lloyd(xt, k, seed=seed + redo, niter=niter, tol=tol, spherical=bool(spherical), init=init,
                          use_gpu=use_gpu, verbose=bool(verbose))
             if train is not None:  # every point to the sample's centroids, then no empty cluster over all points
-                lab, _ = _assign(x, run[1], spherical=bool(spherical), use_gpu=use_gpu, dissim=False)
+                lab, _ = _assign(x, run[1], spherical=bool(spherical), use_gpu=use_gpu, nearest=everyone,
+                                 dissim=False)
                 lab, cent = _repair_empty(x, lab, run[1], spherical=bool(spherical), use_gpu=use_gpu)
                 run = (lab, cent, {**run[2], "inertia": _objective(x, lab, cent, spherical=bool(spherical))})
             if best is None or run[2]["inertia"] < best[2]["inertia"]:

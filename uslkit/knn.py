@@ -504,7 +504,7 @@ def _knn_sums_ivf(x: np.ndarray, k: int, *, squared: bool, nprobe: int, seed: in
     r_k = ex_d[:, k].astype(np.float64)  # k-th neighbour's squared distance (the point itself is one of the k + 1)
     if adaptive:  # recall of a probe count = the share of the true neighbours inside the probed lists
         own = ex_i != sample[:, None]
-        true_lists = np.where(own, lists[ex_i], -1)[:, :k + 1]
+        true_lists = np.where(own, lists[ex_i], -1)
         while True:
             inside = np.zeros(true_lists.shape, dtype=bool)
             for lst in np.unique(lists[sample]):
