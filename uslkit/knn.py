@@ -455,9 +455,10 @@ def _knn_sums_ivf(x: np.ndarray, k: int, *, squared: bool, nprobe: int, seed: in
                   adaptive: bool = False):
     """``(sums, recall)``: :func:`_knn_sums` with each list of an IVF partition searched among its ``nprobe``
     nearest lists (see :func:`knn_density`); recall@k measured on a seeded sample of rows against exact search.
-    ``adaptive`` (the caller gave no ``nprobe``): before the full pass, the recall@k those sample rows would get is
-    computed (float64 distances to their candidates) for ``nprobe``, then twice as many lists, and so on, and the
-    first count that reaches :data:`DENSITY_MIN_RECALL` (at most every list) is used."""
+    ``adaptive`` (the caller gave no ``nprobe``): before the full pass, the share of the sampled rows' exact k
+    neighbours that lie in their probed lists (the recall@k the pass will get) is counted for ``nprobe``, then
+    twice as many lists, and so on, and the first count that reaches :data:`DENSITY_MIN_RECALL` (at most every
+    list) is used."""
     from ._blas import map_blocks
     from ._kernels import sum_rows
     from .cluster import _Nearest, kmeans
