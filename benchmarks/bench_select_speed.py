@@ -84,6 +84,9 @@ SKIP_REASONS = {
 #: 200k, with 256 per cluster), to compare its picks with K-means on every point where that is affordable.
 USL_VARIANTS = ("method:usl@preset=imagenet_moco", "method:usl@knn_mode=ivf",
                 "method:usl@kmeans_points_per_centroid=100")
+#: SeLa with IVF kNN for its density where plain ``sela`` searches exactly (at 200k the exact density alone is
+#: about the GEMM floor): how much of SeLa's time is its Sinkhorn clustering.
+SELA_VARIANTS = ("method:sela@knn_mode=ivf",)
 EXACT_KNN_MAX_N = 200_000  # exact kNN stages above this only with --exact-knn-max-n
 FLOOR_MAX_GB = 2.0  # materialise x @ x.T only up to this size; above, time a slice and extrapolate
 FLOOR_SLICE_ROWS = 8192
@@ -416,6 +419,13 @@ def tasks_for(n: int, args) -> list[tuple[str, str | None]]:
     for v in USL_VARIANTS:  # above AUTO_EXACT_MAX_N plain usl already runs IVF kNN
         out.append((v, None if "knn_mode=ivf" not in v or n <= AUTO_EXACT_MAX_N else
                     "plain usl already uses IVF kNN at this size (knn_mode='auto')"))
+    for v in SELA_VARIANTS:
+        skip = None
+        if large and "sela" not in args.large_methods:
+            skip = "sela is not in --large-methods"
+        elif n > AUTO_EXACT_MAX_N:
+            skip = "plain sela already uses IVF kNN at this size (knn_mode='auto')"
+        out.append((v, skip))
     if args.tasks:
         unknown = sorted(set(args.tasks) - {t for t, _ in out})
         if unknown:

@@ -242,6 +242,67 @@ def test_over_relaxed_sinkhorn_reaches_the_same_plan_in_fewer_iterations():
             sinkhorn_knopp(logits, omega=bad)
 
 
+def test_over_relaxed_sinkhorn_falls_back_when_it_overshoots(monkeypatch, caplog):
+    """Over-relaxation converges only near the fixed point. A step that overshoots (here forced: every other
+    sample scaling shrunk 1e20-fold at one step; a warm start far from a changed plan did it for real at
+    200,000 x 1,000) sends the iterates back to the best check with ``omega`` halfway to 1; the result still
+    has uniform marginals. Without the safeguard the same run ends non-finite or unconverged."""
+    import logging
+
+    import uslkit.cluster as C
+
+    logits = np.random.default_rng(5).standard_normal((500, 12)) * 3
+    p = np.exp(5.0 * (logits - logits.max(axis=1, keepdims=True)))
+    real = C.plan_scale_rows
+    calls = {"n": 0}
+
+    def overshooting(p_blk, r, n_total, omega, c_old, c_out, col_out):
+        real(p_blk, r, n_total, omega, c_old, c_out, col_out)
+        calls["n"] += 1
+        if calls["n"] == 11:  # the step checked at iteration 10
+            c_out[::2] *= 1e-20
+            col_out[:] = c_out @ p_blk
+
+    monkeypatch.setattr(C, "plan_scale_rows", overshooting)
+    with caplog.at_level(logging.DEBUG, logger="uslkit.cluster"):
+        r, c, its = C._sinkhorn_scaling(p, tol=1e-8, max_iter=5000, check_every=10, omega=1.8)
+    assert "back to it" in caplog.text and "omega 1.8 -> 1.4" in caplog.text
+    q = p * c[:, None] * r[None, :]
+    np.testing.assert_allclose(q.sum(1), 1 / 500, rtol=1e-6)
+    np.testing.assert_allclose(q.sum(0), 1 / 12, rtol=1e-6)
+    # without the safeguard the blown-up iterate is kept
+    calls["n"] = 0
+    monkeypatch.setattr(C, "_SK_DIVERGED", np.inf)
+    with pytest.warns(RuntimeWarning, match="did not reach"):
+        C._sinkhorn_scaling(p, tol=1e-8, max_iter=50, check_every=10, omega=1.8)
+
+
+def test_sinkhorn_warm_start_from_the_fixed_point_stops_at_once():
+    from uslkit.cluster import _sinkhorn_scaling
+
+    logits = np.random.default_rng(6).standard_normal((800, 10)) * 3
+    p = np.exp(4.0 * (logits - logits.max(axis=1, keepdims=True)))
+    r, c, its = _sinkhorn_scaling(p, tol=1e-10, max_iter=20000, check_every=10, omega=1.5)
+    assert its > 10
+    r2, c2, its2 = _sinkhorn_scaling(p, tol=1e-6, max_iter=20000, check_every=10, r0=r * 3.0, omega=1.5)
+    assert its2 == 1  # a cluster scaling is warm up to a common factor (absorbed by c)
+    np.testing.assert_allclose(p * c2[:, None] * r2[None, :], p * c[:, None] * r[None, :], rtol=1e-6)
+
+
+def test_sinkhorn_cluster_short_rounds_end_on_a_converged_plan(imbalanced):
+    """Rounds before the labels settle run ``round_sk_iter`` Sinkhorn iterations; the last round's plan is
+    converged, so with one round the labels are those of every round converged (``round_sk_iter=None``)."""
+    x, _ = imbalanced
+    full = sinkhorn_cluster(x, 6, seed=0, n_iter=1, round_sk_iter=None, tol=1e-6)
+    short = sinkhorn_cluster(x, 6, seed=0, n_iter=1, round_sk_iter=2, tol=1e-6)
+    np.testing.assert_array_equal(short[0], full[0])
+    many = sinkhorn_cluster(x, 6, seed=0, round_sk_iter=2)
+    assert_all_clusters_used(many[0], 6)
+    assert np.bincount(many[0]).max() <= 1.2 * 1000 / 6
+    with pytest.raises(ValueError, match="round_sk_iter"):
+        sinkhorn_cluster(x, 6, round_sk_iter=0)
+
+
 def test_sinkhorn_cluster_float32_plan_matches_float64_plan(imbalanced):
     """The default plan is float32 (entries >= exp(-2 lam / temperature) = exp(-40)); with a temperature whose
     span exceeds float32's range the plan is float64. The same data and a temperature just on either side of

@@ -321,7 +321,7 @@ def plan_col_dots(p, c, out):
             out[j] += np.float64(p[i, j]) * ci
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")  # a diverging step gives inf/nan, caught by the caller
 def plan_scale_rows(p, r, n_total, omega, c_old, c_out, col_out):
     """One Sinkhorn half-step and the next one's products in a single pass over the block's rows:
     ``c_out[i] = (1 / n_total) / sum_j p[i, j] r[j]``, over-relaxed as ``c_old[i]^(1 - omega) c_out[i]^omega``

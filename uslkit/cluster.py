@@ -71,6 +71,8 @@ _SK_FLOOR = 1e-300
 
 #: The dense Sinkhorn plan is float32 when its entries ``exp(lam / temperature * (cos - max cos))`` cannot fall
 #: below ``exp(-80)`` (~1.8e-35, above float32's smallest normal 1.2e-38); cosines span at most 2.
+#: An over-relaxed Sinkhorn error this many times the best so far is divergence (see :func:`_sinkhorn_scaling`).
+_SK_DIVERGED = 10.0
 _SK_F32_SPAN = 80.0
 
 #: Rows per block of the Sinkhorn passes.
@@ -297,7 +299,8 @@ def sinkhorn_knopp(
     1e-300 so an underflowing cluster cannot divide by zero. The products are compiled passes over row blocks,
     summed in a fixed order: the same bits on any thread count. ``omega > 1``: over-relaxed Sinkhorn (Thibault,
     Chizat, Dossal & Papadakis 2017): each scaling moves to ``old^(1 - omega) new^omega``; the same fixed point in
-    fewer iterations (default 1: the reference's plain iterations).
+    fewer iterations (default 1: the reference's plain iterations); should it diverge, it falls back towards plain
+    iterations (see ``_sinkhorn_scaling``).
 
     Args:
         log_p: ``(N, K)`` log-probabilities (or logits) of N samples over K clusters.
@@ -340,33 +343,66 @@ def _row_slices(n: int, rows: int | None = None) -> list[slice]:
     return [slice(s, min(s + rows, n)) for s in range(0, n, rows)]
 
 
-def _sinkhorn_scaling(p, *, tol, max_iter, check_every, c0=None, omega=1.0):
+def _sinkhorn_scaling(p, *, tol, max_iter, check_every, r0=None, omega=1.0):
     """Sinkhorn-Knopp scaling of a positive plan ``p (N, K)`` (float32 or float64) to uniform marginals, as
-    :func:`sinkhorn_knopp`: ``(r float64 (K,), c float64 (N,), iterations)``. ``c0``: a starting sample scaling
-    (default ``1/N``). One compiled pass over the :func:`_row_slices` blocks per iteration computes ``c = (1/N) /
-    (P r)`` and, from it, the next iteration's ``P^T c`` (float64 accumulation, block sums added in block order):
-    the same iterates as the two separate products, in half the memory traffic, on any thread count."""
+    :func:`sinkhorn_knopp`: ``(r float64 (K,), c float64 (N,), iterations)``. ``r0``: a starting cluster scaling
+    (a warm start; the sample scaling starts as ``(1/N) / (P r0)``), default: ``c = 1/N``. One compiled pass over
+    the :func:`_row_slices` blocks per iteration computes ``c = (1/N) / (P r)`` and, from it, the next iteration's
+    ``P^T c`` (float64 accumulation, block sums added in block order): the same iterates as the two separate
+    products, in half the memory traffic, on any thread count.
+
+    Over-relaxation (``omega != 1``) converges only near the fixed point (Thibault et al. 2017; Lehmann et al. 2021
+    give a safeguarded global variant); far from it, e.g. from a warm start on a changed plan, it can overshoot
+    until the scalings overflow. Safeguard: when the error at a check is at least ``_SK_DIVERGED`` (10) times the
+    best so far, or not finite, the iterates go back to that best check and ``omega`` moves halfway to 1 (to 1
+    once within 0.1 of it); plain iterations then converge from any positive start. Smaller rises are allowed:
+    over-relaxed errors can rise a little on the way (measured: 1.5-fold at the 10th iteration of a run that
+    converges). Deterministic, so still the same bits on any thread count."""
     n, k = p.shape
     blocks = _row_slices(n)
     parts = np.empty((len(blocks), k), dtype=np.float64)
-    c = np.full(n, 1.0 / n) if c0 is None else np.array(c0, dtype=np.float64)
+    c = np.full(n, 1.0 / n)
     c_new = np.empty(n, dtype=np.float64)
     r = np.full(k, 1.0 / k)
     err = np.inf
-    for _ in map_blocks(lambda b: plan_col_dots(p[blocks[b]], c[blocks[b]], parts[b]), range(len(blocks))):
-        pass
+    if r0 is None:
+        for _ in map_blocks(lambda b: plan_col_dots(p[blocks[b]], c[blocks[b]], parts[b]), range(len(blocks))):
+            pass
+    else:
+        r0 = np.asarray(r0, dtype=np.float64)
+        for _ in map_blocks(lambda b: plan_scale_rows(p[blocks[b]], r0, float(n), 1.0, c_new[blocks[b]],
+                                                      c[blocks[b]], parts[b]), range(len(blocks))):
+            pass
+    best, best_c, best_parts = np.inf, c.copy(), parts.copy()  # the state to go back to
+    w = float(omega)
+    plain_next = True  # the first update of r (and the first after going back) is the plain one
 
     def step(b):
-        plan_scale_rows(p[blocks[b]], r, float(n), omega, c[blocks[b]], c_new[blocks[b]], parts[b])
+        plan_scale_rows(p[blocks[b]], r, float(n), w, c[blocks[b]], c_new[blocks[b]], parts[b])
 
     it = 0
     for it in range(max_iter):
-        r_new = (1.0 / k) / parts.sum(axis=0)
-        r = r_new if omega == 1.0 or it == 0 else r ** (1.0 - omega) * r_new**omega
-        for _ in map_blocks(step, range(len(blocks))):
-            pass
+        with np.errstate(all="ignore"):  # a diverging over-relaxed step is caught below
+            r_new = (1.0 / k) / parts.sum(axis=0)
+            r = r_new if w == 1.0 or plain_next else r ** (1.0 - w) * r_new**w
+            plain_next = False
+            for _ in map_blocks(step, range(len(blocks))):
+                pass
+            if it % check_every == 0:
+                err = float(np.abs(c / c_new - 1.0).sum())
         if it % check_every == 0:
-            err = float(np.abs(c / c_new - 1.0).sum())
+            if err < best:
+                best = err
+                best_c[:] = c_new
+                best_parts[:] = parts
+            elif w != 1.0 and not err < _SK_DIVERGED * best:  # over-relaxation overshoots: go back, relax less
+                w_old, w = w, (1.0 if abs(w - 1.0) <= 0.1 else 1.0 + (w - 1.0) / 2.0)
+                logger.debug("sinkhorn: iteration %d, error %.3g not below %.3g: back to it, omega %.3g -> %.3g",
+                             it, err, best, w_old, w)
+                c_new[:] = best_c
+                parts[:] = best_parts
+                err = best
+                plain_next = True
         c, c_new = c_new, c
         if err < tol:
             break
@@ -390,6 +426,7 @@ def sinkhorn_cluster(
     tol=1e-2,
     max_sk_iter=1000,
     omega=1.8,
+    round_sk_iter=20,
     max_points_per_centroid=None,
     device=None,
     verbose=False,
@@ -400,14 +437,17 @@ def sinkhorn_cluster(
     rows of ``x`` and centroids are L2-normalised, ``log_p = log_softmax(x c^T / temperature)`` (cosine
     similarities, as prototype heads in SeLa/SwAV), labels = :func:`sinkhorn_knopp` ``(log_p, lam)``, then
     each centroid becomes the normalised mean of its members. Starts from spherical :func:`kmeans` with the
-    same seed; stops after ``n_iter`` rounds or when labels stop changing. The equipartition constraint
+    same seed; stops after ``n_iter`` rounds or when labels stop changing. Rounds before the last run at most
+    ``round_sk_iter`` Sinkhorn iterations (a few, as SwAV's online assignments: they only move the prototypes);
+    the last round's labels, and every round's once the labels have settled, come from a plan converged to
+    ``tol`` (``round_sk_iter=None``: every round converged, the plain alternation). The equipartition constraint
     makes cluster sizes roughly ``n / K`` even when the data are imbalanced (unlike K-means).
 
     At scale: ``P^lam = exp(lam / temperature * (cos - max cos))`` is formed directly (the log-softmax's row
     shift cancels), in float32 when its entries cannot underflow there (``2 lam / temperature <= 80``, as with
     the defaults: 20), else float64; that plan is the only ``n x K`` array. Sinkhorn is over-relaxed
-    (``omega``, see :func:`sinkhorn_knopp`) and each round starts from the previous round's sample scaling:
-    neither changes the fixed point, only how many iterations reach it. Cosines are a float32 GEMM in fixed
+    (``omega``, safeguarded, see :func:`sinkhorn_knopp`) and each round starts from the previous round's cluster
+    scaling: neither changes the fixed point, only how many iterations reach it. Cosines are a float32 GEMM in fixed
     single-threaded blocks: the same result on any thread count.
 
     Args:
@@ -420,6 +460,8 @@ def sinkhorn_cluster(
         n_iter: assignment / update rounds.
         tol, max_sk_iter: passed to :func:`sinkhorn_knopp` as ``tol``/``max_iter``.
         omega: Sinkhorn over-relaxation in ``(0, 2)``; 1 = the reference's plain iterations.
+        round_sk_iter: Sinkhorn iterations of the rounds before the labels settle (each warm-started from the
+            previous round's cluster scaling); ``None``: ``max_sk_iter`` and ``tol`` in every round.
         max_points_per_centroid: of the initial :func:`kmeans` (``None``: every point).
         device: for the K-means initialisation.
         verbose: log each round's Sinkhorn iterations and changed labels.
@@ -439,6 +481,8 @@ def sinkhorn_cluster(
     n_iter = check_positive_int(n_iter, name="n_iter")
     tol = check_positive_float(tol, name="tol")
     max_sk_iter = check_positive_int(max_sk_iter, name="max_sk_iter")
+    if round_sk_iter is not None:
+        round_sk_iter = check_positive_int(round_sk_iter, name="round_sk_iter")
     omega = _check_omega(omega)
     xn = l2_normalize(x)
     labels, cent = kmeans(xn, k, seed=seed, spherical=True, device=device,
@@ -448,20 +492,31 @@ def sinkhorn_cluster(
     p = np.empty((n, k), dtype=np.float32 if 2.0 * beta <= _SK_F32_SPAN else np.float64)
     floor = 0.0 if p.dtype == np.float32 else _SK_FLOOR
     blocks = _row_slices(n)
-    c = None
-    for rnd in range(n_iter):
+
+    def solve(cent, r, cap):
         c32 = np.ascontiguousarray(cent.astype(np.float32).T)
 
-        def fill(sl, c32=c32):
+        def fill(sl):
             exp_shift_rows(xn[sl] @ c32, beta, floor, p[sl])
 
         for _ in map_blocks(fill, blocks):
             pass
-        r, c, its = _sinkhorn_scaling(p, tol=tol, max_iter=max_sk_iter, check_every=10, c0=c, omega=omega)
+        with warnings.catch_warnings():
+            if cap < max_sk_iter:  # a capped round is meant to stop early
+                warnings.simplefilter("ignore", RuntimeWarning)
+            r, c, its = _sinkhorn_scaling(p, tol=tol, max_iter=cap, check_every=10, r0=r, omega=omega)
         new = np.empty(n, dtype=np.int64)
-        for _ in map_blocks(lambda sl, r=r: plan_argmax_rows(p[sl], r, new[sl]), blocks):
+        for _ in map_blocks(lambda sl: plan_argmax_rows(p[sl], r, new[sl]), blocks):
             pass
-        new = _fill_empty_from_plan(new, p, c)
+        return _fill_empty_from_plan(new, p, c), r, its
+
+    cap = max_sk_iter if round_sk_iter is None else min(round_sk_iter, max_sk_iter)
+    r = None
+    for rnd in range(n_iter):
+        new, r, its = solve(cent, r, cap)
+        if cap < max_sk_iter and (rnd == n_iter - 1 or np.array_equal(new, labels)):
+            cap = max_sk_iter  # from here on every round's plan is converged, the last one included
+            new, r, its = solve(cent, r, cap)
         cent = l2_normalize(_member_means(xn, new, k, fallback=cent), dtype=np.float64)
         changed = int(np.count_nonzero(new != labels))
         if verbose:
