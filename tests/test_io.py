@@ -82,6 +82,20 @@ def test_check_embeddings_returns_contiguous_float32():
     assert out.dtype == np.float32 and out.flags.c_contiguous and out.shape == (3, 2)
 
 
+def test_check_embeddings_reads_a_memory_map_in_blocks_without_copying(tmp_path, monkeypatch):
+    import uslkit._validate as v
+
+    x = np.random.default_rng(0).standard_normal((1000, 8)).astype(np.float32)
+    np.save(tmp_path / "e.npy", x)
+    mm = np.load(tmp_path / "e.npy", mmap_mode="r")
+    monkeypatch.setattr(v, "_CHECK_ELEMS", 64)  # blocks of 8 rows
+    out = check_embeddings(mm)
+    assert np.shares_memory(out, mm)  # the map itself, not an in-memory copy
+    x[[5, 517, 999], 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite values in 3 of 1000 rows .first bad row: 5"):
+        check_embeddings(x)
+
+
 def test_check_budget_and_seed():
     assert check_budget(3, 10) == 3
     with pytest.raises(ValueError, match=">= 1"):

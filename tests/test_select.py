@@ -153,6 +153,91 @@ def test_probcover_purity_delta_matches_dense_purity():
     np.testing.assert_allclose(delta2, np.sort(other)[::-1][int(np.ceil(0.9 * len(x))) - 1], rtol=1e-5)
 
 
+def _aniso_blobs(n, d, seed):
+    """Clusters of unequal size, spread and shape (a small relative of the benchmark's ``aniso`` data)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((12, d))
+    sizes = np.maximum(5, (n / np.arange(1, 13) / 3.1).astype(int))
+    sizes[0] += max(0, n - sizes.sum())
+    parts = [c + rng.uniform(0.2, 1.0) * rng.standard_normal((m, d)) * rng.uniform(0.2, 2.0, d)
+             for c, m in zip(centres, sizes)]
+    x = np.concatenate(parts)[:n].astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("delta", [None, 0.35])
+def test_probcover_pruned_search_builds_the_exact_graph(delta):
+    """The partition skips lists only where the triangle inequality rules every point out, and membership is a
+    float64 decision in both searches: the same symmetric graph, the same picks (no recall to trade)."""
+    from uslkit.select.probcover import probcover_graph, probcover_greedy
+
+    x = _aniso_blobs(3000, 16, seed=1)
+    kw = dict(num_classes=12) if delta is None else dict(delta=delta)
+    exact = probcover_graph(x, search="exact", **kw)
+    pruned = probcover_graph(x, search="pruned", **kw)
+    indptr, cols = exact[0], exact[1]
+    np.testing.assert_array_equal(pruned[0], indptr)
+    assert 3000 < cols.size < 3000 * 3000 / 4  # balls neither trivial nor everything
+    for i in range(0, 3000, 7):
+        row = np.sort(cols[indptr[i] : indptr[i + 1]])
+        np.testing.assert_array_equal(np.sort(pruned[1][indptr[i] : indptr[i + 1]]), row)
+    # symmetric: j in ball(i) <=> i in ball(j)
+    rows = np.repeat(np.arange(3000), np.diff(indptr))
+    assert set(zip(rows.tolist(), cols.tolist())) == set(zip(cols.tolist(), rows.tolist()))
+    none = np.array([], dtype=np.int64)
+    np.testing.assert_array_equal(probcover_greedy(exact, 30, none, 0), probcover_greedy(pruned, 30, none, 0))
+    d2 = ((x[:40, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)  # float64 membership by hand
+    delta2 = (delta if delta is not None else None)
+    if delta2 is not None:
+        for i in range(40):
+            np.testing.assert_array_equal(np.sort(cols[indptr[i] : indptr[i + 1]]),
+                                          np.flatnonzero((d2[i] < delta2**2) | (np.arange(3000) == i)))
+
+
+def test_probcover_purity_on_a_row_sample(monkeypatch):
+    """``purity_sample``: the quantile over a seeded sample of rows, each row's radius exact (float64, against every
+    point); ``"auto"`` samples only above 200,000 points (here the threshold is lowered)."""
+    import uslkit.select.probcover as pc
+    from uslkit.cluster import kmeans
+
+    x = _aniso_blobs(2000, 8, seed=2)
+    clusters, _ = kmeans(x, 12, seed=0, niter=100)
+    d2 = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
+    other = np.where(clusters[:, None] != clusters[None, :], d2, np.inf).min(axis=1)
+    r2 = pc._purity_r2(x, clusters)
+    np.testing.assert_allclose(r2, other, rtol=1e-12)  # float64 (the sum's order differs from numpy's)
+    np.testing.assert_array_equal(pc._purity_r2(x, clusters, np.arange(0, 2000, 3)), r2[::3])  # any row subset
+    rows = pc._purity_rows(500, 2000, 0)
+    assert rows.size == 500 and np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(pc._purity_rows(500, 2000, 0), rows)
+    sampled = pc._purity_delta2(x, clusters, 0.9, None, rows)
+    assert sampled == np.sort(r2[rows])[::-1][int(np.ceil(0.9 * 500)) - 1]
+    full = pc.purity_delta(x, 12, purity_threshold=0.9)
+    assert pc.purity_delta(x, 12, purity_threshold=0.9, purity_sample=500) == np.sqrt(sampled)
+    assert pc.purity_delta(x, 12, purity_threshold=0.9, purity_sample="all") == full
+    monkeypatch.setattr(pc, "_PURITY_ALL_MAX_N", 1000)
+    monkeypatch.setattr(pc, "PURITY_SAMPLE", 500)
+    assert pc.purity_delta(x, 12, purity_threshold=0.9) == np.sqrt(sampled)  # "auto" above the threshold
+    assert pc.purity_delta(x, 12, purity_threshold=0.9, purity_sample="all") == full  # the caller wins
+    with pytest.raises(ValueError, match="purity_sample"):
+        pc.purity_delta(x, 12, purity_sample=0)
+    with pytest.raises(ValueError, match="search"):
+        select_probcover(x, 5, num_classes=12, search="ivf")
+
+
+@pytest.mark.parametrize("method", ["usl", "kmeans", "typiclust", "probcover", "coreset", "sela"])
+def test_selection_on_a_memory_mapped_file_gives_the_same_picks(method, tmp_path):
+    """Embeddings larger than memory: a read-only memory map of the ``.npy`` (what ``uslkit select`` opens) is
+    read, never written, and gives the picks of the in-memory array."""
+    from uslkit.select import select
+
+    x = _aniso_blobs(1500, 16, seed=3)
+    np.save(tmp_path / "e.npy", x)
+    mm = np.load(tmp_path / "e.npy", mmap_mode="r")
+    kw = {"num_classes": 12} if method == "probcover" else {}
+    np.testing.assert_array_equal(select(method, mm, 15, seed=1, **kw), select(method, x, 15, seed=1, **kw))
+
+
 def test_stratified_quota_and_remainder():
     x = np.zeros((30, 2), dtype=np.float32)
     y = np.repeat([0, 1, 2], 10)

@@ -352,3 +352,11 @@ def plan_argmax_rows(p, r, lab):
                 best = v
                 w = j
         lab[i] = w
+
+
+@njit(nogil=True, cache=True)
+def pair_sq_dists(x, rows, cols, out):
+    """``out[t] = |x[rows[t]] - x[cols[t]]|^2`` in float64 (:func:`_sq_dist64`): the same bits for a pair wherever it
+    is computed, and for ``(a, b)`` as for ``(b, a)``."""
+    for t in range(rows.size):
+        out[t] = _sq_dist64(x[rows[t]], x[cols[t]])

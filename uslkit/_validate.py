@@ -21,11 +21,16 @@ __all__ = [
 ]
 
 
+_CHECK_ELEMS = 2**22  # entries per block of the finite check
+
+
 def check_embeddings(emb, *, name: str = "emb", dtype=np.float32) -> np.ndarray:
     """Return ``emb`` as a C-contiguous 2-D float array, or raise ``ValueError`` saying what is wrong.
 
     Rejects: non-numeric input, anything not 2-D, empty arrays, NaN or infinite values (the error gives
-    how many rows are affected and the first one).
+    how many rows are affected and the first one). A C-contiguous array of ``dtype``, e.g. a read-only memory
+    map of a float32 ``.npy`` (``np.load(path, mmap_mode="r")``), is returned as it is, not copied; the check
+    reads it in blocks.
     """
     try:
         arr = np.asarray(emb)
@@ -37,10 +42,11 @@ def check_embeddings(emb, *, name: str = "emb", dtype=np.float32) -> np.ndarray:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
+    arr = np.ascontiguousarray(arr, dtype=dtype)  # no copy of a C-contiguous array (or memory map) of that dtype
+    step = max(1, _CHECK_ELEMS // arr.shape[1])  # rows checked at a time: no n x d temporary
+    bad = [s + np.flatnonzero(~np.isfinite(arr[s : s + step]).all(axis=1)) for s in range(0, arr.shape[0], step)]
+    bad = np.concatenate(bad)
+    if bad.size:
         raise ValueError(
             f"{name} contains NaN or infinite values in {bad.size} of {arr.shape[0]} rows "
             f"(first bad row: {int(bad[0])})"

@@ -189,7 +189,7 @@ def _cmd_select(args) -> int:
         raise CLIError("method usl_t needs --init MODEL.pt (the encoder checkpoint it trains from)")
     params = dict(args.param or [])
     run_dir = _usl_t_run_dir(args, params) if usl_t else None
-    emb, meta = load_embeddings(args.emb)
+    emb, meta = load_embeddings(args.emb, mmap=not usl_t)  # read on demand: no in-memory copy of a float32 file
     dataset = None
     name = args.dataset or meta.get("dataset")
     split = args.split or meta.get("split") or "train"

@@ -6,25 +6,37 @@ transpose, never a dense ``n x n`` matrix. :func:`purity_delta` is the label-fre
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 
 import numpy as np
 
-from .._validate import check_embeddings, check_float, check_positive_int, check_seed
-from ..cluster import kmeans
 from .._blas import map_blocks
-from ._common import _chunk_rows, _finish, _mask, _prepare
+from .._validate import check_choice, check_embeddings, check_float, check_positive_int, check_seed
+from ..cluster import kmeans
+from ._common import _chunk_rows, _finish, _kmeans_mppc, _kmeans_points_per_centroid, _mask, _prepare
 
 __all__ = ["select_probcover", "purity_delta", "probcover_graph", "probcover_greedy"]
+
+logger = logging.getLogger(__name__)
 
 #: Refuse to build a ball graph with more directed edges than this (int32 CSR and its transpose, about
 #: 4 GB at peak while building); a delta that large covers nearly everything with a few balls anyway.
 _MAX_EDGES = 200_000_000
+_SEARCHES = ("auto", "exact", "pruned")
+#: ``search="auto"`` prunes above this many points.
+_PRUNED_MIN_N = 20_000
+#: ``purity_sample="auto"``: every row up to this many points, else :data:`PURITY_SAMPLE` seeded rows (the
+#: quantile's standard error at 0.95 is then about 0.0015 in purity).
+_PURITY_ALL_MAX_N = 200_000
+PURITY_SAMPLE = 20_000
+_PURITY_STREAM = 0x5052  # seed stream of the purity sample, apart from K-means'
 
 
 def select_probcover(emb, budget, *, labeled=None, delta=None, purity_threshold=0.95, num_classes=None,
-                     delta_grid=None, seed=0, kmeans_niter=100, return_scores=False):
+                     delta_grid=None, seed=0, kmeans_niter=100, search="auto", purity_sample="auto",
+                     kmeans_points_per_centroid="auto", return_scores=False):
     """ProbCover (Yehuda et al. 2022; reference code avihu111/TypiClust ``prob_cover.py``).
 
     Ball graph: ``y`` is in the ball of ``x`` when ``||x - y|| < delta`` (the point itself always). Points
@@ -38,14 +50,24 @@ def select_probcover(emb, budget, *, labeled=None, delta=None, purity_threshold=
     ``benchmarks/RESULTS.md``, "faithfulness questions"). More than
     2e8 edges in the ball graph raises ``ValueError``.
 
+    Membership is decided on float64 distances (float32 products settle the clear cases), so the graph is
+    symmetric and the same whichever search builds it: ``search="exact"`` compares all pairs in blocks,
+    ``"pruned"`` skips the lists of a seeded partition that the triangle inequality rules out (exact too: the
+    same edges; faster when balls are small against the data's spread); ``"auto"``: pruned above
+    20,000 points. Above 200,000 points the purity radius is by default the quantile over a seeded sample of
+    rows (``purity_sample``) and its K-means runs on a seeded sample (``kmeans_points_per_centroid``, as USL's).
+
     Args:
         emb: embeddings ``(n, d)`` (the paper: L2-normalised SimCLR features).
         budget: number of picks.
         labeled: indices already labelled.
         delta: ball radius (> 0), or ``None`` to choose it by purity.
-        purity_threshold, delta_grid, kmeans_niter: as :func:`purity_delta`.
+        purity_threshold, delta_grid, kmeans_niter, purity_sample, kmeans_points_per_centroid: as
+            :func:`purity_delta`.
         num_classes: K-means clusters for the purity (the number of classes); required if ``delta`` is None.
-        seed: seeds the purity K-means and the random picks after full coverage.
+        seed: seeds the purity K-means, the partition of ``"pruned"`` search, the purity sample and the random
+            picks after full coverage.
+        search: ``"auto"``, ``"exact"`` or ``"pruned"`` (see above).
         return_scores: also return the coverage gain (number of newly covered points) of each pick at the
             time it was chosen, and for unpicked points the number of uncovered points left in their ball
             at the end (both the greedy's marginal utility); ``NaN`` for labelled points.
@@ -55,31 +77,61 @@ def select_probcover(emb, budget, *, labeled=None, delta=None, purity_threshold=
     """
     x, budget, seed, lab = _prepare(emb, budget, seed, labeled)
     graph = probcover_graph(x, delta=delta, num_classes=num_classes, purity_threshold=purity_threshold,
-                            delta_grid=delta_grid, seed=seed, kmeans_niter=kmeans_niter)
+                            delta_grid=delta_grid, seed=seed, kmeans_niter=kmeans_niter, search=search,
+                            purity_sample=purity_sample, kmeans_points_per_centroid=kmeans_points_per_centroid)
     return probcover_greedy(graph, budget, lab, seed, return_scores=return_scores)
 
 
 def probcover_graph(x, *, delta=None, num_classes=None, purity_threshold=0.95, delta_grid=None, seed=0,
-                    kmeans_niter=100):
+                    kmeans_niter=100, search="auto", purity_sample="auto", kmeans_points_per_centroid="auto"):
     """The ball graph of :func:`select_probcover` (radius ``delta``, or by purity w.r.t. a ``seed``-ed K-means
     into ``num_classes`` clusters), built once so that several queries (rounds of active learning) can share
     it: pass it to :func:`probcover_greedy`. ``x`` float32 ``(n, d)``, validated by the caller."""
     n = x.shape[0]
     kmeans_niter = check_positive_int(kmeans_niter, name="kmeans_niter")
+    search = check_choice(search, _SEARCHES, name="search")
+    if search == "auto":
+        search = "pruned" if n > _PRUNED_MIN_N else "exact"
     if delta is None:
         if num_classes is None:
             raise ValueError(
                 "probcover needs either delta= (ball radius) or num_classes= (to choose delta as the "
                 "largest radius whose balls are purity_threshold-pure w.r.t. K-means, as the ProbCover paper)"
             )
-        num_classes, purity_threshold, grid = _check_purity_options(num_classes, n, purity_threshold, delta_grid)
-        clusters, _ = kmeans(x, num_classes, seed=seed, niter=kmeans_niter)
-        col_order = np.argsort(clusters, kind="stable")
-        delta2 = _purity_delta2(x, clusters, purity_threshold, grid)
+        delta2 = _purity_delta2_of(x, num_classes, purity_threshold, delta_grid, seed, kmeans_niter, purity_sample,
+                                   kmeans_points_per_centroid)
     else:
         delta2 = check_float(delta, name="delta", low=0.0, low_open=True) ** 2
-        col_order = np.arange(n)
-    return _ball_graph(x, delta2, col_order) + (n,)
+    if search == "pruned":
+        return _ball_graph_pruned(x, delta2, seed) + (n,)
+    return _ball_graph(x, delta2, np.arange(n)) + (n,)
+
+
+def _purity_delta2_of(x, num_classes, purity_threshold, delta_grid, seed, kmeans_niter, purity_sample, mppc):
+    """The squared purity radius with the options validated, K-means and the row sample drawn."""
+    n = x.shape[0]
+    num_classes, purity_threshold, grid = _check_purity_options(num_classes, n, purity_threshold, delta_grid)
+    mppc = _kmeans_points_per_centroid(mppc, n, num_classes)
+    rows = _purity_rows(purity_sample, n, seed)
+    clusters, _ = kmeans(x, num_classes, seed=seed, niter=kmeans_niter, max_points_per_centroid=_kmeans_mppc(mppc))
+    delta2 = _purity_delta2(x, clusters, purity_threshold, grid, rows)
+    if rows is not None:
+        logger.info("probcover purity radius %.4g from %d of %d rows (the purity threshold's quantile)",
+                    math.sqrt(delta2), rows.size, n)
+    return delta2
+
+
+def _purity_rows(purity_sample, n, seed):
+    """Rows whose radius gives the purity quantile: ``None`` (all) or a sorted seeded sample."""
+    if purity_sample == "auto":
+        m = n if n <= _PURITY_ALL_MAX_N else PURITY_SAMPLE
+    elif purity_sample == "all":
+        m = n
+    else:
+        m = check_positive_int(purity_sample, name="purity_sample")
+    if m >= n:
+        return None
+    return np.sort(np.random.default_rng([seed, _PURITY_STREAM]).choice(n, size=m, replace=False))
 
 
 def probcover_greedy(graph, budget, lab, seed, *, return_scores=False):
@@ -90,7 +142,8 @@ def probcover_greedy(graph, budget, lab, seed, *, return_scores=False):
     return _finish(idx, scores, budget, lab, return_scores)
 
 
-def purity_delta(emb, num_classes, *, purity_threshold=0.95, delta_grid=None, seed=0, kmeans_niter=100) -> float:
+def purity_delta(emb, num_classes, *, purity_threshold=0.95, delta_grid=None, seed=0, kmeans_niter=100,
+                 purity_sample="auto", kmeans_points_per_centroid="auto") -> float:
     """The largest ball radius whose balls are ``purity_threshold``-pure w.r.t. K-means (ProbCover's rule).
 
     K-means with K = ``num_classes`` (seeded, ``kmeans_niter`` Lloyd iterations); a ball is pure when all
@@ -98,16 +151,20 @@ def purity_delta(emb, num_classes, *, purity_threshold=0.95, delta_grid=None, se
     from the centre to the nearest point of another cluster. Purity is a step function of delta, so with
     ``delta_grid=None`` the largest radius is exact: the ``purity_threshold`` quantile of ``r`` from the
     top; with a grid, the largest grid value that keeps the purity. This is the radius
-    :func:`select_probcover` uses with ``delta=None`` and the same arguments. O(n^2 d) time in chunks,
-    O(n) memory. Warns (and returns 0) when no positive radius is pure enough.
+    :func:`select_probcover` uses with ``delta=None`` and the same arguments. ``r`` is a float64 distance (float32
+    products find the candidates). O(m n d) time in chunks for ``m`` rows, O(n) memory. Warns (and returns 0)
+    when no positive radius is pure enough.
 
     Args:
         emb: embeddings ``(n, d)``.
         num_classes: K-means clusters (the number of classes), ``2 <= num_classes <= n``.
         purity_threshold: alpha in ``(0, 1]`` (the paper: 0.95).
         delta_grid: optional candidate radii (finite, positive).
-        seed: K-means seed.
+        seed: K-means seed (and the row sample's).
         kmeans_niter: Lloyd iterations of K-means.
+        purity_sample: rows whose ``r`` give the quantile: ``"all"``, a number of seeded rows, or ``"auto"``
+            (every row up to 200,000 points, else 20,000 rows: the purity's standard error is then about 0.0015).
+        kmeans_points_per_centroid: K-means on a seeded sample (see :func:`uslkit.select.select_usl`).
 
     Returns:
         delta (float), the ball radius.
@@ -115,9 +172,8 @@ def purity_delta(emb, num_classes, *, purity_threshold=0.95, delta_grid=None, se
     x = check_embeddings(emb)
     seed = check_seed(seed)
     kmeans_niter = check_positive_int(kmeans_niter, name="kmeans_niter")
-    num_classes, threshold, grid = _check_purity_options(num_classes, x.shape[0], purity_threshold, delta_grid)
-    clusters, _ = kmeans(x, num_classes, seed=seed, niter=kmeans_niter)
-    return math.sqrt(_purity_delta2(x, clusters, threshold, grid))
+    return math.sqrt(_purity_delta2_of(x, num_classes, purity_threshold, delta_grid, seed, kmeans_niter,
+                                       purity_sample, kmeans_points_per_centroid))
 
 
 def _check_purity_options(num_classes, n, purity_threshold, delta_grid):
@@ -132,47 +188,92 @@ def _check_purity_options(num_classes, n, purity_threshold, delta_grid):
     return num_classes, purity_threshold, grid
 
 
-def _sq_dist_blocks(x: np.ndarray, col_order: np.ndarray):
-    """Yield ``(start, d2)``: float32 squared distances of rows ``start:start+c`` of ``x`` to ``x[col_order]``.
+def _d2_slack(norms: np.ndarray, max_norm: float, d: int) -> np.ndarray:
+    """Bound on |float32 ``|a|^2 + |b|^2 - 2 a.b`` - exact| for rows of norms ``norms`` and any ``|b| <= max_norm``:
+    ``2 (d + 8) u (|a| + |b|)^2``, about twice the ``(2d + 4) u (...)^2`` of a ``d + 2``-term dot product and the
+    float32 squared norms (``u = 2^-24``)."""
+    return 2.0 * (d + 8) * 2.0**-24 * (norms.astype(np.float64) + max_norm) ** 2
 
-    One matmul of augmented rows ``[a, |a|^2, 1] . [-2b, 1, |b|^2]``, clamped at 0, self-distances set to
-    exactly 0. Blocks are identical on every call with the same ``col_order``, so the purity radius and the
-    ball graph see the same numbers bit for bit, on any thread count (:func:`uslkit._blas.map_blocks`: blocks in
-    parallel, each one single-threaded BLAS call).
-    """
+
+def _exact_pairs(x, rows, cols) -> np.ndarray:
+    """float64 squared distances of the pairs ``(rows[t], cols[t])`` (:func:`uslkit._kernels.pair_sq_dists`)."""
+    from .._kernels import pair_sq_dists
+
+    out = np.empty(rows.size, dtype=np.float64)
+    if rows.size:
+        pair_sq_dists(x, np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(cols, dtype=np.int64), out)
+    return out
+
+
+def _aug(x):
+    """``(rows_aug, cols_aug, norms)``: ``[a, |a|^2, 1]`` and ``[-2a, 1, |a|^2]`` (float32) so that one product gives
+    squared distances, and the float64 row norms."""
     n = x.shape[0]
     sq = np.einsum("nd,nd->n", x, x)
     ones = np.ones((n, 1), dtype=np.float32)
-    cols = np.concatenate([-2.0 * x[col_order], ones, sq[col_order, None]], axis=1)
-    rows_aug = np.concatenate([x, sq[:, None], ones], axis=1)
-    self_pos = np.empty(n, dtype=np.int64)
+    return (np.concatenate([x, sq[:, None], ones], axis=1), np.concatenate([-2.0 * x, ones, sq[:, None]], axis=1),
+            np.sqrt(sq.astype(np.float64)))
+
+
+def _sq_dist_blocks(x: np.ndarray, col_order: np.ndarray, rows=None):
+    """Yield ``(start, d2)``: float32 squared distances of ``rows[start:start+c]`` (default: every row) of ``x`` to
+    ``x[col_order]``, clamped at 0, self-distances exactly 0. Blocks in parallel (:func:`uslkit._blas.map_blocks`,
+    each one single-threaded BLAS call). The float32 values only sort pairs into sure and unsure ones (within
+    :func:`_d2_slack` of a threshold); unsure pairs are decided by :func:`_exact_pairs`, so no result depends on
+    the GEMM's rounding."""
+    n = x.shape[0]
+    rows = np.arange(n) if rows is None else rows
+    rows_aug, cols_aug, _ = _aug(x)
+    cols = cols_aug[col_order]
+    del cols_aug
+    self_pos = np.full(n, -1, dtype=np.int64)
     self_pos[col_order] = np.arange(n)
     step = _chunk_rows(n, factor=4)  # float32 blocks: 4x the float64 entry bound
 
     def block(s):
-        d2 = rows_aug[s : s + step] @ cols.T  # single-threaded BLAS per block: same bits on any thread count
+        ids = rows[s : s + step]
+        d2 = rows_aug[ids] @ cols.T
         np.maximum(d2, 0.0, out=d2)
-        r = np.arange(d2.shape[0])
-        d2[r, self_pos[s + r]] = 0.0
+        d2[np.arange(ids.size), self_pos[ids]] = 0.0
         return s, d2
 
-    yield from map_blocks(block, range(0, n, step))
+    yield from map_blocks(block, range(0, rows.size, step))
 
 
-def _purity_delta2(x, clusters, threshold, grid) -> float:
-    """Squared delta of the purity rule (see :func:`purity_delta`); ``clusters`` from K-means."""
-    n = x.shape[0]
+def _purity_r2(x, clusters, rows=None) -> np.ndarray:
+    """float64 squared distance from each of ``rows`` (default all) to the nearest point of another cluster."""
+    n, d = x.shape
+    rows = np.arange(n) if rows is None else rows
     col_order = np.argsort(clusters, kind="stable")
     counts = np.bincount(clusters)
     col_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    r2 = np.empty(n, dtype=np.float64)  # squared distance to the nearest point of another cluster
-    for s, d2 in _sq_dist_blocks(x, col_order):
+    col_cluster = clusters[col_order]
+    norms = np.sqrt(np.einsum("nd,nd->n", x, x, dtype=np.float64))
+    slack = _d2_slack(norms[rows], float(norms.max()), d)
+    r2 = np.empty(rows.size, dtype=np.float64)
+    for s, d2 in _sq_dist_blocks(x, col_order, rows):
+        ids = rows[s : s + d2.shape[0]]
         per_cluster = np.minimum.reduceat(d2, col_starts, axis=1)  # (rows, K) nearest point per cluster
-        rows = np.arange(d2.shape[0])
-        per_cluster[rows, clusters[s + rows]] = np.inf
-        r2[s : s + d2.shape[0]] = per_cluster.min(axis=1)
+        local = np.arange(ids.size)
+        per_cluster[local, clusters[ids]] = np.inf
+        bound = per_cluster.min(axis=1).astype(np.float64) + 2.0 * slack[s : s + ids.size]
+        r, j = np.nonzero(d2 <= bound[:, None])  # every pair that can be the nearest one, decided in float64
+        other = col_cluster[j] != clusters[ids[r]]
+        r, j = r[other], j[other]
+        exact = _exact_pairs(x, ids[r], col_order[j])
+        best = np.full(ids.size, np.inf)
+        np.minimum.at(best, r, exact)
+        r2[s : s + ids.size] = best
+    return r2
+
+
+def _purity_delta2(x, clusters, threshold, grid, sample=None) -> float:
+    """Squared delta of the purity rule (see :func:`purity_delta`); ``clusters`` from K-means; ``sample``: the
+    rows whose radius estimates the quantile (default every row)."""
+    r2 = _purity_r2(x, clusters, sample)
+    m = r2.size
     # ball(x, delta) is pure  <=>  r2(x) >= delta^2 (membership is strict: dist < delta)
-    need = math.ceil(threshold * n - 1e-9)
+    need = math.ceil(threshold * m - 1e-9)
     if grid is None:
         delta2 = float(np.sort(r2)[::-1][need - 1])
     else:
@@ -192,36 +293,130 @@ def _purity_delta2(x, clusters, threshold, grid) -> float:
     return delta2
 
 
-def _ball_graph(x, delta2, col_order):
-    """Directed ball graph as CSR ``(indptr, cols)`` and its transpose ``(t_indptr, t_rows)``, int32/64."""
-    n = x.shape[0]
-    idx_t = np.int32 if n < 2**31 else np.int64
-    col_ids = col_order.astype(idx_t)
-    self_pos = np.empty(n, dtype=np.int64)
-    self_pos[col_order] = np.arange(n)
-    cols, counts, total = [], np.zeros(n, dtype=np.int64), 0
-    for s, d2 in _sq_dist_blocks(x, col_order):
-        inside = d2 < delta2
-        r = np.arange(d2.shape[0])
-        inside[r, self_pos[s + r]] = True  # the centre, also when delta2 == 0
-        flat = np.flatnonzero(inside)
-        counts[s : s + d2.shape[0]] = np.bincount(flat // n, minlength=d2.shape[0])
-        total += int(counts[s : s + d2.shape[0]].sum())
-        if total > _MAX_EDGES:
-            raise ValueError(
-                f"delta={math.sqrt(delta2):.4g} is too large: the ball graph would exceed {_MAX_EDGES:,} edges "
-                f"(mean ball size > {total / (s + d2.shape[0]):.0f}); choose a smaller delta"
-            )
-        cols.append(col_ids[flat % n])
-    cols = np.concatenate(cols)
+def _inside(x, d2, ids, col_ids, delta2, slack):
+    """Boolean ``(rows, cols)``: ``|x[ids[r]] - x[col_ids[c]]|^2 < delta2`` in float64, from the float32 block ``d2``
+    and, within ``slack`` of ``delta2``, :func:`_exact_pairs`; a row's own column is always inside."""
+    inside = d2 < (delta2 - slack)[:, None]
+    r, c = np.nonzero(~inside & (d2 <= (delta2 + slack)[:, None]))
+    if r.size:
+        inside[r, c] = _exact_pairs(x, ids[r], col_ids[c]) < delta2
+    own = ids[:, None] == col_ids[None, :]
+    inside |= own
+    return inside
+
+
+def _check_edges(total, done, delta2):
+    if total > _MAX_EDGES:
+        raise ValueError(
+            f"delta={math.sqrt(delta2):.4g} is too large: the ball graph would exceed {_MAX_EDGES:,} edges "
+            f"(mean ball size > {total / max(done, 1):.0f}); choose a smaller delta"
+        )
+
+
+def _csr(n, rows, cols):
+    """``(indptr, cols)`` of the directed edges ``rows[t] -> cols[t]`` (rows grouped, in row order)."""
+    order = np.argsort(rows, kind="stable")
     indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    rows = np.repeat(np.arange(n, dtype=idx_t), counts)
-    t_order = np.argsort(cols, kind="stable")
-    t_rows = rows[t_order]
-    t_indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(cols, minlength=n), out=t_indptr[1:])
-    return indptr, cols, t_indptr, t_rows
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return indptr, cols[order]
+
+
+def _ball_graph(x, delta2, col_order):
+    """Ball graph as CSR ``(indptr, cols)``, twice (a graph and its transpose: ``y`` is in the ball of ``x`` exactly
+    when ``x`` is in the ball of ``y``, the float64 decision being symmetric bit for bit). All pairs, in blocks."""
+    n, d = x.shape
+    idx_t = np.int32 if n < 2**31 else np.int64
+    _, _, norms = _aug(x)
+    slack = _d2_slack(norms, float(norms.max()), d)
+    col_ids = col_order.astype(np.int64)
+    rows_out, cols_out, total = [], [], 0
+    for s, d2 in _sq_dist_blocks(x, col_order):
+        ids = np.arange(s, s + d2.shape[0])
+        r, c = np.nonzero(_inside(x, d2, ids, col_ids, delta2, slack[ids]))
+        total += r.size
+        _check_edges(total, s + d2.shape[0], delta2)
+        rows_out.append((ids[r]).astype(idx_t))
+        cols_out.append(col_ids[c].astype(idx_t))
+    indptr, cols = _csr(n, np.concatenate(rows_out), np.concatenate(cols_out))
+    return indptr, cols, indptr, cols
+
+
+class _Partition:
+    """Exact range search by triangle-inequality pruning: the points are split into lists (the nearest of seeded
+    K-means centroids, as the IVF density's); list ``B`` can hold a point within ``delta`` of ``q`` only if
+    ``|q - c_B| < delta + rad_B`` (``rad_B``: the farthest member of ``B`` from its centroid), so a query scans
+    only those lists and misses nothing. How much it skips depends on the data; the result never does."""
+
+    def __init__(self, x, seed):
+        from ..cluster import _Nearest
+        from ..knn import _ivf_training_rows
+
+        n, d = x.shape
+        self.nlist = nlist = int(max(1, min(round(2 * math.sqrt(n)), n // 64)))
+        train = _ivf_training_rows(n, nlist, seed)
+        _, cent = kmeans(x[train], nlist, seed=seed, niter=10)
+        lists = _Nearest(x)(cent)
+        self.order = np.argsort(lists, kind="stable")
+        self.counts = np.bincount(lists, minlength=nlist)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)])
+        c64 = cent.astype(np.float64)
+        rad = np.zeros(nlist)
+        for s in range(0, n, 65536):
+            dif = x[s : s + 65536].astype(np.float64) - c64[lists[s : s + 65536]]
+            np.maximum.at(rad, lists[s : s + 65536], np.sqrt(np.einsum("ij,ij->i", dif, dif)))
+        self.rad = rad * (1 + 1e-9) + 1e-12
+        self.cent32 = cent.astype(np.float32)
+        self.cent_norm = float(np.sqrt((c64**2).sum(axis=1)).max())
+
+    def probes(self, q, q_norms, delta):
+        """Lists any row of ``q`` may reach within ``delta`` (sorted)."""
+        d = q.shape[1]
+        d2 = (q.astype(np.float32) @ (-2.0 * self.cent32).T) + np.einsum("nd,nd->n", q, q)[:, None]
+        d2 += (self.cent32.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)[None, :]
+        low = np.maximum(d2 - _d2_slack(q_norms, self.cent_norm, d)[:, None], 0.0)
+        return np.flatnonzero((np.sqrt(low) < delta * (1 + 1e-6) + self.rad[None, :]).any(axis=0))
+
+
+def _ball_graph_pruned(x, delta2, seed):
+    """:func:`_ball_graph` by :class:`_Partition`: the same edges (the same float64 decisions), scanning only the
+    lists each list's points can reach."""
+    n, d = x.shape
+    idx_t = np.int32 if n < 2**31 else np.int64
+    part = _Partition(x, seed)
+    rows_aug, cols_aug, norms = _aug(x)
+    slack = _d2_slack(norms, float(norms.max()), d)
+    delta = math.sqrt(delta2)
+
+    def one_list(lst):
+        ids = part.order[part.starts[lst] : part.starts[lst + 1]]
+        if ids.size == 0:
+            return ids.astype(idx_t), ids.astype(idx_t), 0
+        probes = part.probes(x[ids], norms[ids], delta)
+        col_ids = np.concatenate([part.order[part.starts[b] : part.starts[b + 1]] for b in probes])
+        rows_out, cols_out = [], []
+        step = _chunk_rows(col_ids.size, factor=4)
+        cols = cols_aug[col_ids]
+        for s in range(0, ids.size, step):
+            blk = ids[s : s + step]
+            d2 = rows_aug[blk] @ cols.T
+            np.maximum(d2, 0.0, out=d2)
+            r, c = np.nonzero(_inside(x, d2, blk, col_ids, delta2, slack[blk]))
+            rows_out.append(blk[r].astype(idx_t))
+            cols_out.append(col_ids[c].astype(idx_t))
+        return np.concatenate(rows_out), np.concatenate(cols_out), ids.size * col_ids.size
+
+    rows_out, cols_out, total, done, scanned = [], [], 0, 0, 0
+    for lst, (r, c, pairs) in enumerate(map_blocks(one_list, range(part.nlist))):
+        total += r.size
+        scanned += pairs
+        done += int(part.counts[lst])
+        _check_edges(total, done, delta2)
+        rows_out.append(r)
+        cols_out.append(c)
+    logger.info("probcover ball graph (%d lists): %.1f%% of all pairs scanned, %d edges", part.nlist,
+                100.0 * scanned / float(n) ** 2, total)
+    indptr, cols = _csr(n, np.concatenate(rows_out), np.concatenate(cols_out))
+    return indptr, cols, indptr, cols
 
 
 def _gather(indptr, values, sel):
