@@ -69,10 +69,8 @@ PCA_DIM = 64
 REPEATS = 3
 REPEATS_1M = 1
 LARGE_N = 200_000  # above this, only the methods that scale
-LARGE_METHODS = ("usl", "kmeans", "typiclust", "coreset", "random", "sela")
+LARGE_METHODS = ("usl", "kmeans", "typiclust", "coreset", "random", "sela", "probcover")
 SKIP_REASONS = {
-    "probcover": "its purity radius and ball graph are exact all-pairs searches, O(n^2 d) each (at least 2x the "
-                 "floor), and the graph is refused above 2e8 edges",
     "sela": "not in --large-methods",
     "typiclust": "not in the default large-n set (--large-methods); its cost is K-means with min(budget, 500) "
                  "clusters plus kNN inside each cluster, so it should scale",

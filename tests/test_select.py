@@ -194,6 +194,29 @@ def test_probcover_pruned_search_builds_the_exact_graph(delta):
                                           np.flatnonzero((d2[i] < delta2**2) | (np.arange(3000) == i)))
 
 
+@pytest.mark.parametrize("search", ["exact", "pruned"])
+def test_probcover_without_a_stored_graph_gives_the_same_picks(search, monkeypatch, caplog):
+    """Above the edge cap the graph is not kept; the greedy searches the balls it needs and picks (and scores) as
+    with the stored graph."""
+    import logging
+
+    import uslkit.select.probcover as pc
+
+    x = _aniso_blobs(2500, 16, seed=4)
+    labeled = np.array([3, 700, 2400])
+    kw = dict(num_classes=12, labeled=labeled, search=search, return_scores=True)
+    stored = select_probcover(x, 40, **kw)
+    monkeypatch.setattr(pc, "_MAX_EDGES", 1000)
+    monkeypatch.setattr(pc, "_OWNER_BLOCK", 50)
+    with caplog.at_level(logging.INFO, logger="uslkit.select.probcover"):
+        streamed = select_probcover(x, 40, **kw)
+    assert "not kept" in caplog.text
+    np.testing.assert_array_equal(streamed[0], stored[0])
+    np.testing.assert_array_equal(streamed[1], stored[1])
+    graph = pc.probcover_graph(x, num_classes=12, search=search)
+    assert isinstance(graph[0], pc._Balls)
+
+
 def test_probcover_purity_on_a_row_sample(monkeypatch):
     """``purity_sample``: the quantile over a seeded sample of rows, each row's radius exact (float64, against every
     point); ``"auto"`` samples only above 200,000 points (here the threshold is lowered)."""
@@ -207,6 +230,9 @@ def test_probcover_purity_on_a_row_sample(monkeypatch):
     r2 = pc._purity_r2(x, clusters)
     np.testing.assert_allclose(r2, other, rtol=1e-12)  # float64 (the sum's order differs from numpy's)
     np.testing.assert_array_equal(pc._purity_r2(x, clusters, np.arange(0, 2000, 3)), r2[::3])  # any row subset
+    monkeypatch.setattr(pc, "_CHUNK_ELEMS_R2", 512 * 64)  # tiles of 64 columns
+    by_cluster = np.argsort(clusters, kind="stable")  # whole column tiles of one cluster first
+    np.testing.assert_array_equal(pc._purity_r2(x[by_cluster], clusters[by_cluster]), r2[by_cluster])
     rows = pc._purity_rows(500, 2000, 0)
     assert rows.size == 500 and np.all(np.diff(rows) > 0)
     np.testing.assert_array_equal(pc._purity_rows(500, 2000, 0), rows)

@@ -21,10 +21,13 @@ __all__ = ["select_probcover", "purity_delta", "probcover_graph", "probcover_gre
 
 logger = logging.getLogger(__name__)
 
-#: Refuse to build a ball graph with more directed edges than this (int32 CSR and its transpose, about
-#: 4 GB at peak while building); a delta that large covers nearly everything with a few balls anyway.
+#: Keep the ball graph only up to this many directed edges (int32 CSR, about 4 GB at peak while building); above,
+#: the greedy searches the balls it needs (:class:`_Balls`).
 _MAX_EDGES = 200_000_000
 _SEARCHES = ("auto", "exact", "pruned")
+_OWNER_BLOCK = 65536
+_R2_ROWS = 512  # rows per tile of the purity radius
+_CHUNK_ELEMS_R2 = 2**22  # entries per tile  # newly covered points whose owners are gathered at a time
 #: ``search="auto"`` prunes above this many points.
 _PRUNED_MIN_N = 20_000
 #: ``purity_sample="auto"``: every row up to this many points, else :data:`PURITY_SAMPLE` seeded rows (the
@@ -47,8 +50,9 @@ def select_probcover(emb, budget, *, labeled=None, delta=None, purity_threshold=
     :func:`purity_delta` with ``num_classes`` (the reference code uses a fixed delta instead). On features whose
     classes are not well separated that radius is small, the balls of a low budget cover few points and the picks
     crowd into the densest classes; a lower ``purity_threshold`` gives larger balls (measured in
-    ``benchmarks/RESULTS.md``, "faithfulness questions"). More than
-    2e8 edges in the ball graph raises ``ValueError``.
+    ``benchmarks/RESULTS.md``, "faithfulness questions"). Above 2e8 edges the graph is not stored: the greedy
+    searches each pick's ball and the balls of the points it covers when it needs them (the same picks, O(n)
+    memory, about twice the graph's time).
 
     Membership is decided on float64 distances (float32 products settle the clear cases), so the graph is
     symmetric and the same whichever search builds it: ``search="exact"`` compares all pairs in blocks,
@@ -102,9 +106,10 @@ def probcover_graph(x, *, delta=None, num_classes=None, purity_threshold=0.95, d
                                    kmeans_points_per_centroid)
     else:
         delta2 = check_float(delta, name="delta", low=0.0, low_open=True) ** 2
-    if search == "pruned":
-        return _ball_graph_pruned(x, delta2, seed) + (n,)
-    return _ball_graph(x, delta2, np.arange(n)) + (n,)
+    graph = _ball_graph(x, delta2, np.arange(n)) if search == "exact" else None
+    if graph is None:
+        graph = _ball_graph_pruned(x, delta2, seed)
+    return graph + (n,)
 
 
 def _purity_delta2_of(x, num_classes, purity_threshold, delta_grid, seed, kmeans_niter, purity_sample, mppc):
@@ -241,29 +246,42 @@ def _sq_dist_blocks(x: np.ndarray, col_order: np.ndarray, rows=None):
 
 
 def _purity_r2(x, clusters, rows=None) -> np.ndarray:
-    """float64 squared distance from each of ``rows`` (default all) to the nearest point of another cluster."""
+    """float64 squared distance from each of ``rows`` (default all) to the nearest point of another cluster.
+
+    Tiles of :data:`_R2_ROWS` rows x ``_CHUNK_ELEMS / _R2_ROWS`` columns (row blocks in parallel, single-threaded
+    BLAS): float32 distances keep a running minimum per row over the other clusters' columns, and every pair within
+    twice the rounding bound of that running minimum is a candidate, decided in float64 (the true nearest is always
+    among them: its float32 value is at most the final float32 minimum plus twice the bound)."""
     n, d = x.shape
     rows = np.arange(n) if rows is None else rows
-    col_order = np.argsort(clusters, kind="stable")
-    counts = np.bincount(clusters)
-    col_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    col_cluster = clusters[col_order]
-    norms = np.sqrt(np.einsum("nd,nd->n", x, x, dtype=np.float64))
+    rows_aug, cols_aug, norms = _aug(x)
     slack = _d2_slack(norms[rows], float(norms.max()), d)
+    step = max(1, _CHUNK_ELEMS_R2 // _R2_ROWS)
     r2 = np.empty(rows.size, dtype=np.float64)
-    for s, d2 in _sq_dist_blocks(x, col_order, rows):
-        ids = rows[s : s + d2.shape[0]]
-        per_cluster = np.minimum.reduceat(d2, col_starts, axis=1)  # (rows, K) nearest point per cluster
-        local = np.arange(ids.size)
-        per_cluster[local, clusters[ids]] = np.inf
-        bound = per_cluster.min(axis=1).astype(np.float64) + 2.0 * slack[s : s + ids.size]
-        r, j = np.nonzero(d2 <= bound[:, None])  # every pair that can be the nearest one, decided in float64
-        other = col_cluster[j] != clusters[ids[r]]
-        r, j = r[other], j[other]
-        exact = _exact_pairs(x, ids[r], col_order[j])
+
+    def block(s):
+        ids = rows[s : s + _R2_ROWS]
+        own = clusters[ids]
+        lhs = rows_aug[ids]
+        low = np.full(ids.size, np.inf, dtype=np.float32)
+        cand_r, cand_c = [], []
+        for c0 in range(0, n, step):
+            d2 = lhs @ cols_aug[c0 : c0 + step].T
+            np.maximum(d2, 0.0, out=d2)
+            d2[own[:, None] == clusters[None, c0 : c0 + step]] = np.inf  # own cluster (the point itself too)
+            np.minimum(low, d2.min(axis=1), out=low)
+            bound = (low.astype(np.float64) + 2.0 * slack[s : s + ids.size])[:, None]
+            r, c = np.nonzero((d2 <= bound) & (d2 != np.inf))  # not the own cluster while no other one is seen
+            cand_r.append(r)
+            cand_c.append(c + c0)
+        r, c = np.concatenate(cand_r), np.concatenate(cand_c)
+        exact = _exact_pairs(x, ids[r], c)
         best = np.full(ids.size, np.inf)
         np.minimum.at(best, r, exact)
         r2[s : s + ids.size] = best
+
+    for _ in map_blocks(block, range(0, rows.size, _R2_ROWS)):
+        pass
     return r2
 
 
@@ -305,14 +323,6 @@ def _inside(x, d2, ids, col_ids, delta2, slack):
     return inside
 
 
-def _check_edges(total, done, delta2):
-    if total > _MAX_EDGES:
-        raise ValueError(
-            f"delta={math.sqrt(delta2):.4g} is too large: the ball graph would exceed {_MAX_EDGES:,} edges "
-            f"(mean ball size > {total / max(done, 1):.0f}); choose a smaller delta"
-        )
-
-
 def _csr(n, rows, cols):
     """``(indptr, cols)`` of the directed edges ``rows[t] -> cols[t]`` (rows grouped, in row order)."""
     order = np.argsort(rows, kind="stable")
@@ -334,7 +344,9 @@ def _ball_graph(x, delta2, col_order):
         ids = np.arange(s, s + d2.shape[0])
         r, c = np.nonzero(_inside(x, d2, ids, col_ids, delta2, slack[ids]))
         total += r.size
-        _check_edges(total, s + d2.shape[0], delta2)
+        if total > _MAX_EDGES:  # not kept: the pruned search counts the balls, the greedy searches them
+            del rows_out, cols_out
+            return None
         rows_out.append((ids[r]).astype(idx_t))
         cols_out.append(col_ids[c].astype(idx_t))
     indptr, cols = _csr(n, np.concatenate(rows_out), np.concatenate(cols_out))
@@ -355,7 +367,7 @@ class _Partition:
         self.nlist = nlist = int(max(1, min(round(2 * math.sqrt(n)), n // 64)))
         train = _ivf_training_rows(n, nlist, seed)
         _, cent = kmeans(x[train], nlist, seed=seed, niter=10)
-        lists = _Nearest(x)(cent)
+        self.lists = lists = _Nearest(x)(cent)
         self.order = np.argsort(lists, kind="stable")
         self.counts = np.bincount(lists, minlength=nlist)
         self.starts = np.concatenate([[0], np.cumsum(self.counts)])
@@ -377,44 +389,83 @@ class _Partition:
         return np.flatnonzero((np.sqrt(low) < delta * (1 + 1e-6) + self.rad[None, :]).any(axis=0))
 
 
-def _ball_graph_pruned(x, delta2, seed):
-    """:func:`_ball_graph` by :class:`_Partition`: the same edges (the same float64 decisions), scanning only the
-    lists each list's points can reach."""
-    n, d = x.shape
-    idx_t = np.int32 if n < 2**31 else np.int64
-    part = _Partition(x, seed)
-    rows_aug, cols_aug, norms = _aug(x)
-    slack = _d2_slack(norms, float(norms.max()), d)
-    delta = math.sqrt(delta2)
+class _Balls:
+    """Ball queries for any rows: ``{j : |x_i - x_j| < delta}`` (float64 decisions, :func:`_inside`; the point itself
+    always), scanning only the lists of a :class:`_Partition` that the triangle inequality leaves."""
 
-    def one_list(lst):
-        ids = part.order[part.starts[lst] : part.starts[lst + 1]]
-        if ids.size == 0:
-            return ids.astype(idx_t), ids.astype(idx_t), 0
-        probes = part.probes(x[ids], norms[ids], delta)
+    def __init__(self, x, delta2, seed):
+        n, d = x.shape
+        self.x, self.n, self.delta2, self.delta = x, n, delta2, math.sqrt(delta2)
+        self.part = _Partition(x, seed)
+        self.rows_aug, self.cols_aug, self.norms = _aug(x)
+        self.slack = _d2_slack(self.norms, float(self.norms.max()), d)
+        self.idx_t = np.int32 if n < 2**31 else np.int64
+
+    def _edges(self, ids):
+        """``(rows, cols, pairs scanned)`` of the balls of ``ids`` (one probe set for all of them)."""
+        part, x = self.part, self.x
+        probes = part.probes(x[ids], self.norms[ids], self.delta)
         col_ids = np.concatenate([part.order[part.starts[b] : part.starts[b + 1]] for b in probes])
         rows_out, cols_out = [], []
         step = _chunk_rows(col_ids.size, factor=4)
-        cols = cols_aug[col_ids]
+        cols = self.cols_aug[col_ids]
         for s in range(0, ids.size, step):
             blk = ids[s : s + step]
-            d2 = rows_aug[blk] @ cols.T
+            d2 = self.rows_aug[blk] @ cols.T
             np.maximum(d2, 0.0, out=d2)
-            r, c = np.nonzero(_inside(x, d2, blk, col_ids, delta2, slack[blk]))
-            rows_out.append(blk[r].astype(idx_t))
-            cols_out.append(col_ids[c].astype(idx_t))
+            r, c = np.nonzero(_inside(x, d2, blk, col_ids, self.delta2, self.slack[blk]))
+            rows_out.append(blk[r].astype(self.idx_t))
+            cols_out.append(col_ids[c].astype(self.idx_t))
         return np.concatenate(rows_out), np.concatenate(cols_out), ids.size * col_ids.size
 
-    rows_out, cols_out, total, done, scanned = [], [], 0, 0, 0
-    for lst, (r, c, pairs) in enumerate(map_blocks(one_list, range(part.nlist))):
+    def by_list(self):
+        """Yield ``(list, rows, cols, pairs scanned)`` for every list's points, lists in parallel."""
+        part = self.part
+
+        def one(lst):
+            ids = part.order[part.starts[lst] : part.starts[lst + 1]]
+            if ids.size == 0:
+                empty = ids.astype(self.idx_t)
+                return lst, empty, empty, 0
+            return (lst,) + self._edges(ids)
+
+        yield from map_blocks(one, range(part.nlist))
+
+    def members(self, points) -> np.ndarray:
+        """The members of the balls of ``points`` (int64 ``(q,)``), concatenated (a multiset), grouped by list."""
+        if points.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        lists = self.part.lists[points]
+        order = np.argsort(lists, kind="stable")
+        bounds = np.flatnonzero(np.diff(lists[order])) + 1
+        groups = np.split(points[order], bounds)
+        return np.concatenate([c for _, c, _ in map_blocks(self._edges, groups)]).astype(np.int64)
+
+
+def _ball_graph_pruned(x, delta2, seed):
+    """:func:`_ball_graph` by :class:`_Balls`: the same edges (the same float64 decisions). Above
+    :data:`_MAX_EDGES` edges the graph is not kept: ``(balls, ball sizes)`` for :func:`_probcover_greedy`, which
+    then searches the balls it needs (the same picks, O(n) memory)."""
+    n = x.shape[0]
+    balls = _Balls(x, delta2, seed)
+    sizes = np.zeros(n, dtype=np.int64)
+    rows_out, cols_out, total, scanned, keep = [], [], 0, 0, True
+    for _, r, c, pairs in balls.by_list():
         total += r.size
         scanned += pairs
-        done += int(part.counts[lst])
-        _check_edges(total, done, delta2)
-        rows_out.append(r)
-        cols_out.append(c)
-    logger.info("probcover ball graph (%d lists): %.1f%% of all pairs scanned, %d edges", part.nlist,
-                100.0 * scanned / float(n) ** 2, total)
+        sizes += np.bincount(r, minlength=n)
+        if keep and total > _MAX_EDGES:
+            keep = False
+            rows_out, cols_out = [], []
+            logger.info("probcover: more than %d edges; the ball graph is not kept, balls are searched as the "
+                        "greedy needs them", _MAX_EDGES)
+        if keep:
+            rows_out.append(r)
+            cols_out.append(c)
+    logger.info("probcover ball graph (%d lists): %.1f%% of all pairs scanned, %d edges (mean ball %.1f)",
+                balls.part.nlist, 100.0 * scanned / float(n) ** 2, total, total / n)
+    if not keep:
+        return balls, sizes
     indptr, cols = _csr(n, np.concatenate(rows_out), np.concatenate(cols_out))
     return indptr, cols, indptr, cols
 
@@ -431,18 +482,33 @@ def _gather(indptr, values, sel):
 
 
 def _probcover_greedy(graph, n, budget, lab, seed):
-    """Greedy max coverage on the ball graph: ``(picks in pick order, scores (n,))``."""
-    indptr, cols, t_indptr, t_rows = graph
+    """Greedy max coverage on the ball graph: ``(picks in pick order, scores (n,))``. ``graph``: CSR and its
+    transpose, or ``(balls, ball sizes)`` (a :class:`_Balls`: members searched when needed; by symmetry the balls
+    that hold a point are the members of its own ball)."""
+    if len(graph) == 2:
+        balls, sizes = graph
+        degree = sizes.copy()
+        members = owners_of = balls.members
+    else:
+        indptr, cols, t_indptr, t_rows = graph
+        degree = np.diff(indptr).astype(np.int64)  # uncovered points in each ball
+
+        def members(points):
+            return _gather(indptr, cols, points)
+
+        def owners_of(points):
+            return _gather(t_indptr, t_rows, points)
+
     covered = np.zeros(n, dtype=bool)
-    degree = np.diff(indptr).astype(np.int64)  # uncovered points in each ball
 
     def cover(points):
-        new = np.unique(_gather(indptr, cols, points))
+        new = np.unique(members(points))
         new = new[~covered[new]]
         covered[new] = True
-        owners = _gather(t_indptr, t_rows, new)
-        if owners.size:
-            degree[:] -= np.bincount(owners, minlength=n)
+        for s in range(0, new.size, _OWNER_BLOCK):
+            owners = owners_of(new[s : s + _OWNER_BLOCK])
+            if owners.size:
+                degree[:] -= np.bincount(owners, minlength=n)
         return new.size
 
     if lab.size:
