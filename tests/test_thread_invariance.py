@@ -43,6 +43,9 @@ for n, d in ((4000, 32), (5000, 64)):
     out[f"{key}/kmeans_sampled"] = digest(*kmeans(x, 40, seed=0, niter=100, max_points_per_centroid=30))
     out[f"{key}/usl_sampled"] = digest(select("usl", x, 40, seed=0, kmeans_points_per_centroid=30))
     out[f"{key}/knn"] = digest(*knn(x, 20))
+    out[f"{key}/probcover_pruned"] = digest(select("probcover", x, 40, seed=0, num_classes=10, search="pruned"))
+    out[f"{key}/probcover_sampled"] = digest(select("probcover", x, 40, seed=0, num_classes=10, purity_sample=500,
+                                                    kmeans_points_per_centroid=30))
     for m in METHODS:
         if m not in ("random", "ntkcpl"):
             out[f"{key}/{m}"] = digest(select(m, x, 40, seed=0, labels=y, num_classes=10))

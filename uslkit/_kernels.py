@@ -360,3 +360,29 @@ def pair_sq_dists(x, rows, cols, out):
     is computed, and for ``(a, b)`` as for ``(b, a)``."""
     for t in range(rows.size):
         out[t] = _sq_dist64(x[rows[t]], x[cols[t]])
+
+
+@njit(nogil=True, cache=True)
+def other_cluster_candidates(d2, row_cl, col_cl, slack2, low, out_r, out_c):
+    """One tile of ProbCover's purity radius: for each row ``i`` of the float32 distances ``d2`` lower ``low[i]`` to
+    the least entry whose column is in another cluster (``col_cl[j] != row_cl[i]``), then list the columns of
+    other clusters within ``low[i] + slack2[i]`` into ``out_r``/``out_c`` (row, column). Returns how many there are;
+    when that exceeds ``out_r.size`` only the first ones are written and the caller calls again with room (``low``
+    is already final for the tile then, so the second call lists the same pairs)."""
+    m = 0
+    cap = out_r.size
+    for i in range(d2.shape[0]):
+        ci = row_cl[i]
+        best = low[i]
+        for j in range(d2.shape[1]):
+            if col_cl[j] != ci and d2[i, j] < best:
+                best = d2[i, j]
+        low[i] = best
+        bound = np.float64(best) + slack2[i]
+        for j in range(d2.shape[1]):
+            if col_cl[j] != ci and d2[i, j] <= bound:
+                if m < cap:
+                    out_r[m] = i
+                    out_c[m] = j
+                m += 1
+    return m

@@ -1,7 +1,9 @@
 """ProbCover (Yehuda et al. 2022): greedy maximum coverage of delta-balls, delta chosen by ball purity.
 
-Ball graph by chunked exact range search (float32 ``|x|^2 + |y|^2 - 2 x.y``), stored as int32 CSR plus its
-transpose, never a dense ``n x n`` matrix. :func:`purity_delta` is the label-free radius on its own.
+Ball membership is a float64 decision (float32 products settle the clear pairs), so the graph is symmetric and the
+same from an all-pairs search in blocks or a search pruned by a seeded partition; it is stored as int32 CSR, never
+a dense ``n x n`` matrix, or above 2e8 edges not stored at all (the greedy searches the balls it needs).
+:func:`purity_delta` is the label-free radius on its own.
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ def _purity_rows(purity_sample, n, seed):
         m = n if n <= _PURITY_ALL_MAX_N else PURITY_SAMPLE
     elif purity_sample == "all":
         m = n
+    elif isinstance(purity_sample, str):
+        raise ValueError(f"purity_sample must be 'auto', 'all' or a number of rows, got {purity_sample!r}")
     else:
         m = check_positive_int(purity_sample, name="purity_sample")
     if m >= n:
@@ -260,20 +264,25 @@ def _purity_r2(x, clusters, rows=None) -> np.ndarray:
     r2 = np.empty(rows.size, dtype=np.float64)
 
     def block(s):
+        from .._kernels import other_cluster_candidates
+
         ids = rows[s : s + _R2_ROWS]
-        own = clusters[ids]
+        own = np.ascontiguousarray(clusters[ids])
         lhs = rows_aug[ids]
+        slack2 = 2.0 * slack[s : s + ids.size]
         low = np.full(ids.size, np.inf, dtype=np.float32)
         cand_r, cand_c = [], []
+        room = 8 * ids.size
         for c0 in range(0, n, step):
             d2 = lhs @ cols_aug[c0 : c0 + step].T
-            np.maximum(d2, 0.0, out=d2)
-            d2[own[:, None] == clusters[None, c0 : c0 + step]] = np.inf  # own cluster (the point itself too)
-            np.minimum(low, d2.min(axis=1), out=low)
-            bound = (low.astype(np.float64) + 2.0 * slack[s : s + ids.size])[:, None]
-            r, c = np.nonzero((d2 <= bound) & (d2 != np.inf))  # not the own cluster while no other one is seen
-            cand_r.append(r)
-            cand_c.append(c + c0)
+            col_cl = clusters[c0 : c0 + step]
+            out_r, out_c = np.empty(room, dtype=np.int64), np.empty(room, dtype=np.int64)
+            m = other_cluster_candidates(d2, own, col_cl, slack2, low, out_r, out_c)
+            if m > room:  # more near-ties than room: list them again with enough
+                out_r, out_c = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
+                other_cluster_candidates(d2, own, col_cl, slack2, low, out_r, out_c)
+            cand_r.append(out_r[:m])
+            cand_c.append(out_c[:m] + c0)
         r, c = np.concatenate(cand_r), np.concatenate(cand_c)
         exact = _exact_pairs(x, ids[r], c)
         best = np.full(ids.size, np.inf)
