@@ -92,7 +92,9 @@ def probcover_graph(x, *, delta=None, num_classes=None, purity_threshold=0.95, d
                     kmeans_niter=100, search="auto", purity_sample="auto", kmeans_points_per_centroid="auto"):
     """The ball graph of :func:`select_probcover` (radius ``delta``, or by purity w.r.t. a ``seed``-ed K-means
     into ``num_classes`` clusters), built once so that several queries (rounds of active learning) can share
-    it: pass it to :func:`probcover_greedy`. ``x`` float32 ``(n, d)``, validated by the caller."""
+    it: pass it to :func:`probcover_greedy`. ``x`` float32 ``(n, d)``, validated by the caller. Returns
+    ``(indptr, cols, indptr, cols, n)`` (int32 CSR, twice: it is its own transpose), or above 2e8 edges
+    ``(balls, ball sizes, n)`` (a :class:`_Balls` that searches balls on demand)."""
     n = x.shape[0]
     kmeans_niter = check_positive_int(kmeans_niter, name="kmeans_niter")
     search = check_choice(search, _SEARCHES, name="search")
