@@ -71,9 +71,10 @@ _SK_FLOOR = 1e-300
 
 #: The dense Sinkhorn plan is float32 when its entries ``exp(lam / temperature * (cos - max cos))`` cannot fall
 #: below ``exp(-80)`` (~1.8e-35, above float32's smallest normal 1.2e-38); cosines span at most 2.
+_SK_F32_SPAN = 80.0
+
 #: An over-relaxed Sinkhorn error this many times the best so far is divergence (see :func:`_sinkhorn_scaling`).
 _SK_DIVERGED = 10.0
-_SK_F32_SPAN = 80.0
 
 #: Rows per block of the Sinkhorn passes.
 _SK_ROWS = 4096
@@ -493,14 +494,12 @@ def sinkhorn_cluster(
     floor = 0.0 if p.dtype == np.float32 else _SK_FLOOR
     blocks = _row_slices(n)
 
-    def solve(cent, r, cap):
+    def fill(cent):
         c32 = np.ascontiguousarray(cent.astype(np.float32).T)
-
-        def fill(sl):
-            exp_shift_rows(xn[sl] @ c32, beta, floor, p[sl])
-
-        for _ in map_blocks(fill, blocks):
+        for _ in map_blocks(lambda sl: exp_shift_rows(xn[sl] @ c32, beta, floor, p[sl]), blocks):
             pass
+
+    def solve(r, cap):
         with warnings.catch_warnings():
             if cap < max_sk_iter:  # a capped round is meant to stop early
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -513,10 +512,11 @@ def sinkhorn_cluster(
     cap = max_sk_iter if round_sk_iter is None else min(round_sk_iter, max_sk_iter)
     r = None
     for rnd in range(n_iter):
-        new, r, its = solve(cent, r, cap)
+        fill(cent)
+        new, r, its = solve(r, cap)
         if cap < max_sk_iter and (rnd == n_iter - 1 or np.array_equal(new, labels)):
             cap = max_sk_iter  # from here on every round's plan is converged, the last one included
-            new, r, its = solve(cent, r, cap)
+            new, r, its = solve(r, cap)  # the same plan, scaled on from where the short round stopped
         cent = l2_normalize(_member_means(xn, new, k, fallback=cent), dtype=np.float64)
         changed = int(np.count_nonzero(new != labels))
         if verbose:

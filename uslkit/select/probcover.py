@@ -110,7 +110,7 @@ def probcover_graph(x, *, delta=None, num_classes=None, purity_threshold=0.95, d
                                    kmeans_points_per_centroid)
     else:
         delta2 = check_float(delta, name="delta", low=0.0, low_open=True) ** 2
-    graph = _ball_graph(x, delta2, np.arange(n)) if search == "exact" else None
+    graph = _ball_graph(x, delta2) if search == "exact" else None
     if graph is None:
         graph = _ball_graph_pruned(x, delta2, seed)
     return graph + (n,)
@@ -226,29 +226,21 @@ def _aug(x):
             np.sqrt(sq.astype(np.float64)))
 
 
-def _sq_dist_blocks(x: np.ndarray, col_order: np.ndarray, rows=None):
-    """Yield ``(start, d2)``: float32 squared distances of ``rows[start:start+c]`` (default: every row) of ``x`` to
-    ``x[col_order]``, clamped at 0, self-distances exactly 0. Blocks in parallel (:func:`uslkit._blas.map_blocks`,
-    each one single-threaded BLAS call). The float32 values only sort pairs into sure and unsure ones (within
-    :func:`_d2_slack` of a threshold); unsure pairs are decided by :func:`_exact_pairs`, so no result depends on
-    the GEMM's rounding."""
+def _sq_dist_blocks(x: np.ndarray):
+    """Yield ``(start, d2)``: float32 squared distances of rows ``start:start+c`` of ``x`` to every row, clamped at 0.
+    Blocks in parallel (:func:`uslkit._blas.map_blocks`, each one single-threaded BLAS call). The float32 values only
+    sort pairs into sure and unsure ones (within :func:`_d2_slack` of a threshold); unsure pairs are decided by
+    :func:`_exact_pairs`, so no result depends on the GEMM's rounding."""
     n = x.shape[0]
-    rows = np.arange(n) if rows is None else rows
     rows_aug, cols_aug, _ = _aug(x)
-    cols = cols_aug[col_order]
-    del cols_aug
-    self_pos = np.full(n, -1, dtype=np.int64)
-    self_pos[col_order] = np.arange(n)
     step = _chunk_rows(n, factor=4)  # float32 blocks: 4x the float64 entry bound
 
     def block(s):
-        ids = rows[s : s + step]
-        d2 = rows_aug[ids] @ cols.T
+        d2 = rows_aug[s : s + step] @ cols_aug.T
         np.maximum(d2, 0.0, out=d2)
-        d2[np.arange(ids.size), self_pos[ids]] = 0.0
         return s, d2
 
-    yield from map_blocks(block, range(0, rows.size, step))
+    yield from map_blocks(block, range(0, n, step))
 
 
 def _purity_r2(x, clusters, rows=None) -> np.ndarray:
@@ -342,24 +334,24 @@ def _csr(n, rows, cols):
     return indptr, cols[order]
 
 
-def _ball_graph(x, delta2, col_order):
+def _ball_graph(x, delta2):
     """Ball graph as CSR ``(indptr, cols)``, twice (a graph and its transpose: ``y`` is in the ball of ``x`` exactly
-    when ``x`` is in the ball of ``y``, the float64 decision being symmetric bit for bit). All pairs, in blocks."""
+    when ``x`` is in the ball of ``y``, the float64 decision being symmetric bit for bit). All pairs, in blocks;
+    ``None`` above :data:`_MAX_EDGES` edges."""
     n, d = x.shape
     idx_t = np.int32 if n < 2**31 else np.int64
-    _, _, norms = _aug(x)
+    norms = np.sqrt(np.einsum("nd,nd->n", x, x, dtype=np.float64))
     slack = _d2_slack(norms, float(norms.max()), d)
-    col_ids = col_order.astype(np.int64)
+    col_ids = np.arange(n)
     rows_out, cols_out, total = [], [], 0
-    for s, d2 in _sq_dist_blocks(x, col_order):
+    for s, d2 in _sq_dist_blocks(x):
         ids = np.arange(s, s + d2.shape[0])
         r, c = np.nonzero(_inside(x, d2, ids, col_ids, delta2, slack[ids]))
         total += r.size
         if total > _MAX_EDGES:  # not kept: the pruned search counts the balls, the greedy searches them
-            del rows_out, cols_out
             return None
-        rows_out.append((ids[r]).astype(idx_t))
-        cols_out.append(col_ids[c].astype(idx_t))
+        rows_out.append(ids[r].astype(idx_t))
+        cols_out.append(c.astype(idx_t))
     indptr, cols = _csr(n, np.concatenate(rows_out), np.concatenate(cols_out))
     return indptr, cols, indptr, cols
 
