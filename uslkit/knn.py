@@ -451,6 +451,21 @@ def _knn_sums(x: np.ndarray, k: int, *, squared: bool, progress: bool) -> np.nda
     return out
 
 
+def _list_partition(x: np.ndarray, seed: int):
+    """The lists of the IVF density (and of ProbCover's pruned search): ``2 sqrt(n)`` (at most ``n / 64``) seeded
+    K-means centroids trained in 10 iterations on a sample, every row in its exact nearest list. Returns ``(lists
+    (n,), centroids float32 (nlist, d), row order by list (stable), counts, starts (nlist + 1,))``."""
+    from .cluster import _Nearest, kmeans
+
+    n = x.shape[0]
+    nlist = int(max(1, min(round(2 * np.sqrt(n)), n // 64)))
+    train = _ivf_training_rows(n, nlist, seed)
+    _, cent = kmeans(x[train], nlist, seed=seed, niter=10)
+    lists = _Nearest(x)(cent)
+    counts = np.bincount(lists, minlength=nlist)
+    return lists, cent, np.argsort(lists, kind="stable"), counts, np.concatenate([[0], np.cumsum(counts)])
+
+
 def _knn_sums_ivf(x: np.ndarray, k: int, *, squared: bool, nprobe: int, seed: int, progress: bool,
                   adaptive: bool = False):
     """``(sums, recall)``: :func:`_knn_sums` with each list of an IVF partition searched among its ``nprobe``
@@ -461,17 +476,11 @@ def _knn_sums_ivf(x: np.ndarray, k: int, *, squared: bool, nprobe: int, seed: in
     list) is used."""
     from ._blas import map_blocks
     from ._kernels import sum_rows
-    from .cluster import _Nearest, kmeans
 
     n, d = x.shape
     xc, sqn, exponent = _centred(x)
-    nlist = int(max(1, min(round(2 * np.sqrt(n)), n // 64)))
-    train = _ivf_training_rows(n, nlist, seed)
-    _, cent = kmeans(xc[train], nlist, seed=seed, niter=10)
-    lists = _Nearest(xc)(cent)
-    order = np.argsort(lists, kind="stable")
-    counts = np.bincount(lists, minlength=nlist)
-    starts = np.concatenate([[0], np.cumsum(counts)])
+    lists, cent, order, counts, starts = _list_partition(xc, seed)
+    nlist = cent.shape[0]
     c64 = cent.astype(np.float64)
     gaps = np.stack([((c64 - c) ** 2).sum(axis=1) for c in c64])
     near = np.lexsort((np.broadcast_to(np.arange(nlist), gaps.shape), gaps), axis=1)  # by distance, then index

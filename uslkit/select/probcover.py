@@ -363,17 +363,12 @@ class _Partition:
     only those lists and misses nothing. How much it skips depends on the data; the result never does."""
 
     def __init__(self, x, seed):
-        from ..cluster import _Nearest
-        from ..knn import _ivf_training_rows
+        from ..knn import _list_partition
 
-        n, d = x.shape
-        self.nlist = nlist = int(max(1, min(round(2 * math.sqrt(n)), n // 64)))
-        train = _ivf_training_rows(n, nlist, seed)
-        _, cent = kmeans(x[train], nlist, seed=seed, niter=10)
-        self.lists = lists = _Nearest(x)(cent)
-        self.order = np.argsort(lists, kind="stable")
-        self.counts = np.bincount(lists, minlength=nlist)
-        self.starts = np.concatenate([[0], np.cumsum(self.counts)])
+        n = x.shape[0]
+        lists, cent, self.order, self.counts, self.starts = _list_partition(x, seed)
+        self.lists = lists
+        self.nlist = nlist = cent.shape[0]
         c64 = cent.astype(np.float64)
         rad = np.zeros(nlist)
         for s in range(0, n, 65536):
