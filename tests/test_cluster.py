@@ -126,6 +126,29 @@ def test_exact_kmeans_on_a_sample_equals_lloyd_on_that_sample_then_one_assignmen
     assert kmeans(x, 10, seed=3, max_points_per_centroid=5)[1].tobytes() == cent.tobytes()  # seeded
 
 
+def test_nearest_centroid_without_a_centred_copy_gives_the_same_labels(monkeypatch):
+    """Above ``_NEAREST_COPY_ELEMS`` entries (a memory map larger than memory) the assignment centres each block
+    on the fly: the same bits as the stored copy, so the same labels, ties and near-ties included."""
+    import uslkit.cluster as cl
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, size=(3000, 24)).astype(np.float32) * 0.1 + 1.0  # lattice: many exact ties
+    c = x[rng.choice(3000, 40, replace=False)] + np.float32(1e-7)
+    stored = cl._Nearest(x)
+    assert stored.xc is not None
+    monkeypatch.setattr(cl, "_NEAREST_COPY_ELEMS", 1000)
+    monkeypatch.setattr(cl, "_STREAM_ROWS", 256)
+    streamed = cl._Nearest(x)
+    assert streamed.xc is None
+    np.testing.assert_array_equal(streamed(c), stored(c))
+    np.testing.assert_array_equal(streamed.xn, stored.xn)
+    labels, cent = kmeans(x, 40, seed=0, max_points_per_centroid=20)
+    monkeypatch.undo()
+    again = kmeans(x, 40, seed=0, max_points_per_centroid=20)
+    np.testing.assert_array_equal(labels, again[0])
+    assert cent.tobytes() == again[1].tobytes()
+
+
 def test_kmeans_with_as_many_clusters_as_points():
     x = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
     labels, centroids = kmeans(x, 40, seed=0)

@@ -513,3 +513,63 @@ def test_density_ivf_without_nprobe_searches_more_lists_until_recall_holds(monke
     with caplog.at_level("WARNING", logger="uslkit.knn"):
         _, low = knn_density(x, 50, mode="ivf", nprobe=2, return_recall=True)
     assert low < knn_mod.DENSITY_MIN_RECALL and any("raise nprobe" in r.getMessage() for r in caplog.records)
+
+
+# ---- the compressed (IVF-PQ) path of knn_density: embeddings larger than memory ------------------------------
+def test_density_ivfpq_close_to_exact_deterministic_and_the_same_on_a_memory_map(tmp_path):
+    from scipy.stats import spearmanr
+
+    x = clustered(n=3000, d=32)
+    for variant in ("paper", "reference"):
+        exact = knn_density(x, 20, variant=variant)
+        dens, recall = knn_density(x, 20, mode="ivfpq", variant=variant, return_recall=True)
+        assert 0.5 < recall <= 1.0  # estimated distances: not every exact neighbour is found
+        assert np.median(np.abs(dens - exact) / exact) < 0.05
+        assert spearmanr(dens, exact).statistic > 0.95
+    again = knn_density(x, 20, mode="ivfpq", variant="reference")
+    np.testing.assert_array_equal(dens, again)
+    np.save(tmp_path / "x.npy", x)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    np.testing.assert_array_equal(knn_density(mm, 20, mode="ivfpq", variant="reference"), dens)
+
+
+def test_density_ivfpq_reports_recall_and_error_in_the_log(caplog):
+    x = clustered(n=3000, d=32)
+    with caplog.at_level("INFO", logger="uslkit.knn"):
+        _, recall = knn_density(x, 20, mode="ivfpq", return_recall=True, pq_m=8)
+    line = next(r.getMessage() for r in caplog.records if "IVF-PQ (" in r.getMessage())
+    assert f"recall@k {recall:.4f}" in line and "8 bytes per point" in line and "relative error" in line
+
+
+def test_density_ivfpq_rows_whose_lists_are_short_are_searched_among_every_list():
+    """k = 500 on 3,000 points in 46 lists of ~65: one probed list (and the 3 next ranked) hold fewer than k + 1
+    points, so every row is searched again among every list, as when every list is probed from the start."""
+    x = clustered(n=3000, d=32)
+    np.testing.assert_array_equal(knn_density(x, 500, mode="ivfpq", nprobe=1),
+                                  knn_density(x, 500, mode="ivfpq", nprobe=46))
+
+
+def test_density_ivfpq_options_are_checked():
+    x = clustered(n=3000, d=32)
+    with pytest.raises(ValueError, match="pq_m=5 must divide d=32"):
+        knn_density(x, 10, mode="ivfpq", pq_m=5)
+    with pytest.raises(ValueError, match="at most 15 coordinates"):
+        knn_density(x, 10, mode="ivfpq", pq_m=2)
+    with pytest.raises(ValueError, match="at least 256 points"):
+        knn_density(x[:200], 10, mode="ivfpq")
+    with pytest.raises(ValueError, match="density alone"):
+        knn_density(x, 10, mode="ivfpq", return_knn=True)
+    with pytest.raises(ValueError, match="ivfpq"):  # the density's modes are listed in the error
+        knn_density(x, 10, mode="pq")
+
+
+def test_ivfpq_recall_sample_neighbours_are_exact():
+    from uslkit._ivfpq import _exact_sample
+
+    x = random_with_duplicates(n=400, d=16)
+    sample = np.array([3, 10, 50, 200, 399])
+    d2, ids = _exact_sample(x, sample, 12, progress=False)
+    ref_d, _ = brute_force(x, x[sample], 12, exclude_self=False)
+    np.testing.assert_allclose(np.sqrt(d2), ref_d, atol=1e-5)
+    assert all(sample[r] in ids[r] or ref_d[r, -1] == 0 for r in range(sample.size))  # the row itself is among them
+    np.testing.assert_allclose(((x[ids] - x[sample][:, None]) ** 2).sum(-1), d2, atol=1e-5)

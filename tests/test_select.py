@@ -251,16 +251,22 @@ def test_probcover_purity_on_a_row_sample(monkeypatch):
         select_probcover(x, 5, num_classes=12, search="ivf")
 
 
-@pytest.mark.parametrize("method", ["usl", "kmeans", "typiclust", "probcover", "coreset", "sela"])
-def test_selection_on_a_memory_mapped_file_gives_the_same_picks(method, tmp_path):
+@pytest.mark.parametrize("method", ["usl", "kmeans", "typiclust", "probcover", "coreset", "sela", "usl@ivfpq"])
+def test_selection_on_a_memory_mapped_file_gives_the_same_picks(method, tmp_path, monkeypatch):
     """Embeddings larger than memory: a read-only memory map of the ``.npy`` (what ``uslkit select`` opens) is
-    read, never written, and gives the picks of the in-memory array."""
+    read, never written, and gives the picks of the in-memory array. ``usl@ivfpq``: the compressed density and
+    K-means on a sample, every point assigned block by block without a centred copy (thresholds lowered)."""
+    import uslkit.cluster
     from uslkit.select import select
 
     x = _aniso_blobs(1500, 16, seed=3)
     np.save(tmp_path / "e.npy", x)
     mm = np.load(tmp_path / "e.npy", mmap_mode="r")
     kw = {"num_classes": 12} if method == "probcover" else {}
+    if method == "usl@ivfpq":
+        method, kw = "usl", {"knn_mode": "ivfpq", "kmeans_points_per_centroid": 40}
+        monkeypatch.setattr(uslkit.cluster, "_NEAREST_COPY_ELEMS", 1000)
+        monkeypatch.setattr(uslkit.cluster, "_STREAM_ROWS", 100)
     np.testing.assert_array_equal(select(method, mm, 15, seed=1, **kw), select(method, x, 15, seed=1, **kw))
 
 

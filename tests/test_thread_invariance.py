@@ -20,7 +20,8 @@ SCRIPT = r"""
 import hashlib, json, sys
 import numpy as np
 from uslkit.cluster import constrained_kmeans, kmeans, sinkhorn_cluster
-from uslkit.knn import knn
+import uslkit.cluster
+from uslkit.knn import knn, knn_density
 from uslkit.select import METHODS, select
 
 def digest(*arrays):
@@ -43,6 +44,11 @@ for n, d in ((4000, 32), (5000, 64)):
     out[f"{key}/kmeans_sampled"] = digest(*kmeans(x, 40, seed=0, niter=100, max_points_per_centroid=30))
     out[f"{key}/usl_sampled"] = digest(select("usl", x, 40, seed=0, kmeans_points_per_centroid=30))
     out[f"{key}/knn"] = digest(*knn(x, 20))
+    out[f"{key}/knn_density_ivfpq"] = digest(knn_density(x, 20, mode="ivfpq"))
+    out[f"{key}/usl_ivfpq"] = digest(select("usl", x, 40, seed=0, knn_mode="ivfpq", kmeans_points_per_centroid=30))
+    copy_max, uslkit.cluster._NEAREST_COPY_ELEMS = uslkit.cluster._NEAREST_COPY_ELEMS, 1000  # centre block by block
+    out[f"{key}/kmeans_sampled_streamed"] = digest(*kmeans(x, 40, seed=0, niter=100, max_points_per_centroid=30))
+    uslkit.cluster._NEAREST_COPY_ELEMS = copy_max
     out[f"{key}/probcover_pruned"] = digest(select("probcover", x, 40, seed=0, num_classes=10, search="pruned"))
     out[f"{key}/probcover_sampled"] = digest(select("probcover", x, 40, seed=0, num_classes=10, purity_sample=500,
                                                     kmeans_points_per_centroid=30))

@@ -58,6 +58,11 @@ _INITS = {
 #: Rows per block of the exact assignment (one single-threaded GEMM and one compiled pass each).
 _ASSIGN_ROWS = 8192
 
+#: ``_Nearest`` keeps a centred float32 copy of the data up to this many entries (512 MB), and centres each block
+#: on the fly above it (embeddings larger than memory stay where they are).
+_NEAREST_COPY_ELEMS = 2**27
+_STREAM_ROWS = 65536  # rows centred at a time while the norms are computed without a copy
+
 #: Second word of the seed sequence that draws the subsample of ``max_points_per_centroid`` (the first is the
 #: seed), so the sample and the initial centroids come from different streams.
 _SAMPLE_STREAM = 1
@@ -597,7 +602,7 @@ def constrained_kmeans(
         if free.size:
             labels[free], _ = _assign(x[free], cent.astype(np.float32), spherical=False, use_gpu=use_gpu)
         labels = _fill_empty_constrained(x, labels, cent, free)
-        cent = _member_means(x.astype(np.float64), labels, k, fallback=cent)
+        cent = _member_means(x, labels, k, fallback=cent)
         if prev is not None and np.array_equal(prev, labels):
             break
         prev = labels.copy()
@@ -637,7 +642,9 @@ class _Nearest:
     is farther than twice an error bound of that GEMM and of the float32 rounding around it (``4 (2d + 8) u
     (|x| + max|c|)^2``, ``u = 2^-24``, about 4x the ``2 (2d + 4) u (...)^2`` a dot product and the centring
     need), so rounding cannot change its winner; the other rows (near-ties) are decided by float64 distances to
-    every centroid, without BLAS. The centred float32 copy of ``x`` is made once and reused by every call.
+    every centroid, without BLAS. The centred float32 copy of ``x`` is made once and reused by every call; above
+    :data:`_NEAREST_COPY_ELEMS` entries (a memory map larger than memory, say) each call centres one block at a time
+    instead, with the same bits.
     """
 
     def __init__(self, x: np.ndarray, *, spherical: bool = False, block_elems: int = 2**22):
@@ -645,16 +652,29 @@ class _Nearest:
         n, d = self.x.shape
         self.block_elems = block_elems
         mu32 = self.x.mean(axis=0, dtype=np.float64).astype(np.float32)  # x and centroids shift by the same mu
-        self.mu = mu32.astype(np.float64)
+        self.mu, self.mu32 = mu32.astype(np.float64), mu32
         norms = np.empty(n, dtype=np.float64)
-        self.xc = np.empty((n, d), dtype=np.float32)
-        centre_rows(self.x, mu32, self.xc, norms)
+        self.xc = np.empty((n, d), dtype=np.float32) if n * d <= _NEAREST_COPY_ELEMS else None
+        for s in range(0, n, _STREAM_ROWS):
+            e = min(s + _STREAM_ROWS, n)
+            centre_rows(self.x[s:e], mu32, np.empty((e - s, d), np.float32) if self.xc is None else self.xc[s:e],
+                        norms[s:e])
         # a power of two (exact) brings the centred norms near 1, so the GEMM's products neither underflow nor
         # overflow
         top = float(norms.max()) if n else 0.0
         self.scale = 2.0 ** -math.frexp(top)[1] if top > 0 and math.isfinite(top) else 1.0
-        self.xc *= np.float32(self.scale)
+        if self.xc is not None:
+            self.xc *= np.float32(self.scale)
         self.xn = norms * self.scale
+
+    def _centred(self, s: int, e: int) -> np.ndarray:
+        """Rows ``s:e`` of the centred, scaled float32 data (the stored copy, or computed with the same bits)."""
+        if self.xc is not None:
+            return self.xc[s:e]
+        block = np.empty((e - s, self.x.shape[1]), dtype=np.float32)
+        centre_rows(self.x[s:e], self.mu32, block, np.empty(e - s, dtype=np.float64))
+        block *= np.float32(self.scale)
+        return block
 
     def __call__(self, c: np.ndarray) -> np.ndarray:
         n, d = self.x.shape
@@ -672,7 +692,7 @@ class _Nearest:
 
         def block(s):
             e = min(s + step, n)
-            nearest_rows(self.xc[s:e] @ cc.T, cn32, self.xn[s:e], cmax, slack2, self.x[s:e], c64, labels[s:e])
+            nearest_rows(self._centred(s, e) @ cc.T, cn32, self.xn[s:e], cmax, slack2, self.x[s:e], c64, labels[s:e])
 
         for _ in map_blocks(block, range(0, n, step)):
             pass
@@ -736,7 +756,7 @@ def _repair_empty(x, labels, centroids, *, spherical, use_gpu):
     cent = centroids.astype(np.float64)
     for _ in range(_REPAIR_ROUNDS):
         labels, cent = _reseed(x, labels.copy(), cent, counts, everyone, spherical=spherical)
-        cent = _member_means(x.astype(np.float64), labels, k, fallback=cent)
+        cent = _member_means(x, labels, k, fallback=cent)
         if spherical:
             cent = l2_normalize(cent, dtype=np.float64)
         new, _ = _assign(x, cent.astype(np.float32), spherical=spherical, use_gpu=use_gpu)
@@ -746,7 +766,7 @@ def _repair_empty(x, labels, centroids, *, spherical, use_gpu):
         labels = new
     # exact duplicates keep falling to the lowest-index identical centroid: keep the forced moves
     labels, cent = _reseed(x, labels.copy(), cent, counts, everyone, spherical=spherical)
-    cent = _member_means(x.astype(np.float64), labels, k, fallback=cent)
+    cent = _member_means(x, labels, k, fallback=cent)
     if spherical:
         cent = l2_normalize(cent, dtype=np.float64)
     return labels, cent.astype(np.float32)

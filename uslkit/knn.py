@@ -103,6 +103,7 @@ _INVALID_KEY = np.iinfo(np.int64).max  # sorts after every candidate
 _ADD_BLOCK = 65536
 
 _MODES = ("exact", "ivf", "hnsw", "auto")
+_DENSITY_MODES = _MODES + ("ivfpq",)  # the compressed index serves the density alone (uslkit._ivfpq)
 _VARIANTS = ("paper", "reference")
 
 
@@ -303,7 +304,7 @@ def density_from_dists(dists, *, variant="paper") -> np.ndarray:
 
 def knn_density(
     x, k, *, variant="paper", mode="exact", device=None, seed=0, nprobe=None, return_knn=False, progress=False,
-    return_recall=False,
+    return_recall=False, pq_m=None,
 ):
     """kNN density of every point of ``x`` (USL eq. 3): high where neighbours are close.
 
@@ -324,8 +325,11 @@ def knn_density(
     :data:`DENSITY_MIN_RECALL`. Without an explicit ``nprobe`` the count starts at :data:`DENSITY_IVF_NPROBE` and
     doubles, before the full pass, until the sampled rows' true neighbours inside the probed lists reach
     :data:`DENSITY_MIN_RECALL` (every list at most), so the default keeps that recall whatever the data; the cost
-    grows with the lists searched. Otherwise (GPU, HNSW, ``return_knn``): ``knn(x, k)`` and
-    :func:`density_from_dists`.
+    grows with the lists searched. ``mode="ivfpq"`` (CPU, for embeddings larger than memory, e.g. a memory map of
+    tens of millions of rows): the same lists and probing rule (without the doubling) on a compressed IVF-PQ index
+    (Jegou, Douze & Schmid 2011), ``pq_m`` bytes per point, the rows read in chunks; the distances are estimates
+    (:mod:`uslkit._ivfpq`).
+    Otherwise (GPU, HNSW, ``return_knn``): ``knn(x, k)`` and :func:`density_from_dists`.
 
     Args:
         x: embeddings ``(n, d)``.
@@ -339,6 +343,8 @@ def knn_density(
         return_knn: also return the neighbour lists (then :func:`knn` computes them).
         return_recall: also return the recall@k of the neighbours the density used (1.0 when exact; measured on a
             sample for the IVF paths).
+        pq_m: ``mode="ivfpq"``: sub-vectors (bytes) per point, a divisor of ``d`` leaving at most 15 coordinates
+            each (default: 4 each, ``d / 4`` bytes).
 
     Returns:
         float64 ``(n,)`` densities, or ``(density, dists, idx)`` when ``return_knn``: ``dists``/``idx`` are
@@ -349,13 +355,16 @@ def knn_density(
     x = check_embeddings(x, name="x")
     if variant == "reference" and not isinstance(k, bool) and isinstance(k, (int, np.integer)) and k < 2:
         raise ValueError(f"variant='reference' needs k >= 2, got k={k}")
-    mode = check_choice(mode, _MODES, name="mode")
+    mode = check_choice(mode, _DENSITY_MODES, name="mode")
     k = check_k(k, x.shape[0], exclude_self=True)
     if mode == "auto":
         mode = "exact" if x.shape[0] <= AUTO_EXACT_MAX_N else "ivf"
+    if mode == "ivfpq" and return_knn:
+        raise ValueError("mode='ivfpq' gives the density alone (its distances are estimates): use return_knn=False "
+                         "or another mode")
     n_sum, squared = (k, False) if variant == "paper" else (k - 1, True)
     gemm = None if return_knn else _gemm_sums(x, n_sum, squared=squared, mode=mode, device=device, seed=seed,
-                                              nprobe=nprobe, progress=progress)
+                                              nprobe=nprobe, progress=progress, pq_m=pq_m)
     if gemm is not None:
         sums, recall = gemm
         density = 1.0 / np.maximum(sums / k, DENSITY_EPS)
@@ -386,15 +395,21 @@ def knn_mean_distance(x, k, *, squared=False, mode="auto", device=None, seed=0, 
     return dists.astype(np.float64).mean(axis=1)
 
 
-def _gemm_sums(x, k, *, squared, mode, device, seed, nprobe, progress):
-    """``(sums, recall)`` from :func:`_knn_sums` (``mode="exact"``) or :func:`_knn_sums_ivf` (``"ivf"``) on the
-    CPU; ``None`` where those paths do not apply (a GPU, another mode): the caller then uses :func:`knn`."""
-    if mode not in ("exact", "ivf") or faiss_use_gpu(device):
+def _gemm_sums(x, k, *, squared, mode, device, seed, nprobe, progress, pq_m=None):
+    """``(sums, recall)`` from :func:`_knn_sums` (``mode="exact"``), :func:`_knn_sums_ivf` (``"ivf"``) on the CPU or
+    :func:`uslkit._ivfpq.knn_sums_ivfpq` (``"ivfpq"``, on the CPU on any device); ``None`` where those paths do not
+    apply (a GPU, another mode): the caller then uses :func:`knn`."""
+    if mode != "ivfpq" and (mode not in ("exact", "ivf") or faiss_use_gpu(device)):
         return None
     if mode == "exact":
         return _knn_sums(x, k, squared=squared, progress=bool(progress)), 1.0
     adaptive = nprobe is None
     nprobe = DENSITY_IVF_NPROBE if adaptive else check_positive_int(nprobe, name="nprobe")
+    if mode == "ivfpq":
+        from ._ivfpq import knn_sums_ivfpq
+
+        return knn_sums_ivfpq(x, k, squared=squared, nprobe=nprobe, seed=check_seed(seed), progress=bool(progress),
+                              pq_m=pq_m)
     return _knn_sums_ivf(x, k, squared=squared, nprobe=nprobe, seed=check_seed(seed), progress=bool(progress),
                          adaptive=adaptive)
 

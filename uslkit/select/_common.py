@@ -15,7 +15,7 @@ from ..knn import AUTO_EXACT_MAX_N, knn_density
 #: Upper bound on the number of float64 entries of any (rows x columns) block held at once (32 MB).
 _CHUNK_ELEMS = 2**22
 
-_KNN_MODES = ["exact", "ivf", "hnsw", "auto"]  # lists: error messages show them as before
+_KNN_MODES = ["exact", "ivf", "hnsw", "auto", "ivfpq"]  # lists: error messages show them as before
 _VARIANTS = ["paper", "reference"]
 
 

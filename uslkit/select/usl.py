@@ -95,7 +95,9 @@ def select_usl(emb, budget, *, seed=0, k=None, alpha=None, lam=None, momentum=No
             :func:`usl_config` (``horizon``: only the nearest picks of all clusters count in Reg, then the
             own cluster's is dropped; ``exclude_same_cluster=False``: only the point itself is skipped).
         density_variant, distance_power: ``"paper"`` or ``"reference"`` (above).
-        knn_mode: ``"exact"``, ``"ivf"``, ``"hnsw"`` or ``"auto"`` (:func:`uslkit.knn.knn`).
+        knn_mode: ``"exact"``, ``"ivf"``, ``"hnsw"``, ``"auto"`` (:func:`uslkit.knn.knn`) or ``"ivfpq"``: the density
+            from a compressed index, for embeddings larger than memory (a memory map of tens of millions of rows;
+            estimated distances, see :func:`uslkit.knn.knn_density`).
         knn_nprobe: IVF lists visited per query (HNSW ``efSearch``); ``None`` = the :func:`uslkit.knn.knn`
             default. Lower is faster and less exact.
         return_scores: also return the final utility ``U'`` (``U`` when ``iterations == 0``).
