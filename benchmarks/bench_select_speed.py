@@ -78,10 +78,11 @@ SKIP_REASONS = {
 }
 #: USL with other settings: the paper's large-scale (ImageNet, Table 14) preset at every size, and the
 #: small-scale defaults with approximate (IVF) kNN where plain ``usl`` searches exactly; the picks are compared
-#: with those of plain ``usl``; and K-means on a seeded sample of 100 points per cluster (what ``"auto"`` does above
-#: 200k, with 256 per cluster), to compare its picks with K-means on every point where that is affordable.
+#: with those of plain ``usl``; K-means on a seeded sample of 100 points per cluster (what ``"auto"`` does above
+#: 200k, with 256 per cluster), to compare its picks with K-means on every point where that is affordable; and the
+#: compressed (IVF-PQ) density meant for embeddings larger than memory.
 USL_VARIANTS = ("method:usl@preset=imagenet_moco", "method:usl@knn_mode=ivf",
-                "method:usl@kmeans_points_per_centroid=100")
+                "method:usl@kmeans_points_per_centroid=100", "method:usl@knn_mode=ivfpq")
 #: SeLa with IVF kNN for its density where plain ``sela`` searches exactly (at 200k the exact density alone is
 #: about the GEMM floor): how much of SeLa's time is its Sinkhorn clustering.
 SELA_VARIANTS = ("method:sela@knn_mode=ivf",)

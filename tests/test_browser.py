@@ -154,7 +154,10 @@ def test_notebook_10_explorer_answers_widgets_and_a_click_on_the_map(lab, page):
     slider = explorer.locator(".widget-slider:has-text('budget') .noUi-handle")
     slider.focus()
     page.keyboard.press("ArrowRight")  # budget 10 -> 11 (the drive cell left it at 10)
-    page.wait_for_function("el => el.innerText.startsWith('11 labels')", arg=info.element_handle(), timeout=30_000)
+    # the summary and the focus line are written one after the other: wait for both (the suite's load once caught
+    # the first alone)
+    page.wait_for_function("el => el.innerText.startsWith('11 labels') && /focused: sample 0\\b/.test(el.innerText)",
+                           arg=info.element_handle(), timeout=30_000)
     repaint = time.time() - t0
     assert info.inner_text() != before and repaint < 30
     detail = explorer.locator("img").last  # the image/neighbour panel under the map

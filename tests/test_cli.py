@@ -41,6 +41,16 @@ def test_select_writes_a_valid_labels_file(emb_file, tmp_path, capsys):
     assert json.loads(out2.read_text())["indices"] == sel.indices
 
 
+def test_select_compressed_density_from_the_command_line(emb_file, tmp_path, capsys):
+    """``--param knn_mode=ivfpq``: USL's density from the compressed index, on the memory-mapped file."""
+    out = tmp_path / "pq.json"
+    rc = main(["select", "--emb", str(emb_file), "--budget", "10", "--out", str(out), "--param", "knn_mode=ivfpq",
+               "--param", "k=20"])
+    assert rc == 0, capsys.readouterr().err
+    sel = load_selection(out)
+    assert sel.params == {"knn_mode": "ivfpq", "k": 20} and len(set(sel.indices)) == 10
+
+
 def test_select_incremental_with_labeled(emb_file, tmp_path):
     first = tmp_path / "r1.json"
     assert main(["select", "--emb", str(emb_file), "--budget", "10", "--method", "kmeans", "--out", str(first)]) == 0
@@ -60,6 +70,8 @@ def test_select_incremental_with_labeled(emb_file, tmp_path):
         (["--budget", "5", "--method", "nope"], "unknown selection method 'nope'"),
         (["--budget", "5", "--param", "bogus=1"], "bogus"),
         (["--budget", "5", "--param", "k=1797"], "k"),
+        (["--budget", "5", "--param", "knn_mode=ivfpq", "--param", "knn_pq_m=3"], "knn_pq_m=3 must divide d=16"),
+        (["--budget", "5", "--param", "knn_pq_m=4"], "applies to knn_mode='ivfpq' only"),
     ],
 )
 def test_select_bad_input_exits_2_with_message(emb_file, tmp_path, capsys, extra, message):

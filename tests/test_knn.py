@@ -428,7 +428,7 @@ def test_density_gemm_path_gives_the_same_usl_picks_as_the_lists(monkeypatch):
 
     x = _digits_pixels()
     fast = [select_usl(x, b, seed=s) for b in (10, 30) for s in (0, 1)]
-    monkeypatch.setattr(common, "knn_density", lambda x, k, variant, mode, seed, nprobe: _density_from_lists(
+    monkeypatch.setattr(common, "knn_density", lambda x, k, variant, mode, seed, nprobe, pq_m: _density_from_lists(
         x, k, variant))
     slow = [select_usl(x, b, seed=s) for b in (10, 30) for s in (0, 1)]
     for a, b in zip(fast, slow):

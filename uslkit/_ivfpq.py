@@ -56,16 +56,16 @@ def default_pq_m(d: int) -> int:
     return next(m for m in range(1, d + 1) if d % m == 0 and d // m <= PQ_DEFAULT_DSUB)
 
 
-def check_pq_m(pq_m, d: int) -> int:
-    """Validate ``pq_m`` for ``d`` dimensions (``None``: :func:`default_pq_m`)."""
+def check_pq_m(pq_m, d: int, *, name: str = "pq_m") -> int:
+    """Validate ``pq_m`` (called ``name`` in messages) for ``d`` dimensions (``None``: :func:`default_pq_m`)."""
     from ._validate import check_positive_int
 
     if pq_m is None:
         return default_pq_m(d)
-    m = check_positive_int(pq_m, name="pq_m")
+    m = check_positive_int(pq_m, name=name)
     if d % m or d // m > PQ_MAX_DSUB:
-        raise ValueError(f"pq_m={m} must divide d={d} into sub-vectors of at most {PQ_MAX_DSUB} coordinates "
-                         f"(pq_m >= {-(-d // PQ_MAX_DSUB)}, a divisor of {d})")
+        raise ValueError(f"{name}={m} must divide d={d} into sub-vectors of at most {PQ_MAX_DSUB} coordinates "
+                         f"({name} >= {-(-d // PQ_MAX_DSUB)}, a divisor of {d})")
     return m
 
 
@@ -202,7 +202,7 @@ class _PQIndex:
             index.invlists.add_entries(int(lst), ids.size, faiss.swig_ptr(ids), faiss.swig_ptr(block))
         index.ntotal = n
         index.precompute_table()
-        self.index, self.lists, self.nlist = index, lists, nlist
+        self.index, self.nlist = index, nlist
 
     def search(self, q, k1: int, nprobe: int, need: int):
         """``(squared distance estimates float32 (b, k1), ids int64 (b, k1))`` ascending for query rows ``q``;

@@ -22,7 +22,7 @@ __all__ = ["select_sela"]
 
 
 def select_sela(emb, budget, *, seed=0, lam=10.0, k=None, density_variant="paper", knn_mode="auto",
-                knn_nprobe=None, kmeans_points_per_centroid="auto", return_scores=False):
+                knn_nprobe=None, knn_pq_m=None, kmeans_points_per_centroid="auto", return_scores=False):
     """Densest point of each SeLa cluster: Sinkhorn-Knopp equipartition with K = budget.
 
     :func:`uslkit.cluster.sinkhorn_cluster` splits the data into ``budget`` clusters of roughly equal size
@@ -38,7 +38,8 @@ def select_sela(emb, budget, *, seed=0, lam=10.0, k=None, density_variant="paper
         lam: Sinkhorn lambda (> 0).
         k: kNN neighbours of the density; default ``min(400, n - 1)`` as USL on CIFAR.
         density_variant: ``"paper"`` or ``"reference"`` (see :func:`uslkit.select.select_usl`).
-        knn_mode, knn_nprobe: kNN search mode and IVF/HNSW effort (see :func:`uslkit.select.select_usl`).
+        knn_mode, knn_nprobe, knn_pq_m: kNN search mode, IVF/HNSW effort and compressed code size (see
+            :func:`uslkit.select.select_usl`).
         kmeans_points_per_centroid: of the spherical K-means that starts the clustering (``"auto"``: every point
             up to 200,000 points, a seeded sample above; see :func:`uslkit.select.select_usl`).
         return_scores: also return the kNN density.
@@ -56,7 +57,7 @@ def select_sela(emb, budget, *, seed=0, lam=10.0, k=None, density_variant="paper
     knn_mode = check_choice(knn_mode, _KNN_MODES, name="knn_mode")
     if density_variant == "reference" and k < 2:
         raise ValueError(f"density_variant='reference' needs k >= 2, got k={k}")
-    density = _density(x, k, density_variant, knn_mode, knn_nprobe, seed)
+    density = _density(x, k, density_variant, knn_mode, knn_nprobe, seed, knn_pq_m)
     mppc = _kmeans_points_per_centroid(kmeans_points_per_centroid, n, budget)
     clusters, _ = sinkhorn_cluster(x, budget, seed=seed, lam=lam, max_points_per_centroid=_kmeans_mppc(mppc))
     picks = _argmax_per_group(density, _group_index(clusters, budget))

@@ -59,8 +59,8 @@ _TERM_CAP = 1e200
 
 def select_usl(emb, budget, *, seed=0, k=None, alpha=None, lam=None, momentum=None, iterations=None,
                horizon=None, density_variant="paper", distance_power="paper", exclude_same_cluster=None,
-               kmeans_niter=None, kmeans_points_per_centroid=None, knn_mode="auto", knn_nprobe=None, preset=None,
-               return_scores=False):
+               kmeans_niter=None, kmeans_points_per_centroid=None, knn_mode="auto", knn_nprobe=None, knn_pq_m=None,
+               preset=None, return_scores=False):
     """USL selection (Wang, Lian & Yu 2022, sec. 2.2 and Alg. 1).
 
     (1) kNN density ``U(v) = 1 / mean_{j in kNN(v)} ||v - v_j||`` (eq. 3 up to constants, which change no
@@ -100,6 +100,8 @@ def select_usl(emb, budget, *, seed=0, k=None, alpha=None, lam=None, momentum=No
             estimated distances, see :func:`uslkit.knn.knn_density`).
         knn_nprobe: IVF lists visited per query (HNSW ``efSearch``); ``None`` = the :func:`uslkit.knn.knn`
             default. Lower is faster and less exact.
+        knn_pq_m: ``knn_mode="ivfpq"``: bytes (sub-vectors) per point of the compressed index; ``None`` = ``d / 4``
+            (:func:`uslkit.knn.knn_density`'s ``pq_m``).
         return_scores: also return the final utility ``U'`` (``U`` when ``iterations == 0``).
 
     Returns:
@@ -118,7 +120,7 @@ def select_usl(emb, budget, *, seed=0, k=None, alpha=None, lam=None, momentum=No
     knn_mode = check_choice(knn_mode, _KNN_MODES, name="knn_mode")
     if density_variant == "reference" and cfg["k"] < 2:
         raise ValueError(f"density_variant='reference' needs k >= 2 (the point itself is one), got k={cfg['k']}")
-    density = _density(x, cfg["k"], density_variant, knn_mode, knn_nprobe, seed)
+    density = _density(x, cfg["k"], density_variant, knn_mode, knn_nprobe, seed, knn_pq_m)
     clusters, _ = kmeans(x, budget, seed=seed, niter=cfg["kmeans_niter"],
                          max_points_per_centroid=_kmeans_mppc(cfg["kmeans_points_per_centroid"]))
     idx, util = _usl_iterate(
