@@ -161,15 +161,13 @@ class _PQIndex:
     def __init__(self, x, *, seed: int, pq_m: int, progress: bool):
         import faiss
 
-        from .cluster import _Nearest, kmeans
-        from .knn import _ivf_training_rows
+        from .cluster import _Nearest
+        from .knn import _list_centroids
 
         n, d = x.shape
         self.n = n
-        nlist = int(max(1, min(round(2 * np.sqrt(n)), n // 64)))
-        train = _ivf_training_rows(n, nlist, seed)
-        _, cent = kmeans(np.ascontiguousarray(x[train], dtype=np.float32), nlist, seed=seed, niter=10)
-        self.cent = np.ascontiguousarray(cent, dtype=np.float32)
+        self.cent = np.ascontiguousarray(_list_centroids(x, seed), dtype=np.float32)
+        nlist = self.cent.shape[0]
         self.cn = np.einsum("ij,ij->i", self.cent, self.cent)
 
         def lists_of(rows):

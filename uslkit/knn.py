@@ -466,16 +466,26 @@ def _knn_sums(x: np.ndarray, k: int, *, squared: bool, progress: bool) -> np.nda
     return out
 
 
+def _list_centroids(x: np.ndarray, seed: int) -> np.ndarray:
+    """float32 ``(nlist, d)`` centroids of the density's lists (:func:`_list_partition`, and the compressed index of
+    :mod:`uslkit._ivfpq`): ``2 sqrt(n)`` (at most ``n / 64``) seeded K-means centroids, 10 iterations on a sample."""
+    from .cluster import kmeans
+
+    n = x.shape[0]
+    nlist = int(max(1, min(round(2 * np.sqrt(n)), n // 64)))
+    _, cent = kmeans(np.ascontiguousarray(x[_ivf_training_rows(n, nlist, seed)], dtype=np.float32), nlist, seed=seed,
+                     niter=10)
+    return cent
+
+
 def _list_partition(x: np.ndarray, seed: int):
     """The lists of the IVF density (and of ProbCover's pruned search): ``2 sqrt(n)`` (at most ``n / 64``) seeded
     K-means centroids trained in 10 iterations on a sample, every row in its exact nearest list. Returns ``(lists
     (n,), centroids float32 (nlist, d), row order by list (stable), counts, starts (nlist + 1,))``."""
-    from .cluster import _Nearest, kmeans
+    from .cluster import _Nearest
 
-    n = x.shape[0]
-    nlist = int(max(1, min(round(2 * np.sqrt(n)), n // 64)))
-    train = _ivf_training_rows(n, nlist, seed)
-    _, cent = kmeans(x[train], nlist, seed=seed, niter=10)
+    cent = _list_centroids(x, seed)
+    nlist = cent.shape[0]
     lists = _Nearest(x)(cent)
     counts = np.bincount(lists, minlength=nlist)
     return lists, cent, np.argsort(lists, kind="stable"), counts, np.concatenate([[0], np.cumsum(counts)])
