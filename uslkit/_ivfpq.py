@@ -230,7 +230,7 @@ def knn_sums_ivfpq(x, k: int, *, squared: bool, nprobe: int, seed: int, progress
     recall@k (a neighbour counts when its exact distance is within the exact k-th) and the relative error of the
     sampled rows' sums are logged.
     """
-    from .knn import DENSITY_IVF_CANDIDATES, DENSITY_MIN_RECALL, RECALL_SAMPLE
+    from .knn import DENSITY_IVF_CANDIDATES, DENSITY_MIN_RECALL, RECALL_SAMPLE, _recall_at_k
 
     n, d = x.shape
     pq_m = check_pq_m(pq_m, d)
@@ -263,11 +263,7 @@ def knn_sums_ivfpq(x, k: int, *, squared: bool, nprobe: int, seed: int, progress
         sums[s : s + q.shape[0]] = (d2 if squared else np.sqrt(d2)).sum(axis=1)
         hit = where[rows] >= 0
         got[where[rows[hit]]] = ids[keep].reshape(-1, k)[hit]
-    # recall@k against the exact neighbours (a tie with the exact k-th is not a miss), and the sums' error
-    q64 = x[sample].astype(np.float64)
-    d2_got = np.stack([((np.asarray(x[got[r]], dtype=np.float64) - q64[r]) ** 2).sum(axis=1) for r in range(m)])
-    r_k = ex_d[:, k]
-    recall = float(np.mean(d2_got <= r_k[:, None] * (1 + 1e-5) + 1e-12))
+    recall = _recall_at_k(x, sample, got, ex_d[:, k])  # and below, the sums' error against the exact ones
     true_d2 = np.where(own, ex_d, np.inf)
     true_d2 = np.sort(true_d2, axis=1)[:, :k]
     exact = (true_d2 if squared else np.sqrt(true_d2)).sum(axis=1)

@@ -578,9 +578,7 @@ def _knn_sums_ivf(x: np.ndarray, k: int, *, squared: bool, nprobe: int, seed: in
     sums = np.empty(n, dtype=np.float64)
     sums[order] = out
     # recall@k: a neighbour counts when its true distance is within the exact k-th one (a tie is not a miss)
-    got = np.stack([found[int(i)] for i in sample])
-    d2 = _sq_dists_float64(x, x[sample], np.repeat(np.arange(m), k), got.ravel()).reshape(m, k)
-    recall = float(np.mean(d2 <= r_k[:, None] * (1 + 1e-5) + 1e-12))
+    recall = _recall_at_k(x, sample, np.stack([found[int(i)] for i in sample]), r_k)
     low = recall < DENSITY_MIN_RECALL
     (logger.warning if low else logger.info)(
         "knn_density IVF (%d of %d lists) k=%d on %d x %d: recall@k %.4f on %d sampled rows%s", nprobe, nlist, k, n,
@@ -746,6 +744,14 @@ def _resolve_near_ties(x, q, key, k) -> None:
     by_value = np.lexsort((ids, exact, run))  # members of each run, in exact order
     bits = exact[by_value].astype(np.float32).view(np.int32).astype(np.int64)
     key[rows, cols] = (bits << _ID_BITS) | ids[by_value]
+
+
+def _recall_at_k(x, sample, got, r_k) -> float:
+    """recall@k of the neighbours ``got`` ``(m, k)`` found for the rows ``sample`` of ``x``: the share whose exact
+    float64 squared distance is within the exact k-th one ``r_k`` ``(m,)`` (a tie with it is not a miss)."""
+    m, k = got.shape
+    d2 = _sq_dists_float64(x, x[sample], np.repeat(np.arange(m), k), got.ravel()).reshape(m, k)
+    return float(np.mean(d2 <= r_k[:, None] * (1 + 1e-5) + 1e-12))
 
 
 def _sq_dists_float64(x, q, rows, ids, block=8192) -> np.ndarray:

@@ -141,9 +141,9 @@ def _density(x, k, variant, mode, nprobe, seed, pq_m=None) -> np.ndarray:
     """USL kNN density (eq. 3, or the reference variant): :func:`uslkit.knn.knn_density`."""
     if nprobe is not None:
         nprobe = check_positive_int(nprobe, name="knn_nprobe")
-    if pq_m is not None and mode != "ivfpq":
-        raise ValueError(f"knn_pq_m={pq_m!r} applies to knn_mode='ivfpq' only, got knn_mode={mode!r}")
     if pq_m is not None:
+        if mode != "ivfpq":
+            raise ValueError(f"knn_pq_m={pq_m!r} applies to knn_mode='ivfpq' only, got knn_mode={mode!r}")
         from .._ivfpq import check_pq_m
 
         pq_m = check_pq_m(pq_m, x.shape[1], name="knn_pq_m")
