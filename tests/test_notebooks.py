@@ -20,7 +20,7 @@ from uslkit import notebook as nbmod
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 REQUIRED = ["01_embeddings", "02_usl_selection", "03_coverage_analysis", "04_fixmatch", "05_low_budget_al",
-            "06_usl_t", "07_sela_sinkhorn", "08_ntkcpl", "10_explorer"]
+            "06_usl_t", "07_sela_sinkhorn", "08_ntkcpl", "09_cmsf", "10_explorer"]
 
 
 def test_every_required_notebook_exists():

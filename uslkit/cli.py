@@ -589,15 +589,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "train ...")
     t.add_argument("-h", "--help", action=_TrainHelp, help="show this help (after LEARNER: also its options, "
                    "defaults and presets) and exit")
-    t.add_argument("learner", help="simclr | fixmatch | mixmatch | comatch | finetune (uslkit.train.registry.LEARNERS)")
+    t.add_argument("learner", help="simclr | moco | msf | cmsf | sela | fixmatch | mixmatch | comatch | finetune "
+                   "(uslkit.train.registry.LEARNERS)")
     t.add_argument("--dataset", required=True)
     t.add_argument("--split", default="train")
     t.add_argument("--test-split", default="test", help="labelled split evaluated during/after training ('' = none)")
     t.add_argument("--out", required=True, help="run folder")
-    t.add_argument("--labels", default=None, help="annotated labels file (fixmatch, mixmatch, comatch, finetune)")
+    t.add_argument("--labels", default=None, help="annotated labels file (fixmatch, mixmatch, comatch, "
+                   "finetune; cmsf with --param constraint=labels)")
     t.add_argument("--init", default=None, help="pretrained checkpoint (model.pt of a SimCLR run)")
     t.add_argument("--preset", default=None,
-                   help="simclr: paper | cpu; fixmatch: paper | usl | cpu; mixmatch: paper | cpu; "
+                   help="simclr: paper | cpu; moco: paper | cifar | cpu; msf: paper | cpu; cmsf: paper | cpu | "
+                   "cpu-labels; sela: cifar | imagenet | cpu; fixmatch: paper | usl | cpu; mixmatch: paper | cpu; "
                    "comatch: paper | cpu; finetune: paper (uslkit.train.<Learner>Config.PRESETS); every option "
                    "given here overrides the preset's value")
     t.add_argument("--arch", default=None, help="cnn_small | resnet18_cifar | wrn28_2 | resnet50 (default: the "

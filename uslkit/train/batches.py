@@ -211,7 +211,7 @@ def image_channels(dataset) -> int:
 
 
 _PER_SAMPLE = {"test": "test_transform", "weak": "weak_transform", "strong": "strong_transform",
-               "simclr": "simclr_transform"}
+               "simclr": "simclr_transform", "crop": "crop_transform"}
 
 
 def _given(**options) -> dict[str, Any]:
@@ -230,10 +230,11 @@ class Views:
 
     Args:
         dataset: :class:`uslkit.data.ImageDataset`.
-        policies: one policy per view: ``"test"``, ``"weak"``, ``"strong"``, ``"simclr"``.
+        policies: one policy per view: ``"test"``, ``"weak"``, ``"strong"``, ``"simclr"``, ``"crop"`` (the simclr
+            crop and flip only).
         labels: int64 ``(N,)`` labels the batches carry (``None``: all ``-1``).
         batched: force the batched (``True``) or per-sample (``False``) path; ``None`` = batched when possible.
-        crop_scale: area range of the ``"simclr"`` crops (``None``: the kind's default), see
+        crop_scale: area range of the ``"simclr"`` and ``"crop"`` crops (``None``: the kind's default), see
             :func:`uslkit.train.augment.simclr_transform`.
         jitter_strength: colour-jitter strength ``s`` of the ``"simclr"`` views (``None``: 0.5), see
             :func:`uslkit.train.augment.simclr_transform`.
@@ -257,7 +258,7 @@ class Views:
         self.batched = possible if batched is None else bool(batched)
         self.policies = tuple(policies)
         opts = {"simclr": _given(crop_scale=crop_scale, jitter_strength=jitter_strength),
-                "strong": _given(cutout_side=cutout_side)}
+                "crop": _given(crop_scale=crop_scale), "strong": _given(cutout_side=cutout_side)}
         augment.simclr_policy(self.kind, **opts["simclr"])  # validates the options whatever the policies
         augment.StrongPolicy(**opts["strong"])
         if self.batched:

@@ -32,7 +32,8 @@ from .loop import RunSettings
 RUN_SETTINGS = tuple(f.name for f in dataclasses.fields(RunSettings) if f.name != "steps")
 
 __all__ = ["LearnerConfig", "FixMatchConfig", "SimCLRConfig", "FinetuneConfig", "CoMatchConfig", "MixMatchConfig",
-           "USLTConfig", "resolve_config", "recorded_if_changed", "run_folder", "RUN_SETTINGS", "split_settings"]
+           "USLTConfig", "MoCoConfig", "resolve_config", "recorded_if_changed", "run_folder", "RUN_SETTINGS",
+           "split_settings"]
 
 
 def recorded_if_changed(default: Any) -> Any:
@@ -532,6 +533,248 @@ CoMatchConfig.PRESETS = {
 
 
 # ----------------------------------------------------------------------------------------------------------
+# MSF and CMSF
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MSFConfig(LearnerConfig):
+    """Mean shift (MSF, Koohpayegani, Tejankar & Pirsiavash 2021): BYOL-style online and EMA target encoders,
+    a predictor, a memory bank of targets and the top-k mean-shift loss (:func:`uslkit.train.msf.mean_shift_loss`).
+
+    Attributes:
+        arch: :func:`uslkit.train.models.build_model` name (the online backbone is what ``model.pt`` exports).
+        steps / epochs: length of training, exactly one of them (``epochs`` = passes over the pool).
+        batch_size: images per global batch (256).
+        lr: SGD learning rate, ``None``: ``0.05 * batch_size / 256`` (the papers' 0.05 at 256); cosine, no warm-up.
+        momentum, weight_decay: SGD momentum 0.9 and decay 1e-4 on every trained parameter (the reference's).
+        target_momentum: ``m`` of the target encoder's EMA (0.99).
+        bank_size: targets in the memory bank ``M`` (MSF: 1,024,000 on ImageNet; CMSF: 128,000).
+        topk: neighbours of the target in the bank the loss averages over (5).
+        proj_dim, proj_hidden: the projection and predictor MLPs ``Linear-BN-ReLU-Linear``; ``None``: the
+            reference's ``f // 4`` and ``2 f`` for an encoder of ``f`` features (512 and 4096 for ResNet-50).
+        target_view: the target's view, ``"crop"`` (resized crop and flip: the reference's ``--weak_strong``) or
+            ``"simclr"`` (the query's strong view); the query always gets the strong ``"simclr"`` view.
+        crop_scale, jitter_strength: the views' crop area range and colour-jitter strength (``None``: the kind's).
+    """
+
+    LEARNER: ClassVar[str] = "MSF"
+    ALTERNATIVES: ClassVar[tuple[tuple[str, ...], ...]] = (("steps", "epochs"),)
+    REQUIRED: ClassVar[tuple[tuple[str, ...], ...]] = (("steps", "epochs"),)
+
+    arch: str = "cnn_small"
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 256
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    target_momentum: float = 0.99
+    bank_size: int = 128000
+    topk: int | None = 5
+    proj_dim: int | None = None
+    proj_hidden: int | None = None
+    target_view: str = "crop"
+    crop_scale: tuple[float, float] | None = None
+    jitter_strength: float | None = None
+
+    def __post_init__(self) -> None:
+        from .._validate import check_choice, check_float
+
+        for name in ("batch_size", "bank_size"):
+            check_positive_int(getattr(self, name), name=name)
+        for name in ("topk", "proj_dim", "proj_hidden", "steps"):
+            if getattr(self, name) is not None:
+                check_positive_int(getattr(self, name), name=name)
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give exactly one of steps and epochs")
+        if self.epochs is not None:
+            check_float(self.epochs, name="epochs", low=0.0, low_open=True)
+        if self.lr is not None:
+            check_float(self.lr, name="lr", low=0.0, low_open=True)
+        check_float(self.weight_decay, name="weight_decay", low=0.0)
+        check_float(self.momentum, name="momentum", low=0.0, high=1.0, high_open=True)
+        check_float(self.target_momentum, name="target_momentum", low=0.0, high=1.0, high_open=True)
+        check_choice(self.target_view, ("crop", "simclr"), name="target_view")
+        if self.crop_scale is not None:
+            object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
+        if self.topk is not None and self.topk > self.bank_size:
+            raise ValueError(f"topk {self.topk} is larger than bank_size {self.bank_size}")
+
+
+_MSF_PAPER = MSFConfig(arch="resnet50", epochs=200, batch_size=256, lr=0.05, bank_size=1024000)
+MSFConfig.PRESETS = {
+    # MSF's ImageNet recipe (Koohpayegani et al. 2021, Sec. 4): ResNet-50, 200 epochs, batch 256, SGD lr 0.05,
+    # decay 1e-4, m 0.99, top-5 of a 1,024,000-target bank, weak target / strong query views.
+    "paper": _MSF_PAPER,
+    # Fashion-MNIST on a 2-core CPU: the small CNN, the bank at a quarter of the 60,000-image pool, 12 epochs
+    # as SimCLR's "cpu" preset (the equal-time comparison sets its own length: benchmarks/RESULTS.md).
+    "cpu": MSFConfig(arch="cnn_small", epochs=12, batch_size=256, bank_size=16384),
+}
+
+
+@dataclass(frozen=True)
+class CMSFConfig(MSFConfig):
+    """Constrained mean shift (CMSF, Tejankar et al. 2022, ECCV): MSF whose top-k neighbours of the
+    target are searched in a constraint set ``C`` of the bank (:func:`uslkit.train.msf.km_constraint`,
+    :func:`~uslkit.train.msf.two_queue_constraint`, :func:`~uslkit.train.msf.label_constraint`).
+
+    Attributes (besides :class:`MSFConfig`'s):
+        constraint: ``"2q"`` (CMSF-2Q: the ``topk_prime`` neighbours of the sample's previous target embedding
+            among the bank samples' previous ones), ``"km"`` (CMSF-KM: the bank samples in the target's K-means
+            cluster of the cached targets, clustered at the end of every epoch) or ``"labels"`` (semi-supervised
+            CMSF from a labels file: the bank samples with the target's label or confident pseudo-label).
+        topk: ``None``: 5 self-supervised, 10 with ``"labels"`` (the paper's).
+        topk_prime: ``k'`` of CMSF-2Q (5, the reference's run script).
+        km_clusters: clusters of CMSF-KM; ``None``: ``round(n / 25.6)``, ImageNet's 1.28M images in 50,000.
+        add_msf_loss: average the CMSF loss with the plain MSF loss (``None``: yes self-supervised, as the paper
+            trains them; no with ``"labels"``, whose unconfident samples already take the MSF loss).
+        pseudo_threshold: confidence from which a pseudo-label constrains (0.85).
+        pseudo_epochs, pseudo_lr, pseudo_batch_size: the pseudo-label MLP, trained on the cached targets of the
+            labelled samples at the middle and end of every epoch with a fresh SGD (momentum 0.9, decay 1e-4):
+            10 epochs, lr 0.01, batches of 256 (of at most the labelled samples seen).
+    """
+
+    LEARNER: ClassVar[str] = "CMSF"
+    #: the fields only one constraint reads -> that constraint (another value than the default is an error without it)
+    CONSTRAINT_FIELDS: ClassVar[dict[str, str]] = {
+        "topk_prime": "2q", "km_clusters": "km", "pseudo_threshold": "labels", "pseudo_epochs": "labels",
+        "pseudo_lr": "labels", "pseudo_batch_size": "labels"}
+
+    topk: int | None = None
+    constraint: str = "2q"
+    topk_prime: int = 5
+    km_clusters: int | None = None
+    add_msf_loss: bool | None = None
+    pseudo_threshold: float = 0.85
+    pseudo_epochs: int = 10
+    pseudo_lr: float = 0.01
+    pseudo_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        from .._validate import check_choice, check_float
+
+        super().__post_init__()
+        check_choice(self.constraint, ("2q", "km", "labels"), name="constraint")
+        for name in ("topk_prime", "pseudo_epochs", "pseudo_batch_size"):
+            check_positive_int(getattr(self, name), name=name)
+        if self.km_clusters is not None:
+            check_positive_int(self.km_clusters, name="km_clusters", minimum=2)
+        check_float(self.pseudo_threshold, name="pseudo_threshold", low=0.0, high=1.0)
+        check_float(self.pseudo_lr, name="pseudo_lr", low=0.0, low_open=True)
+        if self.add_msf_loss is not None and not isinstance(self.add_msf_loss, bool):
+            raise ValueError(f"add_msf_loss must be True, False or None, got {self.add_msf_loss!r}")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, option in self.CONSTRAINT_FIELDS.items():
+            if self.constraint != option and getattr(self, name) != defaults[name]:
+                raise ValueError(f"{name}={getattr(self, name)!r} has no effect without constraint={option!r}")
+
+    @property
+    def resolved_topk(self) -> int:
+        """``topk``, or the paper's 5 self-supervised and 10 semi-supervised."""
+        return self.topk if self.topk is not None else 10 if self.constraint == "labels" else 5
+
+    @property
+    def resolved_add_msf_loss(self) -> bool:
+        return self.add_msf_loss if self.add_msf_loss is not None else self.constraint != "labels"
+
+
+CMSFConfig.PRESETS = {
+    # CMSF's ImageNet recipe (Tejankar et al. 2022, Sec. 3 and the reference run scripts): ResNet-50, 200 epochs,
+    # batch 256, SGD lr 0.05, decay 1e-4, m 0.99, a 128,000-target bank, weak target / strong query views.
+    "paper": CMSFConfig(arch="resnet50", epochs=200, batch_size=256, lr=0.05, bank_size=128000),
+    # Fashion-MNIST on a 2-core CPU as MSF's "cpu" (CMSF-2Q; constraint="km" gives CMSF-KM).
+    "cpu": CMSFConfig(arch="cnn_small", epochs=12, batch_size=256, bank_size=16384),
+    # The same, semi-supervised from a labels file of a few dozen labels: the pseudo-label MLP gets 200 epochs a
+    # round, since 10 epochs of 40 samples would be 10 SGD steps.
+    "cpu-labels": CMSFConfig(arch="cnn_small", epochs=12, batch_size=256, bank_size=16384, constraint="labels",
+                             pseudo_epochs=200),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SeLa
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SeLaConfig(LearnerConfig):
+    """Self-labelling (SeLa, Asano, Rupprecht & Vedaldi 2020): cross-entropy of ``heads`` classifiers against
+    pseudo-labels that Sinkhorn-Knopp re-assigns, equipartitioned, ``label_updates`` times during training.
+
+    Attributes:
+        arch: :func:`uslkit.train.models.build_model` name (the backbone is what ``model.pt`` exports).
+        steps / epochs: length of training, exactly one of them.
+        batch_size, lr, momentum, weight_decay: SGD (the CIFAR script: 128, 0.03, 0.9, 5e-4).
+        schedule: ``"step"`` (x0.1 at 40, 60 and 80 % of training: the CIFAR code's drops at 160/240/320 of 400
+            epochs) or ``"cosine"``.
+        heads, clusters: classifier heads and clusters per head (CIFAR 10 x 128; ImageNet 10 x 3000).
+        lam, sk_tol: lambda of ``P^lambda`` and the Sinkhorn stopping tolerance (CIFAR 10 and 0.01; ImageNet 25
+            and 0.1): :func:`uslkit.cluster.sinkhorn_knopp`.
+        label_updates: Sinkhorn-Knopp label optimisations over training (``nopts``: 400 CIFAR, 100 ImageNet).
+        update_spacing: ``"linear"`` (the CIFAR code) or ``"quadratic"`` (the ImageNet code: denser early).
+        heads_per_update: ``"all"`` (the ImageNet code) or ``"one"`` (the CIFAR code: head ``epoch % heads``).
+        crop_scale, jitter_strength: the ``"simclr"`` training view (``None``: the kind's).
+    """
+
+    LEARNER: ClassVar[str] = "SeLa"
+    ALTERNATIVES: ClassVar[tuple[tuple[str, ...], ...]] = (("steps", "epochs"),)
+    REQUIRED: ClassVar[tuple[tuple[str, ...], ...]] = (("steps", "epochs"),)
+
+    arch: str = "cnn_small"
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 128
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "step"
+    heads: int = 10
+    clusters: int = 128
+    lam: float = 10.0
+    sk_tol: float = 0.01
+    label_updates: int = 400
+    update_spacing: str = "linear"
+    heads_per_update: str = "one"
+    crop_scale: tuple[float, float] | None = None
+    jitter_strength: float | None = None
+
+    def __post_init__(self) -> None:
+        from .._validate import check_choice, check_float
+
+        for name in ("batch_size", "heads", "label_updates"):
+            check_positive_int(getattr(self, name), name=name)
+        check_positive_int(self.clusters, name="clusters", minimum=2)
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give exactly one of steps and epochs")
+        if self.steps is not None:
+            check_positive_int(self.steps, name="steps")
+        if self.epochs is not None:
+            check_float(self.epochs, name="epochs", low=0.0, low_open=True)
+        for name in ("lr", "lam", "sk_tol"):
+            check_float(getattr(self, name), name=name, low=0.0, low_open=True)
+        check_float(self.weight_decay, name="weight_decay", low=0.0)
+        check_float(self.momentum, name="momentum", low=0.0, high=1.0, high_open=True)
+        check_choice(self.schedule, ("step", "cosine"), name="schedule")
+        check_choice(self.update_spacing, ("linear", "quadratic"), name="update_spacing")
+        check_choice(self.heads_per_update, ("all", "one"), name="heads_per_update")
+        if self.crop_scale is not None:
+            object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
+
+
+SeLaConfig.PRESETS = {
+    # The CIFAR-10 script (yukimasano/self-label scripts/cifar.sh, cifar.py): AlexNet there, 400 epochs of batch
+    # 128, lr 0.03, 10 heads x 128 clusters, 400 label updates spaced linearly, one head each, lambda 10.
+    "cifar": SeLaConfig(arch="resnet18_cifar", epochs=400),
+    # ImageNet (main.py, scripts/alexnet.sh): batch 256, lr 0.05 dropped x0.1 every 150 epochs (here the step
+    # schedule at 40/60/80 %), decay 1e-5, 10 heads x 3000 clusters, 100 updates spaced quadratically, all heads,
+    # lambda 25, tolerance 0.1; ResNet-50 as the paper's ResNet results.
+    "imagenet": SeLaConfig(arch="resnet50", epochs=400, batch_size=256, lr=0.05, weight_decay=1e-5, clusters=3000,
+                           lam=25.0, sk_tol=0.1, label_updates=100, update_spacing="quadratic",
+                           heads_per_update="all"),
+    # Fashion-MNIST on a 2-core CPU: the small CNN, 12 epochs of batch 256 as SimCLR's "cpu", two label updates an
+    # epoch of all heads (one forward pass over the pool serves every head).
+    "cpu": SeLaConfig(arch="cnn_small", epochs=12, batch_size=256, lr=0.06, label_updates=25, heads_per_update="all"),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
 # USL-T
 # ----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -648,3 +891,103 @@ USLTConfig.PRESETS = {
 # settings were tuned for 1,000 classes; how it does on 10 (and its time) is in benchmarks/RESULTS.md.
 USLTConfig.PRESETS["cpu"] = dataclasses.replace(USLTConfig.PRESETS["imagenet"], epochs=10, batch_size=512,
                                                 reseed_after=234)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MoCo
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MoCoConfig(LearnerConfig):
+    """MoCo v2 (Chen, Fan, Girshick & He 2020): MoCo's momentum key encoder and queue of negative keys (He et al.
+    2020, Alg. 1) with an MLP head, SimCLR-style views, temperature 0.2 and a cosine schedule.
+
+    Attributes:
+        arch: :func:`uslkit.train.models.build_model` name.
+        steps / epochs: length of training, exactly one of them (``epochs`` = passes over the dataset).
+        batch_size: images per global batch (each gives a query view and a key view).
+        lr: base learning rate; ``None``: ``0.03 * batch_size / 256`` (MoCo v2's 0.03 at batch 256).
+        momentum, weight_decay: SGD momentum (0.9) and decay (1e-4), the decay on every trained parameter, biases
+            and BN included, as the reference's ``SGD(model.parameters(), weight_decay=...)``.
+        queue_size: ``K``, negative keys in the queue (65536).
+        key_momentum: ``m`` of the key encoder's update ``theta_k <- m theta_k + (1 - m) theta_q`` (0.999).
+        temperature: ``tau`` of the InfoNCE logits (0.2, MoCo v2; MoCo v1 used 0.07).
+        proj_dim: output size of the head (128).
+        proj_hidden: hidden width of the head ``Linear(f, h) -> ReLU -> Linear(h, proj_dim)``, no BN (MoCo v2's
+            2048-2048-128 MLP on ResNet-50); ``None``: ``h = f``, the encoder's width.
+        symmetric: ``False``: MoCo's loss of view 1's queries against view 2's keys; ``True``: the symmetrised
+            loss of CIFAR re-implementations (the MoCo CIFAR-10 demo's ``--symmetric``): the SUM of both
+            directions, both key sets enqueued (2 B keys per step).
+        crop_scale, jitter_strength: of the views, the kit's ``"simclr"`` policy as :class:`SimCLRConfig`; the
+            default strength 0.5 is ``ColorJitter(0.4, 0.4, 0.4, 0.1)``, MoCo v2's; ImageNet-size images also
+            get its Gaussian blur (sigma in [0.1, 2], p 0.5).
+        warmup_steps: linear warm-up before the cosine decay (0: MoCo v2 has none).
+    """
+
+    LEARNER: ClassVar[str] = "MoCo"
+    ALTERNATIVES: ClassVar[tuple[tuple[str, ...], ...]] = (("steps", "epochs"),)
+    REQUIRED: ClassVar[tuple[tuple[str, ...], ...]] = (("steps", "epochs"),)
+
+    arch: str = "cnn_small"
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 256
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    queue_size: int = 65536
+    key_momentum: float = 0.999
+    temperature: float = 0.2
+    proj_dim: int = 128
+    proj_hidden: int | None = None
+    symmetric: bool = False
+    crop_scale: tuple[float, float] | None = None
+    jitter_strength: float = 0.5
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        from .._validate import check_float
+
+        for name in ("batch_size", "queue_size", "proj_dim"):
+            check_positive_int(getattr(self, name), name=name)
+        if self.proj_hidden is not None:
+            check_positive_int(self.proj_hidden, name="proj_hidden")
+        check_positive_int(self.warmup_steps, name="warmup_steps", minimum=0)
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give exactly one of steps and epochs")
+        if self.steps is not None:
+            check_positive_int(self.steps, name="steps")
+        if self.epochs is not None:
+            check_float(self.epochs, name="epochs", low=0.0, low_open=True)
+        if self.lr is not None:
+            check_float(self.lr, name="lr", low=0.0, low_open=True)
+        check_float(self.momentum, name="momentum", low=0.0, high=1.0, high_open=True)
+        check_float(self.weight_decay, name="weight_decay", low=0.0)
+        check_float(self.key_momentum, name="key_momentum", low=0.0, high=1.0, high_open=True)
+        check_float(self.temperature, name="temperature", low=0.0, low_open=True)
+        check_float(self.jitter_strength, name="jitter_strength", low=0.0, high=2.5)  # torchvision: hue 0.2 s <= 0.5
+        if not isinstance(self.symmetric, bool):
+            raise ValueError(f"symmetric must be True or False, got {self.symmetric!r}")
+        if self.crop_scale is not None:
+            from .augment import check_crop_scale
+
+            object.__setattr__(self, "crop_scale", check_crop_scale(self.crop_scale))
+
+
+MoCoConfig.PRESETS = {
+    # MoCo v2's ImageNet recipe (Chen et al. 2020, Sec. 3 and moco/main_moco.py with --mlp --moco-t 0.2
+    # --aug-plus --cos): ResNet-50, batch 256, SGD lr 0.03 (lr None: 0.03 * batch_size / 256), momentum 0.9, decay
+    # 1e-4, 200 epochs, queue 65536, m 0.999, T 0.2, crops of area (0.2, 1), jitter (0.4, 0.4, 0.4, 0.1), blur.
+    "paper": MoCoConfig(arch="resnet50", epochs=200, batch_size=256, crop_scale=(0.2, 1.0)),
+    # The CIFAR-10 recipe of the MoCo authors' CIFAR demo and its re-implementations: ResNet-18 (CIFAR stem),
+    # batch 512, lr 0.06 (= 0.03 * 512 / 256), decay 5e-4, 200 epochs, queue 4096, m 0.99, T 0.1, the kit's 32-px
+    # views (crops (0.2, 1), no blur). The demo's head is one linear layer; this keeps MoCo v2's MLP head.
+    "cifar": MoCoConfig(arch="resnet18_cifar", epochs=200, batch_size=512, weight_decay=5e-4, queue_size=4096,
+                        key_momentum=0.99, temperature=0.1),
+    # Fashion-MNIST on a 2-core CPU, the CIFAR recipe on the small CNN with SimCLR "cpu"'s length and crops: 12
+    # epochs of 256 (2812 steps on the 60,000 images), crops (0.5, 1), T 0.1 (the CIFAR value, and the one chosen
+    # for SimCLR "cpu"), lr 0.03 (0.03 * 256 / 256). A MoCo step is one forward + backward of the query view and
+    # one forward of the key view, about 2/3 of a SimCLR step (both views forward and backward), so a run takes
+    # no longer than SimCLR "cpu"'s. Not tuned; m 0.99 averages the key encoder over ~100 of its 2812 steps.
+    "cpu": MoCoConfig(arch="cnn_small", epochs=12, batch_size=256, weight_decay=5e-4, queue_size=4096,
+                      key_momentum=0.99, temperature=0.1, crop_scale=(0.5, 1.0)),
+}

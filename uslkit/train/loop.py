@@ -21,7 +21,8 @@
 - an EMA of the network's weights (FixMatch's evaluation model) when ``ema_decay`` is given.
 
 Files in ``out_dir``: ``config.json``, ``state.pt`` (resumable), ``history.json``, and at the end
-``model.pt`` (+ ``model_ema.pt``; :func:`uslkit.train.models.load_model` reads them) and ``results.json``.
+``model.pt`` (+ ``model_ema.pt``; :func:`uslkit.train.models.load_model` reads them) and ``results.json``. A
+module's ``NOT_EXPORTED`` children (training state: a momentum encoder, a memory bank) are in ``state.pt`` only.
 """
 
 from __future__ import annotations
@@ -268,6 +269,7 @@ def run_loop(
                 _say(s, f"{learner}: resuming {out} from step {start} of {s.steps}")
     model = module
     if info.enabled:
+        _ddp_ignore_training_state(module)
         model = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None)
     module.train()
@@ -415,6 +417,17 @@ def _batch_len(batch) -> int:
     return int(batch[1].shape[0])
 
 
+def _ddp_ignore_training_state(module) -> None:
+    """Keep DDP away from the ``NOT_EXPORTED`` and ``KEPT_IN_SYNC`` children (a momentum encoder, a memory bank,
+    pseudo-labels): the learner keeps them equal on every process itself (updates from gathered rows, a broadcast),
+    so DDP neither reduces nor re-broadcasts them at every forward (a bank or a per-image cache can be gigabytes)."""
+    children = dict.fromkeys([*getattr(module, "NOT_EXPORTED", ()), *getattr(module, "KEPT_IN_SYNC", ())])
+    names = [f"{child}.{n}" for child in children
+             for n, _ in [*getattr(module, child).named_parameters(), *getattr(module, child).named_buffers()]]
+    if names:
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, names)
+
+
 def _extras(module) -> dict[str, torch.nn.Module]:
     return {name: m for name, m in module.named_children() if name != "net"}
 
@@ -516,8 +529,10 @@ def _write_state(path: Path, config, module, ema, optimizer, scaler, step, histo
 def _export(out: Path, config, module, ema, metrics, history) -> None:
     from .models import save_model
 
+    skip = set(getattr(module, "NOT_EXPORTED", ()))  # training state only (a momentum encoder, a memory bank)
     save_model(out / "model.pt", module.net, extra={"learner": config["learner"], "step": config["steps"],
-                                                  "extras": {n: c.state_dict() for n, c in _extras(module).items()}},
+                                                  "extras": {n: c.state_dict() for n, c in _extras(module).items()
+                                                             if n not in skip}},
                overwrite=True)
     if ema is not None:
         save_model(out / "model_ema.pt", ema.module, extra={"learner": config["learner"], "ema": True},

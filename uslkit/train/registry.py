@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .comatch import train_comatch
-from .config import (RUN_SETTINGS, CoMatchConfig, FinetuneConfig, FixMatchConfig, LearnerConfig, MixMatchConfig,
-                     SimCLRConfig)
+from .config import (RUN_SETTINGS, CMSFConfig, CoMatchConfig, FinetuneConfig, FixMatchConfig, LearnerConfig,
+                     MixMatchConfig, MoCoConfig, MSFConfig, SeLaConfig, SimCLRConfig)
 from .finetune import finetune
 from .fixmatch import train_fixmatch
 from .mixmatch import train_mixmatch
+from .moco import train_moco
+from .msf import train_cmsf, train_msf
+from .sela import train_sela
 from .simclr import train_simclr
 
 __all__ = ["Learner", "LEARNERS"]
@@ -82,4 +85,21 @@ LEARNERS: dict[str, Learner] = {
         "mixmatch", train_mixmatch, MixMatchConfig, requires=("labels",), accepts=("labels", "init"),
         summary="semi-supervised classifier from a labels file (Berthelot et al. 2019)",
         call=lambda fn, ds, labels, init, test, kw: fn(ds, labels, init=init, test_set=test, **kw)),
+    "moco": Learner(
+        "moco", train_moco, MoCoConfig, requires=(), accepts=(),
+        summary="self-supervised encoder, MoCo v2 (Chen et al. 2020); its model.pt is an encoder for embed and init",
+        call=lambda fn, ds, labels, init, test, kw: fn(ds, eval_sets=None if test is None else (ds, test), **kw)),
+    "msf": Learner(
+        "msf", train_msf, MSFConfig, requires=(), accepts=(),
+        summary="self-supervised encoder by mean shift (Koohpayegani et al. 2021); model.pt is an encoder",
+        call=lambda fn, ds, labels, init, test, kw: fn(ds, eval_sets=None if test is None else (ds, test), **kw)),
+    "cmsf": Learner(
+        "cmsf", train_cmsf, CMSFConfig, requires=(), accepts=("labels",),
+        summary="constrained mean shift (Tejankar et al. 2022): constraint 2q / km, or labels with --labels",
+        call=lambda fn, ds, labels, init, test, kw: fn(ds, labels, eval_sets=None if test is None else (ds, test),
+                                                       **kw)),
+    "sela": Learner(
+        "sela", train_sela, SeLaConfig, requires=(), accepts=(),
+        summary="self-labelling with Sinkhorn-Knopp (Asano et al. 2020); model.pt is an encoder",
+        call=lambda fn, ds, labels, init, test, kw: fn(ds, eval_sets=None if test is None else (ds, test), **kw)),
 }

@@ -1,4 +1,5 @@
-"""Image views for training and evaluation: test, FixMatch weak/strong and SimCLR; per-sample and batched.
+"""Image views for training and evaluation: test, FixMatch weak/strong, SimCLR and its crop-only view; per-sample
+and batched.
 
 - :mod:`.policies`: the parameters of every view, defined once (frozen dataclasses and constant tables), the
   image kinds and their normalisation statistics;
@@ -30,6 +31,7 @@ from .sample import (
     MultiViews,
     RandAugmentMC,
     TwoViews,
+    crop_transform,
     seeded_call,
     simclr_transform,
     strong_transform,
@@ -48,6 +50,7 @@ __all__ = [
     "weak_transform",
     "strong_transform",
     "simclr_transform",
+    "crop_transform",
     "check_crop_scale",
     "FIXMATCH_OPS",
     "RandAugmentMC",

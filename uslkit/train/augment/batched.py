@@ -33,9 +33,9 @@ from .policies import (
 
 __all__ = ["BatchAugment", "BATCH_POLICIES", "sample_uniform"]
 
-BATCH_POLICIES = ("test", "weak", "strong", "simclr")
+BATCH_POLICIES = ("test", "weak", "strong", "simclr", "crop")
 # salt bases per policy (so weak and strong views of one seed are independent) and offsets per random step
-_POLICY_SALT = {"test": 0, "weak": 1 << 20, "strong": 2 << 20, "simclr": 3 << 20}
+_POLICY_SALT = {"test": 0, "weak": 1 << 20, "strong": 2 << 20, "simclr": 3 << 20, "crop": 4 << 20}
 _SALT_FLIP, _SALT_SHIFT, _SALT_CUTOUT, _SALT_CROP, _SALT_JITTER, _SALT_GREY = 1, 2, 3, 4, 5, 6
 _SALT_OPS = 1 << 10  # + step index of RandAugmentMC
 
@@ -477,7 +477,7 @@ def _b_grayscale(x: torch.Tensor, u: np.ndarray, p: float = SimCLRPolicy.graysca
 
 
 class BatchAugment:
-    """Batched, device-agnostic test/weak/strong/simclr views for kinds ``"grey28"`` and ``"rgb32"``.
+    """Batched, device-agnostic test/weak/strong/simclr/crop views for kinds ``"grey28"`` and ``"rgb32"``.
 
     ``aug(x, seeds)`` augments a uint8 batch ``(B, C, H, W)`` (C = 1 or 3, any small size) on ``x.device`` and
     returns it normalised as :func:`.policies.normalize`. Every random choice of sample ``i`` comes from
@@ -489,7 +489,7 @@ class BatchAugment:
     (normalisation only); ``weak`` (flip, reflect-padded translation: one ``gather``, on uint8); ``strong``
     (weak, RandAugmentMC: each op once per step on the samples that drew it, the five geometric ops in one
     nearest ``grid_sample``; then Cutout); ``simclr`` (per-sample crop boxes resized by one bilinear
-    ``grid_sample``, flip, colour jitter, grayscale).
+    ``grid_sample``, flip, colour jitter, grayscale); ``crop`` (the simclr crop and flip only: MSF's weak view).
 
     Deviations from the per-sample transforms (same distribution of views, not the same draws): random
     numbers come from the counter hash, not torch's RNG; single ops equal the torchvision uint8 ops exactly
@@ -502,7 +502,7 @@ class BatchAugment:
         kind: ``"grey28"`` or ``"rgb32"``; ``"imagenet"`` is refused (use the per-sample transforms).
         policy: one of :data:`BATCH_POLICIES`.
         n_ops, cutout, cutout_side: strong only, see :func:`.sample.strong_transform`.
-        crop_scale, jitter_strength: simclr only, see :func:`.sample.simclr_transform`.
+        crop_scale: simclr and crop, see :func:`.sample.simclr_transform`; jitter_strength: simclr only.
     """
 
     def __init__(self, kind: str, policy: str, *, n_ops: int = StrongPolicy.n_ops,
@@ -538,7 +538,7 @@ class BatchAugment:
         if self.policy == "test" or x.shape[0] == 0:
             return normalize(x, self.kind)
         salt = _POLICY_SALT[self.policy]
-        flip_p = self.simclr.flip_p if self.policy == "simclr" else WEAK.flip_p
+        flip_p = self.simclr.flip_p if self.policy in ("simclr", "crop") else WEAK.flip_p
         flip = sample_uniform(s, salt + _SALT_FLIP, 1)[:, 0] < flip_p
         if self.policy in ("weak", "strong"):  # geometry on uint8, then a float copy the steps below write into
             u = sample_uniform(s, salt + _SALT_SHIFT, 2)
@@ -549,16 +549,19 @@ class BatchAugment:
             if st.cutout > 0:
                 u = sample_uniform(s, salt + _SALT_CUTOUT, 3)
                 img = _b_cutout(img, u, st.cutout, st.cutout_fill, st.cutout_side)
-        if self.policy == "simclr":
-            img = self._simclr(x, s, flip, salt)
+        if self.policy in ("simclr", "crop"):
+            img = self._simclr(x, s, flip, salt, colour=self.policy == "simclr")
         mean, std = stats(self.kind, img.shape[1])
         return img.div_(255.0).sub_(mean.to(img.device)).div_(std.to(img.device))  # normalize(), in place
 
-    def _simclr(self, x: torch.Tensor, s: np.ndarray, flip: np.ndarray, salt: int) -> torch.Tensor:
+    def _simclr(self, x: torch.Tensor, s: np.ndarray, flip: np.ndarray, salt: int, colour: bool = True
+                ) -> torch.Tensor:
         pol, (h, w) = self.simclr, x.shape[-2:]
         u = sample_uniform(s, salt + _SALT_CROP, 4 * pol.crop_tries).reshape(-1, pol.crop_tries, 4)
         boxes = _crop_boxes(u, h, w, pol.crop_scale, pol.crop_ratio)
         img = _b_resized_crop(x.to(torch.float32), *boxes, flip)  # crop, resize, flip
+        if not colour:
+            return img
         if pol.jitter_strength > 0:
             u = sample_uniform(s, salt + _SALT_JITTER, 5)
             img = _b_color_jitter(img, u, self.kind != "grey28", pol.jitter, pol.jitter_p)
@@ -572,9 +575,9 @@ class BatchAugment:
             extra = f", n_ops={self.n_ops}, cutout={self.cutout}"
             if self.strong.cutout_side != StrongPolicy.cutout_side:
                 extra += f", cutout_side={self.strong.cutout_side!r}"
+        if self.policy in ("simclr", "crop") and self.crop_scale != SimCLRPolicy.crop_scale:
+            extra += f", crop_scale={self.crop_scale}"
         if self.policy == "simclr":
-            if self.crop_scale != SimCLRPolicy.crop_scale:
-                extra += f", crop_scale={self.crop_scale}"
             if self.simclr.jitter_strength != SimCLRPolicy.jitter_strength:
                 extra += f", jitter_strength={self.simclr.jitter_strength}"
         return f"BatchAugment(kind={self.kind!r}, policy={self.policy!r}{extra})"

@@ -44,6 +44,7 @@ __all__ = [
     "weak_transform",
     "strong_transform",
     "simclr_transform",
+    "crop_transform",
     "FIXMATCH_OPS",
     "RandAugmentMC",
     "Cutout",
@@ -432,6 +433,17 @@ def simclr_transform(kind: str, *, crop_scale: tuple[float, float] | None = None
     if kind == "imagenet":
         steps.append(v2.RandomApply([v2.GaussianBlur(pol.blur_kernel, sigma=pol.blur_sigma)], p=pol.blur_p))
     return _Compose(steps + [_Normalize(kind)])
+
+
+def crop_transform(kind: str, *, crop_scale: tuple[float, float] | None = None):
+    """The ``"crop"`` view: the SimCLR view's ``RandomResizedCrop`` and horizontal flip only (no colour). MSF's and
+    CMSF's weak (target) view (Koohpayegani et al. 2021, Sec. 4; the reference ``augmentation_weak``)."""
+    pol = simclr_policy(kind, crop_scale=crop_scale)
+    if kind == "imagenet":
+        crop: Any = v2.RandomResizedCrop(IMAGENET_SIZE, scale=pol.crop_scale, antialias=True)
+    else:
+        crop = _SameSizeResizedCrop(scale=pol.crop_scale, ratio=pol.crop_ratio, tries=pol.crop_tries)
+    return _Compose([_ToTensor(), crop, v2.RandomHorizontalFlip(pol.flip_p), _Normalize(kind)])
 
 
 class MultiViews:
