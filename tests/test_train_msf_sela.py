@@ -344,3 +344,23 @@ def test_ddp_sela_takes_the_first_process_labels(torchrun):
         torch.distributed.destroy_process_group()
     """)
     assert (out / "rank0.txt").read_text() == (out / "rank1.txt").read_text()
+
+
+def test_head_features_of_moco_and_cmsf_checkpoints(small, tmp_path):
+    """``features="head"`` rebuilds each learner's projection head from its weights: MoCo's Linear-ReLU-Linear
+    ``head_q`` and CMSF's Linear-BN-ReLU-Linear ``projector`` applied to the backbone features."""
+    from uslkit.embed import embed_dataset, l2_normalize
+    from uslkit.evaluate import extract_features
+    from uslkit.train.moco import train_moco
+
+    sub, _ = small
+    runs = {"moco": (train_moco(sub, steps=2, batch_size=32, queue_size=64, progress=False, out_dir=tmp_path / "m"),
+                     "head_q", tmp_path / "m"),
+            "cmsf": (M.train_cmsf(sub, steps=2, batch_size=32, bank_size=64, progress=False, out_dir=tmp_path / "c"),
+                     "projector", tmp_path / "c")}
+    for name, (res, head, out) in runs.items():
+        got = embed_dataset(sub, encoder=f"ckpt:{out / 'model.pt'}", pca=None, features="head", progress=False)
+        with torch.no_grad():
+            raw = torch.from_numpy(extract_features(res.net, sub))
+            want = l2_normalize(res.extras[head].eval()(raw).numpy())  # embeddings are L2-normalised
+        assert got.shape == want.shape and np.allclose(got, want, atol=1e-5), name

@@ -7,8 +7,9 @@ Encoders (``ENCODERS``): ``pixels`` (pixels in [0, 1], optionally PCA to ``pca``
 features, the ``clip`` extra); ``ckpt:<path>``, a kit-trained model (:func:`uslkit.train.models.load_model`,
 plain non-EMA weights) in eval mode on :func:`uslkit.train.augment.test_transform` images, returning the
 backbone's pooled features ``model.features(x)`` (``features="backbone"``, default) or the projection
-head's output ``projector(model.features(x))`` (``features="head"``; SimCLR's MLP, stored in its
-``model.pt``); its sidecar records the checkpoint's sha256 and arch.
+head's output ``projector(model.features(x))`` (``features="head"``; the MLP a SimCLR, MSF or CMSF run stores
+as ``projector``, a MoCo v2 run as ``head_q``, in its ``model.pt``); its sidecar records the checkpoint's sha256
+and arch.
 
 Every output is float32 ``(n, dim)``, L2-normalised row-wise, row ``i`` = sample id ``dataset.ids[i]``.
 Features each selection method was run on: USL (Wang, Lian & Yu 2022) on the L2-normalised projection-head
@@ -251,36 +252,69 @@ def _ckpt_params(path: Path, features: str) -> dict[str, Any]:
     return params
 
 
+#: the projection heads a kit run exports, by child name: SimCLR's, MSF's and CMSF's ``projector``
+#: (Linear-BN-ReLU-Linear), MoCo v2's ``head_q`` (Linear-ReLU-Linear)
+_HEADS = ("projector", "head_q")
+
+
 def _head_state(obj: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The projection head's weights in a read checkpoint: ``extra["extras"]["projector"]`` of a model file
-    (what a SimCLR run writes), ``extras["projector"]`` of a training state; ``ValueError`` when absent."""
+    """The projection head's weights in a read checkpoint: ``extra["extras"][name]`` of a model file (what a
+    SimCLR, MoCo, MSF or CMSF run writes), ``extras[name]`` of a training state, ``name`` in :data:`_HEADS`;
+    ``ValueError`` when absent."""
     extras = obj.get("extras") or (obj.get("extra") or {}).get("extras") or {}
-    state = extras.get("projector") if isinstance(extras, dict) else None
-    if not isinstance(state, dict) or not state:
+    state = next((extras[n] for n in _HEADS if isinstance(extras, dict) and isinstance(extras.get(n), dict)
+                  and extras[n]), None)
+    if state is None:
         learner = (obj.get("extra") or {}).get("learner") or (obj.get("config") or {}).get("learner")
         raise ValueError(
-            f"checkpoint {path} has no projection head (learner {learner!r}, format {obj['format']!r}); a SimCLR "
-            "run's model.pt or state.pt holds one; use features='backbone' for the pooled features"
+            f"checkpoint {path} has no projection head (learner {learner!r}, format {obj['format']!r}); a SimCLR, "
+            "MoCo, MSF or CMSF run's model.pt or state.pt holds one; use features='backbone' for the pooled features"
         )
     return state
 
 
 def _projection(net, path: Path):
-    """``SimCLRModule(net)`` with the checkpoint's projector loaded: ``(module, proj_dim)``."""
+    """``net`` followed by the checkpoint's projection head: ``(module, proj_dim)``. The head is rebuilt from its
+    weights: a ``Linear`` at each index with a 2-d ``weight``, a ``BatchNorm1d`` at each with running statistics,
+    a ``ReLU`` at each index without parameters (the heads of :data:`_HEADS`)."""
+    import torch
+    from torch import nn
+
     from .train.models import read_checkpoint
-    from .train.simclr import SimCLRModule
 
     state = _head_state(read_checkpoint(path), path)
-    mats = [v for k, v in state.items() if k.endswith("weight") and getattr(v, "ndim", 0) == 2]
     try:
-        hidden, proj_dim = int(mats[0].shape[0]), int(mats[-1].shape[0])
-        module = SimCLRModule(net, proj_dim=proj_dim, hidden=hidden)
-        module.projector.load_state_dict(state)
-    except (IndexError, RuntimeError) as e:
+        idx = sorted({int(k.split(".", 1)[0]) for k in state})
+        layers = []
+        for i in range(idx[-1] + 1):
+            w = state.get(f"{i}.weight")
+            if w is None:
+                layers.append(nn.ReLU())
+            elif f"{i}.running_mean" in state:
+                layers.append(nn.BatchNorm1d(int(w.shape[0])))
+            elif getattr(w, "ndim", 0) == 2:
+                layers.append(nn.Linear(int(w.shape[1]), int(w.shape[0]), bias=f"{i}.bias" in state))
+            else:
+                raise ValueError(f"layer {i} is neither Linear nor BatchNorm1d")
+        head = nn.Sequential(*layers)
+        head.load_state_dict(state)
+        proj_dim = int(next(m for m in reversed(layers) if isinstance(m, nn.Linear)).out_features)
+        if not isinstance(layers[0], nn.Linear) or layers[0].in_features != net.feat_dim:
+            raise ValueError(f"its first layer does not take the {net.feat_dim}-d features")
+    except (IndexError, RuntimeError, ValueError, StopIteration) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"checkpoint {path}: its projection head is not SimCLR's Linear-BN-ReLU-Linear MLP over "
-                         f"{net.feat_dim}-d features ({first})") from e
-    return module, proj_dim
+        raise ValueError(f"checkpoint {path}: its projection head is not an MLP of Linear, BatchNorm1d and ReLU "
+                         f"layers over {net.feat_dim}-d features ({first})") from e
+
+    class _Projected(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net, self.projector = net, head
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.projector(self.net.features(x))
+
+    return _Projected(), proj_dim
 
 
 def _ckpt_features(dataset, encoder: str, *, image_size, batch_size: int, device, progress: bool,
