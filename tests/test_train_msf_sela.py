@@ -145,9 +145,11 @@ def test_semi_supervised_cmsf_trains_the_pseudo_labeller_and_constrains(small):
     first, last = _first_last(res)
     assert last < first
     assert res.history[-1]["confident"] > 0  # the MLP labels some unlabelled samples confidently
-    labelled = mem.bank_label[mem.bank_idx >= 0]
-    assert (labelled >= -1).all() and (labelled >= 0).any()
-    assert res.extras["memory"].head.training is False
+    given = mem.given[mem.bank_idx.clamp(min=0)]
+    in_file = (mem.bank_idx >= 0) & (given >= 0)
+    assert in_file.any() and torch.equal(mem.bank_label[in_file], given[in_file])  # the file's labels reach the bank
+    pseudo = (mem.bank_idx >= 0) & (given < 0) & (mem.bank_label >= 0)
+    assert pseudo.any()  # and confident pseudo-labels of unlabelled images
 
 
 def test_a_few_steps_reduce_the_sela_loss_between_label_updates(small, tmp_path):
@@ -180,9 +182,10 @@ def _kill_at(monkeypatch, module, name, call):
 def test_resume_after_a_kill_equals_an_uninterrupted_run(small, tmp_path, monkeypatch, learner):
     sub, sel = small
     if learner == "sela":
-        run = lambda out: S.train_sela(sub, steps=10, batch_size=64, heads=2, clusters=10, label_updates=4,  # noqa
+        assert S.label_update_steps(10, 64, 256, 8) == [0, 3, 5, 7, 9]  # two of them after the resume at 6
+        run = lambda out: S.train_sela(sub, steps=10, batch_size=64, heads=2, clusters=10, label_updates=8,  # noqa
                                        seed=1, progress=False, ckpt_every=3, out_dir=out)
-        module, name, call = S, "sela_loss", 8  # step 7: resumes from 6, re-labels at 7 (the 4 updates: 0, 3, 5, 7)
+        module, name, call = S, "sela_loss", 8  # killed in step 7: resumes from 6
     else:
         kw = {"constraint": "km", "km_clusters": 8} if learner == "km" else {"constraint": "labels", "labels": sel,
                                                                           "pseudo_epochs": 20}
@@ -274,14 +277,37 @@ def test_the_command_line_trains_cmsf_from_a_labels_file(digits, selection, tmp_
     assert "test" in err and "needs a labels file (labels=..., --labels on the command line)" in err
 
 
-def test_2q_caches_the_previous_visits_target_of_every_image(small):
+def test_2q_searches_near_the_previous_visits_target(small, monkeypatch):
+    """The 2Q constraint compares each sample's target of its previous visit (the bank row of the previous epoch)
+    with the bank samples' previous targets, as the reference's two-slot cache."""
     sub, _ = small
     sub = sub.subset(np.arange(64))
+    seen = []
+    real = M.two_queue_constraint
+    monkeypatch.setattr(M, "two_queue_constraint",
+                        lambda bp, mp, bi, **k: seen.append(bp.clone()) or real(bp, mp, bi, **k))
     res = M.train_cmsf(sub, steps=2, batch_size=64, bank_size=128, seed=0, progress=False)
     mem = res.extras["memory"]
     first, second = slice(0, 64), slice(64, 128)  # the bank, written modulo its length: step 0, then step 1
+    order = torch.argsort(mem.bank_idx[second])  # step 1's batch order, by image
+    by_image = torch.empty_like(mem.bank[first])
+    by_image[mem.bank_idx[first]] = mem.bank[first]  # each image's target at step 0
+    assert torch.equal(seen[1][order], by_image[mem.bank_idx[second]][order])  # step 1 searched from step 0's
     assert torch.equal(mem.prev[mem.bank_idx[first]], mem.bank[first])  # M': the previous augmentation
     assert torch.equal(mem.last[mem.bank_idx[second]], mem.bank[second])
+
+
+def test_an_image_twice_in_a_batch_caches_its_later_target(small):
+    assert M._last_occurrence(torch.tensor([3, 1, 3, 0, 1])).tolist() == [False, False, True, True, True]
+    sub, _ = small
+    sub = sub.subset(np.arange(100))  # batches of 64 cross epoch boundaries: some images appear twice
+    a = M.train_cmsf(sub, steps=5, batch_size=64, bank_size=1024, seed=0, progress=False)
+    b = M.train_cmsf(sub, steps=5, batch_size=64, bank_size=1024, seed=0, progress=False)
+    assert _same_weights(a.extras["memory"], b.extras["memory"])
+    mem = a.extras["memory"]
+    rows = torch.arange(5 * 64)
+    latest = torch.full((100,), -1, dtype=torch.long).scatter_reduce(0, mem.bank_idx[rows], rows, reduce="amax")
+    assert torch.equal(mem.last, mem.bank[latest])  # every image's cache is its latest target
 
 
 def test_the_crop_view_is_the_simclr_crop_without_colour_changes():
@@ -295,49 +321,60 @@ def test_the_crop_view_is_the_simclr_crop_without_colour_changes():
     assert not torch.allclose(BatchAugment("rgb32", "simclr")(x, seeds)[:, :, 0, 0], crop[:, :, 0, 0])
     one = crop_transform("rgb32")(x[0])
     assert torch.allclose(one, crop[0], atol=1e-6)
+    ramp = (torch.arange(32, dtype=torch.uint8) * 8).repeat(1, 32, 1)  # (1, 32, 32) horizontal ramp
+    torch.manual_seed(0)
+    views = [crop_transform("grey28")(ramp) for _ in range(4)]
+    assert not all(torch.equal(views[0], v) for v in views[1:])  # the per-sample path crops too
     ramp = torch.arange(32, dtype=torch.uint8).repeat(1, 1, 32, 1) * 8  # a horizontal ramp: the crop shows
     assert not torch.equal(BatchAugment("grey28", "crop")(ramp, [0])[0], BatchAugment("grey28", "test")(ramp, [0])[0])
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_keep_one_bank_and_one_pseudo_labeller(torchrun, tmp_path, selection):
-    """torchrun --nproc_per_node=2 on CPU (gloo): every process writes the targets of both into its bank and caches
-    and trains the same pseudo-label MLP, so banks, caches, heads and weights are equal on both ranks."""
-    from uslkit.labels import save_selection
-
-    save_selection(selection, tmp_path / "sel.json")
-    out = torchrun(f"""
+def test_ddp_two_processes_keep_one_bank_and_one_pseudo_labeller(torchrun):
+    """torchrun --nproc_per_node=2 on CPU (gloo): every process writes the targets of both into its bank and caches,
+    clusters the same cache (KM, at the epoch end: step 4) and trains the same pseudo-label MLP (every 2 steps), so
+    banks, caches, clusters, heads and weights are equal on both ranks."""
+    out = torchrun("""
         import hashlib, os, sys
+        import numpy as np
         import torch
         from uslkit.data import load_dataset
+        from uslkit.labels import annotate, make_selection
         from uslkit.train.msf import train_cmsf
-        train = load_dataset("digits", "train")
+        train = load_dataset("digits", "train").subset(np.arange(128))  # one epoch = 4 steps of 32
+        sel = annotate(make_selection(np.arange(0, 128, 8), dataset=train, method="test", seed=0), train)
         h = []
-        for constraint in ("2q", "labels"):
-            extra = dict(pseudo_epochs=5) if constraint == "labels" else {{}}
-            res = train_cmsf(train, "{tmp_path / 'sel.json'}" if constraint == "labels" else None, steps=4,
-                             batch_size=32, bank_size=96, constraint=constraint, seed=0, progress=False,
-                             out_dir=os.path.join(sys.argv[1], constraint), log_every=1, **extra)
+        for constraint, extra in (("2q", {}), ("km", {"km_clusters": 8}), ("labels", {"pseudo_epochs": 5})):
+            res = train_cmsf(train, sel if constraint == "labels" else None, steps=6, batch_size=32, bank_size=96,
+                             constraint=constraint, seed=0, progress=False, log_every=1,
+                             out_dir=os.path.join(sys.argv[1], constraint), **extra)
+            mem = res.extras["memory"]
+            if constraint == "km":
+                assert (mem.assign >= 0).all()
+            if constraint == "labels":
+                assert mem.sup_seen.all()
             # parameters (BN running statistics are each process's own), the bank, caches and pseudo-labeller
-            tensors = [*res.net.parameters(), *res.extras["target"].parameters(),
-                       *res.extras["memory"].state_dict().values()]
+            tensors = [*res.net.parameters(), *res.extras["target"].parameters(), *mem.state_dict().values()]
             h.append(hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in tensors)).hexdigest())
         open(os.path.join(sys.argv[1], "rank%s.txt" % os.environ["RANK"]), "w").write(" ".join(h))
         torch.distributed.destroy_process_group()
     """)
     assert (out / "rank0.txt").read_text() == (out / "rank1.txt").read_text()
-    assert (out / "2q" / "model.pt").exists() and (out / "labels" / "model.pt").exists()
+    assert all((out / c / "model.pt").exists() for c in ("2q", "km", "labels"))
 
 
 @pytest.mark.slow
 def test_ddp_sela_takes_the_first_process_labels(torchrun):
+    """A label update after step 0 (step 4), when the processes' BN statistics differ: both take rank 0's labels."""
+    assert S.label_update_steps(6, 32, 128, 4) == [0, 4]
     out = torchrun("""
         import hashlib, os, sys
+        import numpy as np
         import torch
         from uslkit.data import load_dataset
         from uslkit.train.sela import train_sela
-        res = train_sela(load_dataset("digits", "train"), steps=4, batch_size=32, heads=2, clusters=10,
-                         label_updates=3, seed=0, progress=False, out_dir=sys.argv[1], log_every=1)
+        res = train_sela(load_dataset("digits", "train").subset(np.arange(128)), steps=6, batch_size=32, heads=2,
+                         clusters=10, label_updates=4, seed=0, progress=False, out_dir=sys.argv[1], log_every=1)
         tensors = [*res.net.parameters(), *res.extras["heads"].parameters(), res.extras["state"].labels]
         h = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in tensors)).hexdigest()
         open(os.path.join(sys.argv[1], "rank%s.txt" % os.environ["RANK"]), "w").write(h)

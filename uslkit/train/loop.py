@@ -22,7 +22,8 @@
 
 Files in ``out_dir``: ``config.json``, ``state.pt`` (resumable), ``history.json``, and at the end
 ``model.pt`` (+ ``model_ema.pt``; :func:`uslkit.train.models.load_model` reads them) and ``results.json``. A
-module's ``NOT_EXPORTED`` children (training state: a momentum encoder, a memory bank) are in ``state.pt`` only.
+module's ``NOT_EXPORTED`` children (training state: a momentum encoder, a memory bank) are in ``state.pt`` only,
+and a finished run loaded again returns no such ``extras``.
 """
 
 from __future__ import annotations
@@ -419,8 +420,10 @@ def _batch_len(batch) -> int:
 
 def _ddp_ignore_training_state(module) -> None:
     """Keep DDP away from the ``NOT_EXPORTED`` and ``KEPT_IN_SYNC`` children (a momentum encoder, a memory bank,
-    pseudo-labels): the learner keeps them equal on every process itself (updates from gathered rows, a broadcast),
-    so DDP neither reduces nor re-broadcasts them at every forward (a bank or a per-image cache can be gigabytes)."""
+    pseudo-labels): the learner keeps their parameters and state equal on every process itself (EMA of the synced
+    weights, updates from gathered rows, a broadcast), so DDP neither reduces nor re-broadcasts them at every forward
+    (a bank or a per-image cache can be gigabytes). A momentum encoder's BN running statistics stay each process's
+    own (it runs in train mode, on batch statistics)."""
     children = dict.fromkeys([*getattr(module, "NOT_EXPORTED", ()), *getattr(module, "KEPT_IN_SYNC", ())])
     names = [f"{child}.{n}" for child in children
              for n, _ in [*getattr(module, child).named_parameters(), *getattr(module, child).named_buffers()]]
@@ -560,4 +563,5 @@ def _load_finished(out: Path, module, ema, device, info) -> TrainResult:
     module.eval()
     history = _io.read_json(out / "history.json") if (out / "history.json").exists() else []
     return TrainResult(net=module.net, ema=ema_net, history=history, metrics=res.get("metrics", {}), out_dir=out,
-                       step=int(res["config"]["steps"]), reused=True, extras=_extras(module))
+                       step=int(res["config"]["steps"]), reused=True,
+                       extras={n: c for n, c in _extras(module).items() if n in extras})  # NOT_EXPORTED: not kept

@@ -22,10 +22,15 @@ Self-supervised CMSF averages its loss with MSF's (the paper's "CMSF loss added 
 constrained (``purity_c``) and unconstrained (``purity_msf``) top-k of the targets (the paper's Fig. 5); those
 labels are never used by the loss.
 
-Deviations: the bank is written modulo its length (any ``bank_size``; the reference needs a multiple of the batch);
-when ``C`` holds fewer than ``k`` samples the nearest others fill the top-k (the reference's distance-5 mask
-does the same up to ties); no ShuffleBN across processes under DDP (one process: the reference's shuffle within
-a batch changes nothing); the learning rate is a per-step cosine (the reference's is per epoch).
+Deviations: the bank is written modulo its length (any ``bank_size`` of at least a batch; the reference needs a
+multiple of the batch); when ``C`` holds fewer than ``k`` samples the nearest others fill the top-k (the
+reference's distance-5 mask does the same up to ties); no ShuffleBN across processes under DDP (one process: the
+reference's shuffle within a batch changes nothing); the learning rate is a per-step cosine (the reference's is per
+epoch); an image met twice in one batch (a batch across an epoch boundary) caches its later target. Semi-supervised:
+the pseudo-label MLP trains on the latest target of each labelled image seen so far (the reference: a FIFO of
+labelled targets, random rows labelled 0 in the first epoch) at a constant learning rate (the reference's drops at
+epochs 15/30/40 of its 10). The per-image caches (``"2q"``, ``"km"``: ``n x proj_dim`` floats, two for 2Q) live on
+the training device and in ``state.pt`` (the paper keeps them in CPU memory): about 5 GB for 2Q on ImageNet.
 """
 
 from __future__ import annotations
@@ -209,6 +214,9 @@ def train_msf(dataset, config: MSFConfig | None = None, *, preset: str | None = 
         :class:`uslkit.train.loop.TrainResult`; ``net`` is the online backbone (``model.pt``, the
         ``ckpt:<path>`` encoder).
     """
+    if config is not None and type(config) is not MSFConfig:
+        raise TypeError(f"train_msf takes an MSFConfig, got {type(config).__name__} (a CMSFConfig trains with "
+                        "train_cmsf)")
     overrides, run = split_settings(MSFConfig, kwargs)
     cfg = resolve_config(MSFConfig, config, preset, overrides)
     return _train(dataset, cfg, None, "msf", run, eval_sets, arch_kwargs, batched_augment)
@@ -243,6 +251,15 @@ def train_cmsf(dataset, labels=None, config: CMSFConfig | None = None, *, preset
 
         labelled = labeled_set(labels, dataset)
     return _train(dataset, cfg, labelled, "cmsf", run, eval_sets, arch_kwargs, batched_augment)
+
+
+def _last_occurrence(idx: torch.Tensor) -> torch.Tensor:
+    """Bool mask of the rows of ``idx`` (int64 ``(B,)``) that hold the last occurrence of their value, so that an
+    indexed write ``t[idx[mask]] = v[mask]`` is defined when a batch meets an image twice."""
+    order = torch.arange(idx.numel(), device=idx.device)
+    last = torch.full((int(idx.max()) + 1,), -1, dtype=torch.long, device=idx.device).scatter_reduce(
+        0, idx, order, reduce="amax")
+    return last[idx] == order
 
 
 def _epoch_starts(step: int, batch_size: int, n: int, per_epoch: int = 1) -> bool:
@@ -325,19 +342,21 @@ def _train(dataset, cfg: MSFConfig, labelled, learner: str, run: dict, eval_sets
                 labels_b, stats = _pseudo_labels(mem, u, idx, true, cfg.pseudo_threshold)
             u_all, idx_all, true_all = (distributed.gather_rows(t) for t in (u, idx, true))
             mem.enqueue(u_all, idx_all, true_all, None if labels_b is None else distributed.gather_rows(labels_b))
+            once = _last_occurrence(idx_all)
+            u_w, idx_w = u_all[once], idx_all[once]  # the per-image caches: one write per image
             allowed = None
             if constraint == "2q":
-                mem.prev[idx_all] = mem.last[idx_all]
-                mem.last[idx_all] = u_all
+                mem.prev[idx_w] = mem.last[idx_w]
+                mem.last[idx_w] = u_w
                 allowed = two_queue_constraint(mem.prev[idx], mem.prev[mem.bank_idx.clamp(min=0)], mem.bank_idx,
                                                topk_prime=cfg.topk_prime)
             elif constraint == "km":
-                mem.last[idx_all] = u_all
+                mem.last[idx_w] = u_w
                 allowed = km_constraint(idx, mem.bank_idx, mem.assign)
             elif constraint == "labels":
-                known = mem.slot[idx_all] >= 0
-                mem.sup_feats[mem.slot[idx_all][known]] = u_all[known]
-                mem.sup_seen[mem.slot[idx_all][known]] = True
+                known = mem.slot[idx_w] >= 0
+                mem.sup_feats[mem.slot[idx_w][known]] = u_w[known]
+                mem.sup_seen[mem.slot[idx_w][known]] = True
                 allowed = label_constraint(labels_b, mem.bank_label)
         bank = mem.bank.clone()
         loss_c, index_c = mean_shift_loss(v, u, bank, topk=topk, allowed=allowed)
@@ -376,7 +395,8 @@ def _pseudo_labels(mem: _Memory, u, idx, true, threshold: float):
     ``threshold``, else -1; with the share of confident unlabelled samples and their accuracy (when known)."""
     was = mem.head.training
     mem.head.eval()
-    prob = F.softmax(mem.head(u), dim=1)
+    with torch.autocast(u.device.type, enabled=False):
+        prob = F.softmax(mem.head(u.float()), dim=1)
     mem.head.train(was)
     conf, pred = prob.max(dim=1)
     given = mem.given[idx]
@@ -406,7 +426,7 @@ def _train_head(mem: _Memory, cfg: CMSFConfig, seed: int) -> None:
     bs = min(cfg.pseudo_batch_size, seen.numel())
     gen = torch.Generator().manual_seed(seed % (2**63))
     head.train()
-    with torch.enable_grad():
+    with torch.enable_grad(), torch.autocast(feats.device.type, enabled=False):  # float32 even inside AMP steps
         for _ in range(cfg.pseudo_epochs):
             perm = torch.randperm(seen.numel(), generator=gen).to(feats.device)
             for b in range(math.floor(seen.numel() / bs)):

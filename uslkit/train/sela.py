@@ -5,13 +5,17 @@ head against its pseudo-labels, averaged over heads (paper eq. 3; the reference 
 pseudo-labels start as a seeded random equipartition (``i % K``, permuted) and are re-optimised ``label_updates``
 times during training by Sinkhorn-Knopp (:func:`uslkit.cluster.sinkhorn_knopp`, eqs. 6-8: ``Q = diag(c)
 P^lambda diag(r)`` with ``P`` the head's softmax over the pool, hard labels ``argmax Q``), at the reference's
-times: sample counts ``(E + 1.0001) N t_j`` for ``t_j`` evenly spaced in [0, 1] (``"linear"``, CIFAR) or its
-squares (``"quadratic"``, ImageNet), each done at the first step after it, one per step. ``heads_per_update``:
-``"all"`` heads (ImageNet) or head ``epoch % heads`` (CIFAR).
+times: sample counts ``(E + 1.0001) N t_j`` for ``t_j`` evenly spaced in [0, 1] (``"linear"``, CIFAR) or
+``(E + 1.01) N t_j^2`` (``"quadratic"``, ImageNet), each done at the first step after it, one per step.
+``heads_per_update``: ``"all"`` heads (ImageNet) or head ``epoch % heads`` (CIFAR).
 
 Deviations: ``P`` comes from the un-augmented images with the network in eval mode (the reference passes the
-training loader's augmented images in train mode); the CIFAR views are the kit's ``"simclr"`` policy (jitter with
-probability 0.8 and hue 0.1 where the reference always jitters with hue 0.4).
+training loader's augmented images in train mode), in float32 even under AMP; the
+CIFAR views are the kit's ``"simclr"`` policy (jitter with probability 0.8 and hue 0.1 where the reference always
+jitters with hue 0.4); the ``"step"`` schedule drops at 40/60/80 % of training (the CIFAR code's 160/240/320 of
+400 epochs; the ImageNet code drops at epochs 150/300/350). Under torchrun the first process computes the labels
+and broadcasts them while the others wait: at ImageNet size (a pass over 1.28M images and Sinkhorn per head) that
+wait can outlast the process group's timeout, which must then be raised.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ def label_update_steps(steps: int, batch_size: int, n: int, updates: int, spacin
     t = np.linspace(0.0, 1.0, updates)
     if spacing == "quadratic":
         t = t**2
-    times = (epochs + 1.0001) * n * t  # in samples seen, the reference's niter * batch_size >= time
+    times = (epochs + (1.01 if spacing == "quadratic" else 1.0001)) * n * t  # samples seen: niter * B >= time
     out, last = [], -1
     for when in times:
         s = max(int(math.ceil(when / batch_size)), last + 1)
@@ -151,14 +155,15 @@ def train_sela(dataset, config: SeLaConfig | None = None, *, preset: str | None 
                 torch.distributed.broadcast(core.state.labels, src=0)
                 return
         device = next(core.parameters()).device
-        feats = torch.from_numpy(extract_features(core.net, dataset, kind=kind, device=device))
-        which = range(cfg.heads) if cfg.heads_per_update == "all" else [int(step * batch_size // n) % cfg.heads]
-        for h in which:
-            head = core.heads[h]
-            with torch.no_grad():
-                logits = (feats.to(device) @ head.weight.T + head.bias).double().cpu().numpy()
-            new, _ = sinkhorn_knopp(logits, lam=cfg.lam, tol=cfg.sk_tol)
-            core.state.labels[h] = torch.from_numpy(new).to(core.state.labels.device)
+        # float32 even inside an AMP step: P^lambda magnifies the logits' rounding lambda-fold
+        with torch.autocast(device.type, enabled=False), torch.no_grad():
+            feats = torch.from_numpy(extract_features(core.net, dataset, kind=kind, device=device)).to(device)
+            which = range(cfg.heads) if cfg.heads_per_update == "all" else [int(step * batch_size // n) % cfg.heads]
+            for h in which:
+                head = core.heads[h]
+                logits = (feats @ head.weight.T + head.bias).double().cpu().numpy()
+                new, _ = sinkhorn_knopp(logits, lam=cfg.lam, tol=cfg.sk_tol)
+                core.state.labels[h] = torch.from_numpy(new).to(core.state.labels.device)
         if distributed.dist_on():
             torch.distributed.broadcast(core.state.labels, src=0)
 

@@ -437,7 +437,8 @@ def simclr_transform(kind: str, *, crop_scale: tuple[float, float] | None = None
 
 def crop_transform(kind: str, *, crop_scale: tuple[float, float] | None = None):
     """The ``"crop"`` view: the SimCLR view's ``RandomResizedCrop`` and horizontal flip only (no colour). MSF's and
-    CMSF's weak (target) view (Koohpayegani et al. 2021, Sec. 4; the reference ``augmentation_weak``)."""
+    CMSF's weak (target) view (Koohpayegani et al. 2021, Sec. 4): the reference's ``augmentation_weak`` with
+    ``crop_scale=(0.2, 1)`` (the default of the small kinds; ``imagenet`` defaults to SimCLR's (0.08, 1))."""
     pol = simclr_policy(kind, crop_scale=crop_scale)
     if kind == "imagenet":
         crop: Any = v2.RandomResizedCrop(IMAGENET_SIZE, scale=pol.crop_scale, antialias=True)
