@@ -75,6 +75,17 @@ class LearnerConfig:
             raise ValueError(f"{self.LEARNER} needs " + " and ".join(" or ".join(g) for g in missing)
                              + f" (or a preset that sets it: {presets})")
 
+    def _check_length(self) -> None:
+        """Validate the ``steps`` / ``epochs`` pair of a config that has both: at most one, a positive int / float."""
+        from .._validate import check_float
+
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give exactly one of steps and epochs")
+        if self.steps is not None:
+            check_positive_int(self.steps, name="steps")
+        if self.epochs is not None:
+            check_float(self.epochs, name="epochs", low=0.0, low_open=True)
+
     def run_params(self) -> dict[str, Any]:
         """The fields as the run folder records them (tuples as lists; see :func:`recorded_if_changed`)."""
         out = {}
@@ -301,12 +312,7 @@ class SimCLRConfig(LearnerConfig):
             from .augment import check_crop_scale
 
             object.__setattr__(self, "crop_scale", check_crop_scale(self.crop_scale))
-        if self.steps is not None and self.epochs is not None:
-            raise ValueError("give exactly one of steps and epochs")
-        if self.steps is not None:
-            check_positive_int(self.steps, name="steps")
-        if self.epochs is not None and not self.epochs > 0:
-            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        self._check_length()
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 <= self.jitter_strength <= 2.5:  # torchvision caps the hue factor 0.2 s at 0.5
@@ -581,13 +587,10 @@ class MSFConfig(LearnerConfig):
 
         for name in ("batch_size", "bank_size"):
             check_positive_int(getattr(self, name), name=name)
-        for name in ("topk", "proj_dim", "proj_hidden", "steps"):
+        for name in ("topk", "proj_dim", "proj_hidden"):
             if getattr(self, name) is not None:
                 check_positive_int(getattr(self, name), name=name)
-        if self.steps is not None and self.epochs is not None:
-            raise ValueError("give exactly one of steps and epochs")
-        if self.epochs is not None:
-            check_float(self.epochs, name="epochs", low=0.0, low_open=True)
+        self._check_length()
         if self.lr is not None:
             check_float(self.lr, name="lr", low=0.0, low_open=True)
         check_float(self.weight_decay, name="weight_decay", low=0.0)
@@ -750,12 +753,7 @@ class SeLaConfig(LearnerConfig):
         for name in ("batch_size", "heads", "label_updates"):
             check_positive_int(getattr(self, name), name=name)
         check_positive_int(self.clusters, name="clusters", minimum=2)
-        if self.steps is not None and self.epochs is not None:
-            raise ValueError("give exactly one of steps and epochs")
-        if self.steps is not None:
-            check_positive_int(self.steps, name="steps")
-        if self.epochs is not None:
-            check_float(self.epochs, name="epochs", low=0.0, low_open=True)
+        self._check_length()
         for name in ("lr", "lam", "sk_tol"):
             check_float(getattr(self, name), name=name, low=0.0, low_open=True)
         check_float(self.weight_decay, name="weight_decay", low=0.0)
@@ -853,12 +851,7 @@ class USLTConfig(LearnerConfig):
         for name in ("heads", "batch_size", "knn_k"):
             check_positive_int(getattr(self, name), name=name)
         check_positive_int(self.reseed_after, name="reseed_after", minimum=0)
-        if self.steps is not None and self.epochs is not None:
-            raise ValueError("give exactly one of steps and epochs")
-        if self.steps is not None:
-            check_positive_int(self.steps, name="steps")
-        if self.epochs is not None:
-            check_float(self.epochs, name="epochs", low=0.0, low_open=True)
+        self._check_length()
         for name in ("lr", "sharpen_t", "cosine_scale"):
             check_float(getattr(self, name), name=name, low=0.0, low_open=True)
         for name in ("weight_decay", "alpha", "local_weight", "reseed_low"):
@@ -961,12 +954,7 @@ class MoCoConfig(LearnerConfig):
         if self.proj_hidden is not None:
             check_positive_int(self.proj_hidden, name="proj_hidden")
         check_positive_int(self.warmup_steps, name="warmup_steps", minimum=0)
-        if self.steps is not None and self.epochs is not None:
-            raise ValueError("give exactly one of steps and epochs")
-        if self.steps is not None:
-            check_positive_int(self.steps, name="steps")
-        if self.epochs is not None:
-            check_float(self.epochs, name="epochs", low=0.0, low_open=True)
+        self._check_length()
         if self.lr is not None:
             check_float(self.lr, name="lr", low=0.0, low_open=True)
         check_float(self.momentum, name="momentum", low=0.0, high=1.0, high_open=True)
