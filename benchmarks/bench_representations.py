@@ -248,10 +248,21 @@ def markdown(res) -> str:
         cells += [_ms(ev["picks"].get(f"{m}_b{b}")) for m in METHODS for b in BUDGETS]
         cells += [f"{100 * ev['probe_usl40']:.1f}", f"{100 * ev['nn1_usl40']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    purity = []
+    for name, rec in res.get("runs", {}).items():
+        last = next((h for h in reversed(rec.get("history_tail", [])) if "purity_msf" in h), None)
+        if last:
+            purity.append(f"{name} {100 * last['purity_msf']:.1f}" + (
+                f" / {100 * last['purity_c']:.1f}" if "purity_c" in last else ""))
+    if purity:
+        lines += ["", "Top-k purity of the targets' neighbours at the last logged step, whole bank / constraint set "
+                      "(the paper's Fig. 5; true labels read for this log only): " + ", ".join(purity) + "."]
     cal = res.get("calibration", {})
     if cal:
-        lines += ["", "Calibration (seconds per step, median of a 30-step probe run alone): " + ", ".join(
-            f"{k} {v['seconds_per_step']:.3f}" for k, v in cal.items()) + "."]
+        lines += ["", "Calibration (seconds per step, median of a 30-step probe run alone; SeLa also pays "
+                      f"{cal.get('sela', {}).get('label_update_s', 0):.1f} s per label update): " + ", ".join(
+            f"{k} {v['seconds_per_step']:.3f}" for k, v in cal.items()) + ". `train s` is the wall time of the run, "
+                      "longer than the budget where other work shared the 2 cores (the steps were fixed beforehand)."]
     return "\n".join(lines) + "\n"
 
 
