@@ -88,6 +88,13 @@ def labels_file(args, res, train, x_pca):
     return path
 
 
+def _inputs(args, res):
+    """``(train, test, x_pca, x_pca_test, labels file)``: the splits, their PCA-64 embedding and the 40 USL labels."""
+    train, test = load(args)
+    x_pca, x_pca_te = pca_embeddings(train, test)
+    return train, test, x_pca, x_pca_te, labels_file(args, res, train, x_pca)
+
+
 def _run(args, name, train, labels, *, steps, out_dir=None, log_every=50, **extra):
     from uslkit.train.registry import LEARNERS as REG
 
@@ -104,25 +111,23 @@ def _run(args, name, train, labels, *, steps, out_dir=None, log_every=50, **extr
 def stage_calibrate(args, res):
     from uslkit.train.registry import LEARNERS as REG
 
-    train, test = load(args)
-    x_pca, _ = pca_embeddings(train, test)
-    labels = labels_file(args, res, train, x_pca)
+    train, _, _, _, labels = _inputs(args, res)
     cal = res.setdefault("calibration", {})
     for name in args.learners:
         if name in cal and not args.quick:
             continue
         probe = 4 if args.quick else 30
+        reg, _, preset = LEARNERS[name]
         t0 = time.perf_counter()
         # SeLa's probe re-labels at step 0 only: that step's extra time is the cost of one update
-        once = {"label_updates": 1} if LEARNERS[name][0] == "sela" else {}
+        once = {"label_updates": 1} if reg == "sela" else {}
         r = _run(args, name, train, labels, steps=probe, log_every=1, **once)
         wall = time.perf_counter() - t0
-        reg, _, preset = LEARNERS[name]
         bs = 64 if args.quick else REG[reg].config.preset(preset).batch_size
         per = [bs / h["samples_per_s"] for h in r.history if "samples_per_s" in h]
         step_s = statistics.median(per[1:]) if len(per) > 1 else per[0]
         rec = {"probe_steps": probe, "seconds_per_step": step_s, "probe_wall_s": wall, "first_step_s": per[0]}
-        if LEARNERS[name][0] == "sela":  # step 0 also ran a label update: its extra cost, paid by every update
+        if reg == "sela":  # step 0 also ran a label update: its extra cost, paid by every update
             rec["label_update_s"] = max(0.0, per[0] - step_s)
         cal[name] = rec
         log(f"calibrate {name}: {step_s:.3f} s/step (probe {probe} steps, {wall:.0f} s)")
@@ -140,9 +145,7 @@ def steps_for(args, res, name) -> int:
 
 
 def stage_train(args, res):
-    train, test = load(args)
-    x_pca, _ = pca_embeddings(train, test)
-    labels = labels_file(args, res, train, x_pca)
+    train, test, _, _, labels = _inputs(args, res)
     runs = res.setdefault("runs", {})
     for name in args.learners:
         if name not in res.get("calibration", {}):
@@ -206,9 +209,7 @@ def evaluate_encoder(args, encoder, train, test, labels_path, *, own_labels=Fals
 
 def stage_eval(args, res):
     """PCA-64 and the recorded SimCLR encoder (the learners are evaluated when they finish training)."""
-    train, test = load(args)
-    x_pca, x_pca_te = pca_embeddings(train, test)
-    labels = labels_file(args, res, train, x_pca)
+    train, test, x_pca, x_pca_te, labels = _inputs(args, res)
     base = res.setdefault("baselines", {})
     if "pca64" not in base:
         base["pca64"] = evaluate_embedding(args, x_pca, x_pca_te, train, test, labels)
