@@ -239,6 +239,8 @@ def test_configs_defaults_presets_and_errors():
         CMSFConfig(constraint="km", topk_prime=3)
     with pytest.raises(ValueError, match="constraint"):
         CMSFConfig(constraint="kmeans")
+    with pytest.raises(ValueError, match="topk 10 is larger than bank_size 8"):  # the derived top-k is checked too
+        CMSFConfig(constraint="labels", bank_size=8, batch_size=8)
     with pytest.raises(ValueError, match="target_view"):
         MSFConfig(target_view="weak")
     with pytest.raises(ValueError, match="heads_per_update"):

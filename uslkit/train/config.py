@@ -75,6 +75,18 @@ class LearnerConfig:
             raise ValueError(f"{self.LEARNER} needs " + " and ".join(" or ".join(g) for g in missing)
                              + f" (or a preset that sets it: {presets})")
 
+    def steps_for(self, n: int) -> int:
+        """The steps of a run over a pool of ``n`` images: ``steps``, or ``epochs * n / batch_size`` rounded (at
+        least 1), for configs with ``steps`` / ``epochs`` and ``batch_size``.
+
+        Raises:
+            ValueError: ``batch_size`` larger than the pool, or neither ``steps`` nor ``epochs`` set.
+        """
+        if self.batch_size > n:
+            raise ValueError(f"batch_size {self.batch_size} is larger than the dataset ({n} images)")
+        self.check_complete()
+        return self.steps if self.steps is not None else max(1, round(float(self.epochs) * n / self.batch_size))
+
     def _check_length(self) -> None:
         """Validate the ``steps`` / ``epochs`` pair of a config that has both: at most one, a positive int / float."""
         from .._validate import check_float
@@ -601,11 +613,16 @@ class MSFConfig(LearnerConfig):
             object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
         if self.topk is None and type(self) is MSFConfig:
             raise ValueError("topk must be a positive int (MSF has no constraint to derive it from)")
-        if self.topk is not None and self.topk > self.bank_size:
-            raise ValueError(f"topk {self.topk} is larger than bank_size {self.bank_size}")
+        if self.resolved_topk > self.bank_size:
+            raise ValueError(f"topk {self.resolved_topk} is larger than bank_size {self.bank_size}")
         if self.batch_size > self.bank_size:
             raise ValueError(f"bank_size {self.bank_size} is smaller than batch_size {self.batch_size}: the bank must "
                              "hold a whole batch of targets")
+
+    @property
+    def resolved_topk(self) -> int:
+        """``topk`` (:class:`CMSFConfig` derives it from the constraint when ``None``)."""
+        return self.topk
 
 
 _MSF_PAPER = MSFConfig(arch="resnet50", epochs=200, batch_size=256, lr=0.05, bank_size=1024000,

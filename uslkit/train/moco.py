@@ -227,12 +227,8 @@ def train_moco(
     """
     overrides, run = split_settings(MoCoConfig, kwargs)
     cfg = resolve_config(MoCoConfig, config, preset, overrides)
-    n = len(dataset)
-    batch_size = cfg.batch_size
-    if batch_size > n:
-        raise ValueError(f"batch_size {batch_size} is larger than the dataset ({n} images)")
-    cfg.check_complete()
-    steps = cfg.steps if cfg.steps is not None else max(1, round(float(cfg.epochs) * n / batch_size))
+    n, batch_size = len(dataset), cfg.batch_size
+    steps = cfg.steps_for(n)
     settings = RunSettings(steps=steps, **run)
     seed, num_workers = settings.seed, settings.num_workers
     lr = float(cfg.lr if cfg.lr is not None else 0.03 * batch_size / 256)

@@ -51,6 +51,7 @@ from .config import CMSFConfig, MSFConfig, resolve_config, split_settings
 from .loop import RunSettings, TrainResult, cosine_lr, run_loop
 from .models import build_model
 from .moco import momentum_update
+from .semi import labeled_set, monitor_labels
 
 __all__ = ["mean_shift_loss", "km_constraint", "two_queue_constraint", "label_constraint", "momentum_update",
            "MeanShiftModule", "train_msf", "train_cmsf"]
@@ -245,11 +246,7 @@ def train_cmsf(dataset, labels=None, config: CMSFConfig | None = None, *, preset
         raise ValueError("constraint='labels' needs a labels file (labels=..., --labels on the command line)")
     if cfg.constraint != "labels" and labels is not None:
         raise ValueError(f"a labels file is only read with constraint='labels' (got constraint={cfg.constraint!r})")
-    labelled = None
-    if labels is not None:
-        from .semi import labeled_set
-
-        labelled = labeled_set(labels, dataset)
+    labelled = None if labels is None else labeled_set(labels, dataset)
     return _train(dataset, cfg, labelled, "cmsf", run, eval_sets, arch_kwargs, batched_augment)
 
 
@@ -271,15 +268,10 @@ def _train(dataset, cfg: MSFConfig, labelled, learner: str, run: dict, eval_sets
            batched_augment) -> TrainResult:
     from .simclr import _knn_eval_fn
 
-    cfg.check_complete()
     n, batch_size = len(dataset), cfg.batch_size
-    if batch_size > n:
-        raise ValueError(f"batch_size {batch_size} is larger than the dataset ({n} images)")
+    steps = cfg.steps_for(n)
     constraint = getattr(cfg, "constraint", None)
-    topk = cfg.resolved_topk if constraint else cfg.topk
-    if topk > cfg.bank_size:
-        raise ValueError(f"topk {topk} is larger than bank_size {cfg.bank_size}")
-    steps = cfg.steps if cfg.steps is not None else max(1, round(float(cfg.epochs) * n / batch_size))
+    topk = cfg.resolved_topk
     settings = RunSettings(steps=steps, **run)
     seed = settings.seed
     lr = float(cfg.lr if cfg.lr is not None else 0.05 * batch_size / 256)
@@ -296,10 +288,9 @@ def _train(dataset, cfg: MSFConfig, labelled, learner: str, run: dict, eval_sets
         memory = _Memory(cfg.bank_size, proj_dim, n, constraint=constraint, num_classes=num_classes,
                          labelled=labelled, gen=gen)
         module = MeanShiftModule(net, proj_dim=proj_dim, proj_hidden=hidden, memory=memory)
-    truth = np.asarray(getattr(dataset, "labels", None) if getattr(dataset, "labels", None) is not None
-                       else np.full(n, -1), dtype=np.int64)
-    monitor = bool((truth >= 0).all())
-    views = Views(dataset, ("simclr", cfg.target_view), labels=truth if monitor else None, batched=batched_augment,
+    truth = monitor_labels(dataset, None)  # every pool label, or None: the purity log only
+    monitor = truth is not None
+    views = Views(dataset, ("simclr", cfg.target_view), labels=truth, batched=batched_augment,
                   crop_scale=cfg.crop_scale, jitter_strength=cfg.jitter_strength)
     loaders = {"unlabeled": StepLoader(views.dataset, StepStream(n, batch_size, seed=seed, stream=0),
                                        num_workers=settings.num_workers)}
@@ -308,8 +299,7 @@ def _train(dataset, cfg: MSFConfig, labelled, learner: str, run: dict, eval_sets
         km_clusters = cfg.km_clusters or max(2, round(n / 25.6))
         if km_clusters > n:
             raise ValueError(f"km_clusters {km_clusters} is larger than the dataset ({n} images)")
-    resolved = dataclasses.replace(cfg, lr=lr, proj_dim=proj_dim, proj_hidden=hidden,
-                                   **({"topk": topk} if constraint else {}),
+    resolved = dataclasses.replace(cfg, lr=lr, proj_dim=proj_dim, proj_hidden=hidden, topk=topk,
                                    **({"km_clusters": km_clusters} if constraint == "km" else {}))
     params = {k: v for k, v in resolved.run_params().items() if k not in ("arch", "steps", "epochs")}
     params.update(dataset=getattr(dataset, "name", None), split=getattr(dataset, "split", None), n=n, kind=kind,

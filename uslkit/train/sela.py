@@ -112,13 +112,10 @@ def train_sela(dataset, config: SeLaConfig | None = None, *, preset: str | None 
 
     overrides, run = split_settings(SeLaConfig, kwargs)
     cfg = resolve_config(SeLaConfig, config, preset, overrides)
-    cfg.check_complete()
     n, batch_size = len(dataset), cfg.batch_size
-    if batch_size > n:
-        raise ValueError(f"batch_size {batch_size} is larger than the dataset ({n} images)")
+    steps = cfg.steps_for(n)
     if cfg.clusters > n:
         raise ValueError(f"clusters {cfg.clusters} is larger than the dataset ({n} images)")
-    steps = cfg.steps if cfg.steps is not None else max(1, round(float(cfg.epochs) * n / batch_size))
     settings = RunSettings(steps=steps, **run)
     seed = settings.seed
     kind = image_kind(dataset)
