@@ -15,10 +15,15 @@ resumable (every finished measurement is written to the results JSON at once; ev
   probe (logistic regression) of the 40 USL labels that semi-supervised CMSF trains on. Semi-supervised CMSF uses
   those 40 labels (USL on PCA-64, seed 0: training-free, so no other training enters its budget): its budget-40
   row is those labels, and no budget-20 row exists.
+``fixmatch``: FixMatch with 40 USL labels (picked on the encoder's embedding, selection seed = run seed 0-2) from
+  the best learned encoder (``--encoder best``: the highest mean USL b=40 accuracy among the self-supervised
+  learners) for ``--fix-steps`` steps, with the parameters of the SimCLR-initialised set of that length that
+  ``bench_train_fmnist.py fixmatch`` recorded, so the two sets differ only in the encoder (init and picks).
 ``report``: re-render the RESULTS.md section from the JSON.
 
     python benchmarks/bench_representations.py calibrate
     python benchmarks/bench_representations.py train --learners msf cmsf_2q
+    python benchmarks/bench_representations.py fixmatch --fix-steps 1000
     python benchmarks/bench_representations.py train --quick       # seconds: every code path, 2,000 images
 
 Paper scale on a GPU: ``uslkit train cmsf --dataset imagenet --preset paper`` (``--param constraint=km``),
@@ -36,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import machine, update_section
-from bench_train_fmnist import load, pca_embeddings
+from bench_train_fmnist import FIX_BUDGET, fixmatch_runs, fixmatch_set, load, pca_embeddings
 
 from uslkit import _io
 
@@ -227,6 +232,75 @@ def _ms(values, scale=100.0) -> str:
     return f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
 
 
+def best_encoder(res) -> str:
+    """The self-supervised learner with the highest mean USL b=40 1-NN accuracy (FixMatch's budget)."""
+    scored = {name: statistics.mean(rec["eval"]["picks"][f"usl_b{FIX_BUDGET}"])
+              for name, rec in res.get("runs", {}).items() if name != "cmsf_labels" and "eval" in rec}
+    if not scored:
+        raise SystemExit("no evaluated learner yet: run the train stage first")
+    return max(scored, key=scored.get)
+
+
+def reference_set(steps: int) -> dict:
+    """The SimCLR-initialised FixMatch set of ``steps`` steps recorded by ``bench_train_fmnist.py fixmatch``."""
+    rec = _io.read_json(HERE / "results" / "train_fmnist.json")
+    for fx in rec.get("fixmatch_sets", []):
+        if fx.get("init") == f"{SIMCLR_RUN}/model.pt" and fx.get("steps") == steps:
+            return fx
+    raise SystemExit(f"--fix-steps {steps}: no SimCLR-initialised FixMatch set of that length in train_fmnist.json "
+                     f"(run `python benchmarks/bench_train_fmnist.py fixmatch --steps {steps}` first)")
+
+
+def stage_fixmatch(args, res):
+    train, test, _, _, _ = _inputs(args, res)
+    name = best_encoder(res) if args.encoder == "best" else args.encoder
+    if name not in res.get("runs", {}):
+        raise SystemExit(f"--encoder {name}: not trained yet (trained: {', '.join(res.get('runs', {})) or 'none'})")
+    init = Path(res["runs"][name]["run_dir"]) / "model.pt"
+    if args.quick:
+        steps, params = QUICK["steps"], {}
+    else:
+        steps, params = args.fix_steps, dict(reference_set(args.fix_steps)["params"])
+    emb, _ = _embed(init, train, test)
+    fx = fixmatch_set(res, str(init), params, steps)
+    fx["encoder"] = name
+    fx_args = argparse.Namespace(methods=["usl"], seeds=args.seeds, arch="cnn_small", work=args.work, minutes=None)
+    log(f"fixmatch from {name}: {steps} steps, seeds {args.seeds}")
+    fixmatch_runs(fx_args, fx, train, test, emb, init, params=params, save=lambda: save(args, res))
+
+
+def _fixmatch_md(res) -> list[str]:
+    lines = []
+    for fx in res.get("fixmatch_sets", []):
+        runs = {r["seed"]: r for r in fx["runs"].values() if "ema_top1" in r}
+        if not runs:
+            continue
+        try:
+            ref = {r["seed"]: r for r in reference_set(fx["steps"])["runs"].values()
+                   if r["method"] == "usl" and "ema_top1" in r}
+        except SystemExit:
+            ref = {}
+        seeds = sorted(runs)
+        paired = [runs[s]["ema_top1"] - ref[s]["ema_top1"] for s in seeds if s in ref]
+        params = ", ".join(f"{k}={v}" for k, v in fx["params"].items()) or "the preset's parameters"
+        lines += ["", f"FixMatch, {FIX_BUDGET} USL labels, {fx['steps']} steps, {params}: init and picks from "
+                      f"**{fx['encoder']}** vs the SimCLR-initialised runs (`train_fmnist.json`, same steps, "
+                      "parameters and seeds; picks on SimCLR's embedding). EMA top-1, seeds "
+                      + ", ".join(map(str, seeds)) + ".",
+                  "",
+                  "| init | EMA top-1 per seed | mean ± sd | top-1 mean |",
+                  "|---|---|---|---|",
+                  f"| {fx['encoder']} | " + ", ".join(f"{100 * runs[s]['ema_top1']:.1f}" for s in seeds)
+                  + f" | {_ms([runs[s]['ema_top1'] for s in seeds])} | {_ms([runs[s]['top1'] for s in seeds])} |"]
+        if ref:
+            rs = [s for s in seeds if s in ref]
+            lines.append("| SimCLR (recorded) | " + ", ".join(f"{100 * ref[s]['ema_top1']:.1f}" for s in rs)
+                         + f" | {_ms([ref[s]['ema_top1'] for s in rs])} | {_ms([ref[s]['top1'] for s in rs])} |")
+            lines += ["", f"Paired by seed ({fx['encoder']} - SimCLR): "
+                      + ", ".join(f"{100 * d:+.1f}" for d in paired) + " points."]
+    return lines
+
+
 def markdown(res) -> str:
     rows = [("PCA-64", res.get("baselines", {}).get("pca64"), None),
             ("SimCLR (recorded CPU preset)", res.get("baselines", {}).get("simclr"), None)]
@@ -264,6 +338,7 @@ def markdown(res) -> str:
                       f"{cal.get('sela', {}).get('label_update_s', 0):.1f} s per label update): " + ", ".join(
             f"{k} {v['seconds_per_step']:.3f}" for k, v in cal.items()) + ". `train s` is the wall time of the run, "
                       "longer than the budget where other work shared the 2 cores (the steps were fixed beforehand)."]
+    lines += _fixmatch_md(res)
     return "\n".join(lines) + "\n"
 
 
@@ -277,11 +352,14 @@ def save(args, res) -> None:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("stage", choices=["calibrate", "train", "eval", "report"])
+    ap.add_argument("stage", choices=["calibrate", "train", "eval", "fixmatch", "report"])
     ap.add_argument("--dataset", default="fashion_mnist")
     ap.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=list(LEARNERS))
     ap.add_argument("--seconds", type=float, default=None, help="training seconds per learner (default: SimCLR's)")
     ap.add_argument("--steps", type=int, default=None, help="one length for every learner instead of calibration")
+    ap.add_argument("--encoder", default="best", help="fixmatch: the learner whose encoder initialises it and picks")
+    ap.add_argument("--fix-steps", type=int, default=1000, help="fixmatch: steps (a recorded SimCLR set's length)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fixmatch: seeds (selection and run)")
     ap.add_argument("--work", default="data/bench_runs/representations")
     ap.add_argument("--data-root", default="data")
     ap.add_argument("--quick", action="store_true")
@@ -302,7 +380,8 @@ def main(argv=None) -> None:
     if args.stage == "report":
         save(args, res)
         return
-    {"calibrate": stage_calibrate, "train": stage_train, "eval": stage_eval}[args.stage](args, res)
+    {"calibrate": stage_calibrate, "train": stage_train, "eval": stage_eval,
+     "fixmatch": stage_fixmatch}[args.stage](args, res)
 
 
 if __name__ == "__main__":

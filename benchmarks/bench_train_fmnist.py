@@ -388,10 +388,6 @@ def calibrate_steps(args, train, sel, init, minutes) -> int:
 
 
 def stage_fixmatch(args, res):
-    from uslkit.labels import annotate, make_selection
-    from uslkit.select import select
-    from uslkit.train import train_fixmatch
-
     train, test = load(args)
     init = None
     if not args.no_init:
@@ -405,20 +401,31 @@ def stage_fixmatch(args, res):
         emb, _ = simclr_embeddings(load_model(init), train, test)
     else:
         emb, _ = pca_embeddings(train, test)
-    budget = FIX_BUDGET
     steps = QUICK["fix_steps"] if args.quick else args.steps
     params = dict(args.param or [])
-    init_name = None if init is None else str(init)
-    fx = fixmatch_set(res, init_name, params, steps)
+    fx = fixmatch_set(res, None if init is None else str(init), params, steps)
+    fixmatch_runs(args, fx, train, test, emb, init, params=params, save=lambda: save(args, res))
+    return res
+
+
+def fixmatch_runs(args, fx, train, test, emb, init, *, params, save) -> None:
+    """Train the missing FixMatch runs of the set ``fx``: ``args.methods`` pick ``FIX_BUDGET`` labels on ``emb``
+    at each of ``args.seeds``; every run from ``init`` (``None``: scratch) for ``fx["steps"]`` steps (``None``:
+    calibrated from ``args.minutes``), ``params`` on top of the learner's preset; ``save()`` after each run."""
+    from uslkit.labels import annotate, make_selection
+    from uslkit.select import select
+    from uslkit.train import train_fixmatch
+
+    steps = fx.get("steps")
     for seed in args.seeds:  # seed-major: an interrupted benchmark has every method at the first seeds
         for method in args.methods:
             key = f"{method}/seed{seed}"
             if key in fx["runs"] and "top1" in fx["runs"][key]:
                 continue
-            idx = select(method, emb, budget, seed=seed, labels=train.labels)
+            idx = select(method, emb, FIX_BUDGET, seed=seed, labels=train.labels)
             sel = annotate(make_selection(idx, dataset=train, method=method, seed=seed), train)
             if steps is None:
-                steps = fx.get("steps") or calibrate_steps(args, train, sel, init, args.minutes)
+                steps = calibrate_steps(args, train, sel, init, args.minutes)
             fx["steps"] = steps
             tag = param_tag(params)
             origin = f"_from-{Path(init).parent.name}" if init is not None else "_scratch"
@@ -426,15 +433,14 @@ def stage_fixmatch(args, res):
             t0 = time.perf_counter()
             out = train_fixmatch(train, sel, arch=args.arch, init=init, steps=steps, seed=seed, test_set=test,
                                  out_dir=run_dir, progress=True, eval_every=max(1, steps // 5), ckpt_every=100,
-                                 **dict(args.param or []))
+                                 **params)
             fx["runs"][key] = {"method": method, "seed": seed, "steps": steps, "run_dir": str(run_dir),
                                "wall_s": None if out.reused else time.perf_counter() - t0,
                                "top1": out.metrics["top1"], "ema_top1": out.metrics["ema_top1"],
                                "per_class_ema": out.metrics.get("ema_per_class"), "curve": _curve(out.history),
                                "coverage": len(set(sel.labels)) / train.num_classes}
             log(f"fixmatch {key}: top1 {out.metrics['top1']:.4f} ema {out.metrics['ema_top1']:.4f}")
-            save(args, res)
-    return res
+            save()
 
 
 def fixmatch_set(res, init, params, steps) -> dict:

@@ -1,0 +1,53 @@
+"""benchmarks/bench_representations.py: which encoder FixMatch starts from, the recorded SimCLR set it is
+compared with, and the comparison it writes."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("bench_representations")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _eval(usl40):
+    return {"full": {"knn1": 0.8, "knn10_weighted": 0.81}, "probe_usl40": 0.5, "nn1_usl40": 0.6,
+            "picks": {"usl_b40": usl40, "usl_b20": [0.9, 0.9]}}
+
+
+def test_best_encoder_is_the_best_usl_b40_among_self_supervised_learners(bench):
+    res = {"runs": {"msf": {"eval": _eval([0.60, 0.62])}, "cmsf_2q": {"eval": _eval([0.66, 0.64])},
+                    "cmsf_labels": {"eval": _eval([0.9, 0.9])},  # trained on labels: never FixMatch's encoder
+                    "sela": {"steps": 3}}}  # not evaluated yet
+    assert bench.best_encoder(res) == "cmsf_2q"
+    with pytest.raises(SystemExit, match="no evaluated learner"):
+        bench.best_encoder({"runs": {"sela": {"steps": 3}}})
+
+
+def _fx(init, steps, ema):
+    return {"init": init, "params": {"ema_decay": 0.99}, "steps": steps,
+            "runs": {f"usl/seed{s}": {"method": "usl", "seed": s, "top1": e, "ema_top1": e} for s, e in enumerate(ema)}}
+
+
+def test_fixmatch_compared_seed_by_seed_with_the_recorded_simclr_set(bench, monkeypatch):
+    ref = _fx(f"{bench.SIMCLR_RUN}/model.pt", 250, [0.70, 0.72, 0.71])
+    other = _fx("elsewhere/model.pt", 250, [0.1, 0.1, 0.1])
+    monkeypatch.setattr(bench._io, "read_json", lambda path: {"fixmatch_sets": [other, ref]})
+    assert bench.reference_set(250) is ref
+    with pytest.raises(SystemExit, match="--fix-steps 1000"):
+        bench.reference_set(1000)
+    mine = dict(_fx("w/cmsf_2q_steps9/model.pt", 250, [0.75, 0.70]), encoder="cmsf_2q")
+    text = "\n".join(bench._fixmatch_md({"fixmatch_sets": [mine]}))
+    assert "**cmsf_2q**" in text and "ema_decay=0.99" in text
+    assert "| cmsf_2q | 75.0, 70.0 | 72.5 ± 3.5 |" in text
+    assert "| SimCLR (recorded) | 70.0, 72.0 | 71.0 ± 1.4 |" in text  # the same seeds only
+    assert "+5.0, -2.0 points" in text
