@@ -112,6 +112,25 @@ def test_sela_labels_are_the_argmax_of_an_equipartitioned_sinkhorn_plan(digits, 
     assert not np.array_equal(labels, S.equipartition_labels(200, 10, 2, seed=0).numpy())
 
 
+def test_sela_sinkhorn_cap_is_the_callers(small, monkeypatch):
+    from uslkit import cluster as C
+    from uslkit.train import sela as S
+    from uslkit.train.config import SeLaConfig
+
+    train, _ = small
+    sub = train.subset(np.arange(200))
+    caps = []
+    real = C.sinkhorn_knopp
+    monkeypatch.setattr(C, "sinkhorn_knopp", lambda *a, **k: caps.append(k["max_iter"]) or real(*a, **k))
+    assert "sk_max_iter" not in SeLaConfig(steps=1).run_params()  # run folders of the default stay valid
+    with pytest.warns(RuntimeWarning, match="did not reach"):
+        S.train_sela(sub, steps=1, batch_size=50, heads=1, clusters=10, label_updates=1, sk_tol=1e-12,
+                     sk_max_iter=2, seed=0, progress=False)
+    assert caps == [2]
+    with pytest.raises(ValueError, match="sk_max_iter"):
+        SeLaConfig(steps=1, sk_max_iter=0)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------------------

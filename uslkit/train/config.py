@@ -736,6 +736,8 @@ class SeLaConfig(LearnerConfig):
         heads, clusters: classifier heads and clusters per head (CIFAR 10 x 128; ImageNet 10 x 3000).
         lam, sk_tol: lambda of ``P^lambda`` and the Sinkhorn stopping tolerance (CIFAR 10 and 0.01; ImageNet 25
             and 0.1): :func:`uslkit.cluster.sinkhorn_knopp`.
+        sk_max_iter: Sinkhorn iteration cap (a ``RuntimeWarning`` when reached). Deviation: the reference iterates
+            until ``sk_tol`` without a cap; a large value (e.g. 10**6) does the same.
         label_updates: Sinkhorn-Knopp label optimisations over training (``nopts``: 400 CIFAR, 100 ImageNet).
         update_spacing: ``"linear"`` (the CIFAR code) or ``"quadratic"`` (the ImageNet code: denser early).
         heads_per_update: ``"all"`` (the ImageNet code) or ``"one"`` (the CIFAR code: head ``epoch % heads``).
@@ -758,6 +760,7 @@ class SeLaConfig(LearnerConfig):
     clusters: int = 128
     lam: float = 10.0
     sk_tol: float = 0.01
+    sk_max_iter: int = recorded_if_changed(1000)
     label_updates: int = 400
     update_spacing: str = "linear"
     heads_per_update: str = "one"
@@ -767,7 +770,7 @@ class SeLaConfig(LearnerConfig):
     def __post_init__(self) -> None:
         from .._validate import check_choice, check_float
 
-        for name in ("batch_size", "heads", "label_updates"):
+        for name in ("batch_size", "heads", "label_updates", "sk_max_iter"):
             check_positive_int(getattr(self, name), name=name)
         check_positive_int(self.clusters, name="clusters", minimum=2)
         self._check_length()

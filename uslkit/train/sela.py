@@ -159,7 +159,7 @@ def train_sela(dataset, config: SeLaConfig | None = None, *, preset: str | None 
             for h in which:
                 head = core.heads[h]
                 logits = (feats @ head.weight.T + head.bias).double().cpu().numpy()
-                new, _ = sinkhorn_knopp(logits, lam=cfg.lam, tol=cfg.sk_tol)
+                new, _ = sinkhorn_knopp(logits, lam=cfg.lam, tol=cfg.sk_tol, max_iter=cfg.sk_max_iter)
                 core.state.labels[h] = torch.from_numpy(new).to(core.state.labels.device)
         if distributed.dist_on():
             torch.distributed.broadcast(core.state.labels, src=0)
