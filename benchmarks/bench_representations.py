@@ -317,8 +317,10 @@ def markdown(res) -> str:
     for name, ev, rec in rows:
         if not ev:
             continue
-        cells = [name, str(rec["steps"]) if rec else "-",
-                 f"{rec['train_wall_s']:.0f}" if rec and rec.get("train_wall_s") else "-",
+        wall = f"{rec['train_wall_s']:.0f}" if rec and rec.get("train_wall_s") else "-"
+        if rec and rec.get("resumed_from"):
+            wall += f" (from step {rec['resumed_from']})"
+        cells = [name, str(rec["steps"]) if rec else "-", wall,
                  f"{100 * ev['full']['knn1']:.1f}", f"{100 * ev['full']['knn10_weighted']:.1f}"]
         cells += [_ms(ev["picks"].get(f"{m}_b{b}")) for m in METHODS for b in BUDGETS]
         cells += [f"{100 * ev['probe_usl40']:.1f}", f"{100 * ev['nn1_usl40']:.1f}"]
@@ -335,9 +337,10 @@ def markdown(res) -> str:
     cal = res.get("calibration", {})
     if cal:
         lines += ["", "Calibration (seconds per step, median of a 30-step probe run alone; SeLa also pays "
-                      f"{cal.get('sela', {}).get('label_update_s', 0):.1f} s per label update): " + ", ".join(
-            f"{k} {v['seconds_per_step']:.3f}" for k, v in cal.items()) + ". `train s` is the wall time of the run, "
-                      "longer than the budget where other work shared the 2 cores (the steps were fixed beforehand)."]
+                      f"{cal.get('sela', {}).get('label_update_s', 0):.1f} s per label update, measured at step 0): "
+                  + ", ".join(f"{k} {v['seconds_per_step']:.3f}" for k, v in cal.items())
+                  + ". `train s` is the wall time of the run (of its resumed part where it resumed), longer than the "
+                    "budget where other work shared the 2 cores (the steps were fixed beforehand)."]
     lines += _fixmatch_md(res)
     return "\n".join(lines) + "\n"
 
