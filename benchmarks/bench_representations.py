@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import machine, update_section
-from bench_train_fmnist import FIX_BUDGET, fixmatch_runs, fixmatch_set, load, pca_embeddings
+from bench_train_fmnist import FIX_BUDGET, fixmatch_runs, fixmatch_set, load, pca_embeddings, simclr_embeddings
 
 from uslkit import _io
 
@@ -175,13 +175,9 @@ def stage_train(args, res):
 
 
 def _embed(encoder, train, test):
-    from uslkit.embed import l2_normalize
-    from uslkit.evaluate import extract_features
     from uslkit.train.models import load_model
 
-    net = load_model(encoder)
-    return (l2_normalize(extract_features(net, train, progress=False)),
-            l2_normalize(extract_features(net, test, progress=False)))
+    return simclr_embeddings(load_model(encoder), train, test, progress=False)
 
 
 def evaluate_embedding(args, x_tr, x_te, train, test, labels_path, *, own_labels=False) -> dict:

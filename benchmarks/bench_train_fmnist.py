@@ -86,12 +86,13 @@ def pca_embeddings(train, test):
     return l2_normalize(x_tr), l2_normalize(x_te)
 
 
-def simclr_embeddings(net, train, test):
+def simclr_embeddings(net, train, test, *, progress=True):
+    """L2-normalised encoder features of the train and test splits."""
     from uslkit.embed import l2_normalize
     from uslkit.evaluate import extract_features
 
-    return (l2_normalize(extract_features(net, train, progress=True)),
-            l2_normalize(extract_features(net, test, progress=True)))
+    return (l2_normalize(extract_features(net, train, progress=progress)),
+            l2_normalize(extract_features(net, test, progress=progress)))
 
 
 def usl_nn1(x_tr, y_tr, x_te, y_te, budget, seed):
