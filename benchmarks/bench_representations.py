@@ -159,18 +159,32 @@ def stage_train(args, res):
         out = Path(args.work) / f"{name}_steps{steps}"
         rec = runs.get(name)
         if rec and rec.get("steps") == steps and "eval" in rec:
-            continue
+            if (out / "model.pt").exists():
+                continue
+            # recorded, but its run folder is gone (data/ is not in git): train it again, from the same seed
+            log(f"train {name}: {out / 'model.pt'} is missing; training it again and checking it reproduces")
         log(f"train {name}: {steps} steps -> {out}")
         t0 = time.perf_counter()
         r = _run(args, name, train, labels, steps=steps, out_dir=out)
         wall = time.perf_counter() - t0
         rec = {"steps": steps, "run_dir": str(out), "train_wall_s": None if r.reused else wall,
                "resumed_from": r.resumed_from, "history_tail": r.history[-3:]}
-        if rec["train_wall_s"] is None and name in runs:  # reloaded: keep the wall time measured when it trained
-            rec["train_wall_s"] = runs[name].get("train_wall_s")
+        prev = runs.get(name) if runs.get(name, {}).get("steps") == steps else None
+        if rec["train_wall_s"] is None and prev:  # reloaded: keep the wall time measured when it trained
+            rec["train_wall_s"] = prev.get("train_wall_s")
+        if prev and "eval" in prev:  # a retrained run: the first run's record stays, the new one is checked against it
+            rec = dict(prev, retrained={k: v for k, v in rec.items() if k != "run_dir"})
         runs[name] = rec
         save(args, res)
-        rec["eval"] = evaluate_encoder(args, f"{out}/model.pt", train, test, labels, own_labels=name == "cmsf_labels")
+        ev = evaluate_encoder(args, f"{out}/model.pt", train, test, labels, own_labels=name == "cmsf_labels")
+        if "retrained" in rec:
+            rec["retrained"]["eval_equal"] = ev == rec["eval"]
+            log(f"train {name}: the retrained encoder's evaluation {'equals' if ev == rec['eval'] else 'DIFFERS from'}"
+                " the recorded one")
+            if ev != rec["eval"]:
+                rec["retrained"]["eval"] = ev
+        else:
+            rec["eval"] = ev
         save(args, res)
 
 

@@ -51,3 +51,45 @@ def test_fixmatch_compared_seed_by_seed_with_the_recorded_simclr_set(bench, monk
     assert "| cmsf_2q | 75.0, 70.0 | 72.5 ± 3.5 |" in text
     assert "| SimCLR (recorded) | 70.0, 72.0 | 71.0 ± 1.4 |" in text  # the same seeds only
     assert "+5.0, -2.0 points" in text
+
+
+def test_a_recorded_run_whose_folder_is_gone_is_trained_again_and_checked_against_its_record(bench, monkeypatch,
+                                                                                            tmp_path):
+    import argparse
+    from types import SimpleNamespace
+
+    trained, evals = [], []
+
+    def run(args, name, train, labels, *, steps, out_dir=None, **kw):
+        trained.append(name)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "model.pt").write_bytes(b"w")
+        return SimpleNamespace(reused=False, resumed_from=None, history=[{"step": steps}])
+
+    monkeypatch.setattr(bench, "_inputs", lambda args, res: (None, None, None, None, "labels.json"))
+    monkeypatch.setattr(bench, "_run", run)
+    monkeypatch.setattr(bench, "evaluate_encoder", lambda *a, **k: evals.pop(0))
+    monkeypatch.setattr(bench, "save", lambda args, res: None)
+    args = argparse.Namespace(learners=["msf"], steps=5, work=str(tmp_path), quick=False)
+    first = _eval([0.6, 0.7])
+    res = {"calibration": {"msf": {}},
+           "runs": {"msf": {"steps": 5, "run_dir": str(tmp_path / "msf_steps5"), "train_wall_s": 100.0, "eval": first}}}
+
+    (tmp_path / "msf_steps5").mkdir()
+    (tmp_path / "msf_steps5" / "model.pt").write_bytes(b"w")
+    bench.stage_train(args, res)  # recorded and present: nothing runs
+    assert trained == []
+
+    (tmp_path / "msf_steps5" / "model.pt").unlink()
+    evals.append(_eval([0.6, 0.7]))
+    bench.stage_train(args, res)
+    rec = res["runs"]["msf"]
+    assert trained == ["msf"] and rec["eval"] == first and rec["train_wall_s"] == 100.0  # the first record stays
+    assert rec["retrained"]["eval_equal"] is True and "eval" not in rec["retrained"]
+
+    (tmp_path / "msf_steps5" / "model.pt").unlink()
+    evals.append(_eval([0.5, 0.7]))
+    bench.stage_train(args, res)
+    rec = res["runs"]["msf"]
+    assert rec["eval"] == first and rec["retrained"]["eval_equal"] is False
+    assert rec["retrained"]["eval"]["picks"]["usl_b40"] == [0.5, 0.7]  # the difference is kept, not hidden
