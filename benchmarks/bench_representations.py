@@ -172,19 +172,17 @@ def stage_train(args, res):
         prev = runs.get(name) if runs.get(name, {}).get("steps") == steps else None
         if rec["train_wall_s"] is None and prev:  # reloaded: keep the wall time measured when it trained
             rec["train_wall_s"] = prev.get("train_wall_s")
-        if prev and "eval" in prev:  # a retrained run: the first run's record stays, the new one is checked against it
-            rec = dict(prev, retrained={k: v for k, v in rec.items() if k != "run_dir"})
+        if prev and "eval" in prev:  # trained again: the recorded run is kept, and compared below
+            rec["previous"] = {k: v for k, v in prev.items() if k not in ("previous", "history_tail")}
+        elif prev and "previous" in prev:  # an interrupted evaluation of a run trained again
+            rec["previous"] = prev["previous"]
         runs[name] = rec
         save(args, res)
-        ev = evaluate_encoder(args, f"{out}/model.pt", train, test, labels, own_labels=name == "cmsf_labels")
-        if "retrained" in rec:
-            rec["retrained"]["eval_equal"] = ev == rec["eval"]
-            log(f"train {name}: the retrained encoder's evaluation {'equals' if ev == rec['eval'] else 'DIFFERS from'}"
-                " the recorded one")
-            if ev != rec["eval"]:
-                rec["retrained"]["eval"] = ev
-        else:
-            rec["eval"] = ev
+        rec["eval"] = evaluate_encoder(args, f"{out}/model.pt", train, test, labels, own_labels=name == "cmsf_labels")
+        if "previous" in rec:
+            rec["reproduces_previous"] = rec["eval"] == rec["previous"]["eval"]
+            log(f"train {name}: the evaluation {'equals' if rec['reproduces_previous'] else 'DIFFERS from'} the "
+                "recorded run's (kept as 'previous')")
         save(args, res)
 
 
@@ -314,8 +312,12 @@ def _fixmatch_md(res) -> list[str]:
 def markdown(res) -> str:
     rows = [("PCA-64", res.get("baselines", {}).get("pca64"), None),
             ("SimCLR (recorded CPU preset)", res.get("baselines", {}).get("simclr"), None)]
+    again = []
     for name, rec in res.get("runs", {}).items():
         rows.append((name, rec.get("eval"), rec))
+        if "previous" in rec:  # trained again after its run folder was lost: the earlier record beside it
+            rows.append((f"{name} (earlier run)", rec["previous"].get("eval"), rec["previous"]))
+            again.append(f"{name} ({'the same evaluation' if rec.get('reproduces_previous') else 'a different one'})")
     lines = [f"Command: `python benchmarks/bench_representations.py calibrate|eval|train` (results: "
              f"`benchmarks/results/representations.json`). Machine: {res.get('machine', {}).get('cpu')}, "
              f"{res.get('machine', {}).get('cpu_count')} cores. Equal time: "
@@ -335,6 +337,10 @@ def markdown(res) -> str:
         cells += [_ms(ev["picks"].get(f"{m}_b{b}")) for m in METHODS for b in BUDGETS]
         cells += [f"{100 * ev['probe_usl40']:.1f}", f"{100 * ev['nn1_usl40']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    if again:
+        lines += ["", "Trained again from the same seed and settings, the earlier run's folder being gone: "
+                  + ", ".join(again) + ". The earlier run's row is its recorded evaluation; the other rows and "
+                  "FixMatch use the new encoder."]
     purity = []
     for name, rec in res.get("runs", {}).items():
         last = next((h for h in reversed(rec.get("history_tail", [])) if "purity_msf" in h), None)

@@ -84,12 +84,27 @@ def test_a_recorded_run_whose_folder_is_gone_is_trained_again_and_checked_agains
     evals.append(_eval([0.6, 0.7]))
     bench.stage_train(args, res)
     rec = res["runs"]["msf"]
-    assert trained == ["msf"] and rec["eval"] == first and rec["train_wall_s"] == 100.0  # the first record stays
-    assert rec["retrained"]["eval_equal"] is True and "eval" not in rec["retrained"]
+    assert trained == ["msf"] and rec["eval"] == first and rec["reproduces_previous"] is True
+    assert rec["previous"]["train_wall_s"] == 100.0 and rec["train_wall_s"] != 100.0  # both runs' records
 
     (tmp_path / "msf_steps5" / "model.pt").unlink()
     evals.append(_eval([0.5, 0.7]))
     bench.stage_train(args, res)
     rec = res["runs"]["msf"]
-    assert rec["eval"] == first and rec["retrained"]["eval_equal"] is False
-    assert rec["retrained"]["eval"]["picks"]["usl_b40"] == [0.5, 0.7]  # the difference is kept, not hidden
+    assert rec["reproduces_previous"] is False  # the difference is kept, not hidden
+    assert rec["eval"]["picks"]["usl_b40"] == [0.5, 0.7] and rec["previous"]["eval"] == first
+    assert "previous" not in rec["previous"]
+
+
+def test_the_report_shows_a_run_trained_again_beside_its_earlier_record(bench):
+    rec = {"steps": 5, "train_wall_s": 90.0, "resumed_from": None, "eval": _eval([0.5, 0.7]),
+           "reproduces_previous": False,
+           "previous": {"steps": 5, "train_wall_s": 100.0, "resumed_from": None, "eval": _eval([0.6, 0.7])}}
+    for m in bench.METHODS:
+        for b in bench.BUDGETS:
+            for e in (rec["eval"], rec["previous"]["eval"]):
+                e["picks"][f"{m}_b{b}"] = e["picks"].get(f"{m}_b{b}", [0.9, 0.9])
+    text = bench.markdown({"runs": {"cmsf_2q": rec}})
+    rows = [line for line in text.splitlines() if line.startswith("| cmsf_2q")]
+    assert rows[0].startswith("| cmsf_2q | 5 | 90 |") and rows[1].startswith("| cmsf_2q (earlier run) | 5 | 100 |")
+    assert "cmsf_2q (a different one)" in text
