@@ -318,7 +318,7 @@ def markdown(res) -> str:
         if "previous" in rec:  # trained again after its run folder was lost: the earlier record beside it
             rows.append((f"{name} (earlier run)", rec["previous"].get("eval"), rec["previous"]))
             again.append(f"{name} ({'the same evaluation' if rec.get('reproduces_previous') else 'a different one'})")
-    lines = [f"Command: `python benchmarks/bench_representations.py calibrate|eval|train` (results: "
+    lines = [f"Command: `python benchmarks/bench_representations.py calibrate|eval|train|fixmatch` (results: "
              f"`benchmarks/results/representations.json`). Machine: {res.get('machine', {}).get('cpu')}, "
              f"{res.get('machine', {}).get('cpu_count')} cores. Equal time: "
              f"{res.get('budget_s', 0):.0f} s of training per learner (the SimCLR CPU preset's).",
@@ -339,8 +339,8 @@ def markdown(res) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if again:
         lines += ["", "Trained again from the same seed and settings, the earlier run's folder being gone: "
-                  + ", ".join(again) + ". The earlier run's row is its recorded evaluation; the other rows and "
-                  "FixMatch use the new encoder."]
+                  + ", ".join(again) + ". The \"(earlier run)\" row is the recorded evaluation of the first "
+                  "run; the row above it, and FixMatch, are the new encoder's."]
     purity = []
     for name, rec in res.get("runs", {}).items():
         last = next((h for h in reversed(rec.get("history_tail", [])) if "purity_msf" in h), None)
