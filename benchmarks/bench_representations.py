@@ -168,7 +168,7 @@ def stage_train(args, res):
         r = _run(args, name, train, labels, steps=steps, out_dir=out)
         wall = time.perf_counter() - t0
         rec = {"steps": steps, "run_dir": str(out), "train_wall_s": None if r.reused else wall,
-               "resumed_from": r.resumed_from, "history_tail": r.history[-3:]}
+               "resumed_from": r.resumed_from, "history_tail": r.history[-3:], "cpu": machine()["cpu"]}
         prev = runs.get(name) if runs.get(name, {}).get("steps") == steps else None
         if rec["train_wall_s"] is None and prev:  # reloaded: keep the wall time measured when it trained
             rec["train_wall_s"] = prev.get("train_wall_s")
@@ -272,6 +272,7 @@ def stage_fixmatch(args, res):
     emb, _ = _embed(init, train, test)
     fx = fixmatch_set(res, str(init), params, steps)
     fx["encoder"] = name
+    fx.setdefault("cpu", machine()["cpu"])  # the recorded SimCLR runs' machine may be another
     fx_args = argparse.Namespace(methods=["usl"], seeds=args.seeds, arch="cnn_small", work=args.work, minutes=None)
     log(f"fixmatch from {name}: {steps} steps, seeds {args.seeds}")
     fixmatch_runs(fx_args, fx, train, test, emb, init, params=params, save=lambda: save(args, res))
@@ -293,7 +294,8 @@ def _fixmatch_md(res) -> list[str]:
         params = ", ".join(f"{k}={v}" for k, v in fx["params"].items()) or "the preset's parameters"
         lines += ["", f"FixMatch, {FIX_BUDGET} USL labels, {fx['steps']} steps, {params}: init and picks from "
                       f"**{fx['encoder']}** vs the SimCLR-initialised runs (`train_fmnist.json`, same steps, "
-                      "parameters and seeds; picks on SimCLR's embedding). EMA top-1, seeds "
+                      "parameters and seeds; picks on SimCLR's embedding)"
+                      + (f"; these runs on {fx['cpu']}" if fx.get("cpu") else "") + ". EMA top-1, seeds "
                       + ", ".join(map(str, seeds)) + ".",
                   "",
                   "| init | EMA top-1 per seed | mean ± sd | top-1 mean |",
@@ -317,7 +319,10 @@ def markdown(res) -> str:
         rows.append((name, rec.get("eval"), rec))
         if "previous" in rec:  # trained again after its run folder was lost: the earlier record beside it
             rows.append((f"{name} (earlier run)", rec["previous"].get("eval"), rec["previous"]))
-            again.append(f"{name} ({'the same evaluation' if rec.get('reproduces_previous') else 'a different one'})")
+            cpus = f", on {rec.get('cpu')} after {rec['previous'].get('cpu') or 'the recorded machine'}" \
+                if rec.get("cpu") and rec.get("cpu") != rec["previous"].get("cpu") else ""
+            again.append(f"{name} ({'the same evaluation' if rec.get('reproduces_previous') else 'a different one'}"
+                         f"{cpus})")
     lines = [f"Command: `python benchmarks/bench_representations.py calibrate|eval|train|fixmatch` (results: "
              f"`benchmarks/results/representations.json`). Machine: {res.get('machine', {}).get('cpu')}, "
              f"{res.get('machine', {}).get('cpu_count')} cores. Equal time: "

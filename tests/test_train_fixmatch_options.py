@@ -249,12 +249,22 @@ COMMITTED_HISTORY = [
 # sha256 over the sorted state_dict (key, dtype, bytes) of the final network and of its EMA (see _digest)
 COMMITTED_TORCH = "2.14.1+cu130"
 COMMITTED_THREADS = 2  # torch's intra-op threads then (the CI machine's cores): other counts round differently
+COMMITTED_CPU = "AMD EPYC"  # /proc/cpuinfo's model name then: another CPU's kernels (e.g. an AVX-512 Xeon) round
+#                             differently too (the last digits of the first loss, seen on an Intel Xeon)
 COMMITTED_NET = "2323699a1815df58b257b86cb58fc4ff081e335e233bd7db6973106e53ee8272"
 COMMITTED_EMA = "5d41161a7ab1d3022d1556bbff3900b81ca0bef019a3f2073839a1ee3ab5c906"
 # the run record's keys
 COMMITTED_PARAMS = {"arch", "augment", "batch_size", "dataset", "ema_decay", "init", "kind", "labeled", "labels",
                     "lambda_u", "lr", "momentum", "mu", "n", "nesterov", "split", "steps", "threshold",
                     "weight_decay"}
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
+    except OSError:
+        return None
 
 
 def _digest(module):
@@ -269,8 +279,8 @@ def _digest(module):
 @pytest.mark.parametrize("explicit", [False, True])
 def test_default_run_equals_the_committed_code(train, selection, tmp_path, explicit):
     """FixMatch with the options off (by default, or given explicitly at their defaults) trains what the code before
-    the options trained: the same losses (to 1e-6 anywhere; the same weights bit for bit with the torch that made
-    the numbers), no extra modules or state, the same run record."""
+    the options trained: the same losses (to 1e-6 anywhere; the same weights bit for bit with the torch, threads and
+    CPU that made the numbers), no extra modules or state, the same run record."""
     opts = dict(distribution_alignment=None, da_window=128, threshold_mode="fixed", flexmatch_warmup=True,
                 freematch_ema=0.999, fairness_weight=0.001) if explicit else {}
     res = _fix(train, selection, steps=4, ckpt_every=2, log_every=1, threshold=0.15, out_dir=tmp_path / "a", **opts)
@@ -279,7 +289,9 @@ def test_default_run_equals_the_committed_code(train, selection, tmp_path, expli
     assert len(got) == len(COMMITTED_HISTORY)
     for row, ref in zip(got, COMMITTED_HISTORY):
         assert row == pytest.approx(ref, rel=1e-6, abs=1e-7)
-    if torch.__version__ == COMMITTED_TORCH and torch.get_num_threads() == COMMITTED_THREADS:  # bit for bit where made
+    made_here = (torch.__version__, torch.get_num_threads(), _cpu_model()) == (COMMITTED_TORCH, COMMITTED_THREADS,
+                                                                              COMMITTED_CPU)
+    if made_here:  # bit for bit where the numbers were made
         assert got == COMMITTED_HISTORY
         assert (_digest(res.net), _digest(res.ema)) == (COMMITTED_NET, COMMITTED_EMA)
     assert res.extras == {}
